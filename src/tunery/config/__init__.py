@@ -1,0 +1,138 @@
+"""Typed settings for every command, read from YAML + overrides (see parser.py).
+
+``parse_config("train", raw)`` returns a :class:`RunConfig` whose groups hold the same argument
+names LLaMA-Factory uses, so its YAML files parse unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunery.config.data_args import DataArguments
+from tunery.config.eval_args import EvaluationArguments
+from tunery.config.export_args import ExportArguments
+from tunery.config.finetuning_args import FinetuningArguments
+from tunery.config.generating_args import GeneratingArguments
+from tunery.config.model_args import ModelArguments
+from tunery.config.parser import build_dataclasses, dump_config, load_raw_config
+from tunery.logging import get_logger
+
+logger = get_logger(__name__)
+
+# Group name -> dataclass, in the order --help shows them.
+GROUPS: dict[str, type] = {
+    "model": ModelArguments,
+    "data": DataArguments,
+    "finetuning": FinetuningArguments,
+    "generation": GeneratingArguments,
+    "evaluation": EvaluationArguments,
+    "export": ExportArguments,
+}
+
+COMMAND_GROUPS: dict[str, list[str]] = {
+    "train": ["model", "data", "finetuning", "generation", "training"],
+    "predict": ["model", "data", "finetuning", "generation", "training"],
+    "chat": ["model", "data", "finetuning", "generation"],
+    "api": ["model", "data", "finetuning", "generation"],
+    "webui": [],
+    "eval": ["model", "data", "finetuning", "evaluation", "generation"],
+    "export": ["model", "data", "finetuning", "export"],
+    "data": ["model", "data", "finetuning"],
+    "estimate": ["model", "data", "finetuning", "training"],
+}
+
+
+def group_class(name: str) -> type:
+    if name == "training":
+        from tunery.config.training_args import TrainingArguments  # heavy import: transformers
+
+        return TrainingArguments
+    return GROUPS[name]
+
+
+@dataclass
+class RunConfig:
+    """All settings of one command. Groups a command does not use stay at their defaults."""
+
+    model: ModelArguments = field(default_factory=ModelArguments)
+    data: DataArguments = field(default_factory=DataArguments)
+    finetuning: FinetuningArguments = field(default_factory=FinetuningArguments)
+    generation: GeneratingArguments = field(default_factory=GeneratingArguments)
+    evaluation: EvaluationArguments = field(default_factory=EvaluationArguments)
+    export: ExportArguments = field(default_factory=ExportArguments)
+    training: Any = None  # TrainingArguments, only for commands that train or predict
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> dict[str, Any]:
+        """Every Tunery setting with its final value, plus the training settings the user gave.
+
+        Written as training_args.yaml; feeding it back reproduces the run.
+        """
+        out: dict[str, Any] = {}
+        for name in ("model", "data", "finetuning", "generation", "evaluation", "export"):
+            defaults = group_class(name)()
+            for f in dataclasses.fields(getattr(self, name)):
+                value = getattr(getattr(self, name), f.name)
+                if f.name in self.raw or value != getattr(defaults, f.name):
+                    out[f.name] = value
+        if self.training is not None:
+            for key in self.raw:
+                if hasattr(self.training, key) and key not in out:
+                    out[key] = getattr(self.training, key)
+        return out
+
+    def save(self, path: str) -> None:
+        dump_config(path, self.resolved())
+
+
+def _resolve_precision(raw: dict[str, Any]) -> None:
+    """bf16/fp16 need hardware that runs them fast; on a CPU, train in fp32 and say why."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    for key in ("bf16", "fp16"):
+        if str(raw.get(key, False)).lower() in ("true", "1", "yes"):
+            logger.warning(
+                "%s requested but no GPU is present: training in fp32 instead (this CPU has no fast %s "
+                "kernels, and fp32 is both faster and more accurate here).",
+                key,
+                key,
+            )
+            raw[key] = False
+
+
+def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -> RunConfig:
+    """Validate ``raw`` for ``command`` and build its RunConfig."""
+    raw = dict(raw)
+    names = COMMAND_GROUPS[command]
+    if "training" in names:
+        _resolve_precision(raw)
+        raw.setdefault("output_dir", "saves/tunery-run")
+    classes = [group_class(n) for n in names]
+    built = build_dataclasses(raw, classes, source=source)
+    cfg = RunConfig(raw=raw)
+    for name, obj in zip(names, built):
+        setattr(cfg, name, obj)
+    return cfg
+
+
+def load_config(command: str, tokens: list[str]) -> tuple[RunConfig, list[str]]:
+    """Parse CLI tokens (config file + overrides) for ``command``; returns leftover positionals."""
+    raw, rest = load_raw_config(tokens)
+    return parse_config(command, raw), rest
+
+
+__all__ = [
+    "DataArguments",
+    "EvaluationArguments",
+    "ExportArguments",
+    "FinetuningArguments",
+    "GeneratingArguments",
+    "ModelArguments",
+    "RunConfig",
+    "load_config",
+    "parse_config",
+]

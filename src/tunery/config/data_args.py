@@ -1,0 +1,45 @@
+"""Dataset and preprocessing settings (LLaMA-Factory's names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class DataArguments:
+    template: str | None = field(
+        default=None,
+        metadata={"help": "Chat template: 'auto' (the tokenizer's own) or a builtin name (e.g. llama3, qwen)."},
+    )
+    dataset: str | None = field(default=None, metadata={"help": "Training dataset name(s), comma separated."})
+    eval_dataset: str | None = field(default=None, metadata={"help": "Evaluation dataset name(s)."})
+    dataset_dir: str = field(default="data", metadata={"help": "Folder holding dataset_info.json."})
+    media_dir: str | None = field(default=None, metadata={"help": "Folder of images/videos (defaults to dataset_dir)."})
+    cutoff_len: int = field(default=2048, metadata={"help": "Max tokens per example after tokenization."})
+    train_on_prompt: bool = field(default=False, metadata={"help": "Also train on prompt tokens."})
+    mask_history: bool = field(default=False, metadata={"help": "Train only on the last assistant turn."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the dataset instead of loading it."})
+    buffer_size: int = field(default=16384, metadata={"help": "Shuffle buffer when streaming."})
+    mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = field(
+        default="concat", metadata={"help": "How several datasets are mixed."}
+    )
+    interleave_probs: str | None = field(default=None, metadata={"help": "Sampling probabilities, comma separated."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize even if cached."})
+    preprocessing_batch_size: int = field(default=1000, metadata={"help": "Examples per preprocessing batch."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Preprocessing processes."})
+    max_samples: int | None = field(default=None, metadata={"help": "Keep at most this many examples per dataset."})
+    eval_num_beams: int | None = field(default=None, metadata={"help": "Beams for evaluation generation."})
+    ignore_pad_token_for_loss: bool = field(default=True, metadata={"help": "Pad tokens never count in the loss."})
+    val_size: float = field(default=0.0, metadata={"help": "Validation split: fraction (<1) or count (>=1)."})
+    eval_on_each_dataset: bool = field(default=False, metadata={"help": "Evaluate each eval dataset separately."})
+    packing: bool | None = field(
+        default=None, metadata={"help": "Pack examples into cutoff_len rows (default: on for pt, off otherwise)."}
+    )
+    neat_packing: bool = field(default=False, metadata={"help": "Packing without cross-example attention."})
+    tool_format: str | None = field(default=None, metadata={"help": "Tool-call format override."})
+    default_system: str | None = field(default=None, metadata={"help": "System prompt used when none is given."})
+    enable_thinking: bool | None = field(default=True, metadata={"help": "Thinking mode for reasoning templates."})
+    tokenized_path: str | None = field(default=None, metadata={"help": "Save/load tokenized data here."})
+    data_shared_file_system: bool = field(default=False, metadata={"help": "Data on a shared file system."})
+    strict: bool = field(default=False, metadata={"help": "Fail on the first invalid example instead of skipping it."})

@@ -1,0 +1,104 @@
+"""Stage, finetuning method, adapters and preference/RL settings (LLaMA-Factory's names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Stage = Literal["pt", "sft", "rm", "ppo", "dpo", "kto", "orpo", "simpo", "grpo"]
+
+
+def split_list(value: str | list[str] | None) -> list[str]:
+    """'a, b' or ['a', 'b'] -> ['a', 'b']."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+@dataclass
+class FinetuningArguments:
+    stage: Stage = field(default="sft", metadata={"help": "Training stage: pt, sft, rm, dpo, kto, orpo, simpo, ppo, grpo."})
+    finetuning_type: Literal["lora", "freeze", "full"] = field(
+        default="lora", metadata={"help": "What is trained: lora adapters, some layers (freeze), or all (full)."}
+    )
+    # freeze
+    freeze_trainable_layers: int = field(
+        default=2, metadata={"help": "Freeze: train the last N layers (negative: the first N)."}
+    )
+    freeze_trainable_modules: str = field(
+        default="all", metadata={"help": "Freeze: module names inside those layers to train ('all')."}
+    )
+    freeze_extra_modules: str | None = field(
+        default=None, metadata={"help": "Freeze: extra non-layer modules to train (e.g. embed_tokens)."}
+    )
+    # lora family
+    additional_target: str | None = field(
+        default=None, metadata={"help": "Modules trained fully and saved beside the adapter."}
+    )
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 x rank)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target: str = field(
+        default="all", metadata={"help": "Modules that get LoRA: 'all' linear layers but the head, or names."}
+    )
+    loraplus_lr_ratio: float | None = field(default=None, metadata={"help": "LoRA+: lr ratio of B to A."})
+    loraplus_lr_embedding: float = field(default=1e-6, metadata={"help": "LoRA+: lr of embedding adapters."})
+    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilized LoRA scaling."})
+    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
+    pissa_init: bool = field(default=False, metadata={"help": "Initialize LoRA with PiSSA."})
+    pissa_iter: int = field(default=16, metadata={"help": "PiSSA fast-SVD iterations (-1: exact SVD)."})
+    pissa_convert: bool = field(default=False, metadata={"help": "Save PiSSA as a plain LoRA adapter."})
+    create_new_adapter: bool = field(default=False, metadata={"help": "New adapter on top of the loaded one."})
+    # preference
+    pref_beta: float = field(default=0.1, metadata={"help": "Beta of the preference loss (KL coefficient for grpo)."})
+    pref_ftx: float = field(default=0.0, metadata={"help": "Weight of an added SFT loss in DPO."})
+    pref_loss: Literal["sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"] = field(
+        default="sigmoid", metadata={"help": "DPO loss type."}
+    )
+    dpo_label_smoothing: float = field(default=0.0, metadata={"help": "Robust DPO label smoothing."})
+    kto_chosen_weight: float = field(default=1.0, metadata={"help": "KTO weight of desirable examples."})
+    kto_rejected_weight: float = field(default=1.0, metadata={"help": "KTO weight of undesirable examples."})
+    simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target reward margin."})
+    ref_model: str | None = field(default=None, metadata={"help": "Reference model for DPO/KTO/PPO."})
+    ref_model_adapters: str | None = field(default=None, metadata={"help": "Adapters of the reference model."})
+    ref_model_quantization_bit: int | None = field(default=None, metadata={"help": "Quantize the reference model."})
+    # ppo
+    reward_model: str | None = field(default=None, metadata={"help": "Reward model path, adapter or http(s) API."})
+    reward_model_adapters: str | None = field(default=None, metadata={"help": "Adapters of the reward model."})
+    reward_model_quantization_bit: int | None = field(default=None, metadata={"help": "Quantize the reward model."})
+    reward_model_type: Literal["lora", "full", "api"] = field(default="lora", metadata={"help": "Reward model kind."})
+    ppo_buffer_size: int = field(default=1, metadata={"help": "PPO: mini-batches per experience buffer."})
+    ppo_epochs: int = field(default=4, metadata={"help": "PPO: optimisation epochs per buffer."})
+    ppo_score_norm: bool = field(default=False, metadata={"help": "PPO: normalize scores."})
+    ppo_target: float = field(default=6.0, metadata={"help": "PPO: target KL for adaptive control."})
+    ppo_whiten_rewards: bool = field(default=False, metadata={"help": "PPO: whiten rewards before GAE."})
+    # grpo (beyond LLaMA-Factory)
+    reward_funcs: str | None = field(
+        default=None, metadata={"help": "GRPO reward functions: path/file.py:function or module:function, comma separated."}
+    )
+    num_generations: int = field(default=4, metadata={"help": "GRPO completions per prompt."})
+    # outputs and misc
+    plot_loss: bool = field(default=False, metadata={"help": "Save loss plots to output_dir."})
+    compute_accuracy: bool = field(default=False, metadata={"help": "Token accuracy during evaluation."})
+    disable_shuffling: bool = field(default=False, metadata={"help": "Keep dataset order."})
+    include_effective_tokens_per_second: bool = field(default=False, metadata={"help": "Log effective tokens/s."})
+    freeze_vision_tower: bool = field(default=True, metadata={"help": "Multimodal: keep the vision tower frozen."})
+    freeze_multi_modal_projector: bool = field(default=True, metadata={"help": "Multimodal: freeze the projector."})
+    freeze_language_model: bool = field(default=False, metadata={"help": "Multimodal: freeze the LLM."})
+    use_llama_pro: bool = field(default=False, metadata={"help": "LLaMA Pro block expansion (unsupported)."})
+    dry_run: bool = field(default=False, metadata={"help": "Resolve model and data, print the plan, do not train."})
+
+    def __post_init__(self) -> None:
+        if self.lora_alpha is None:
+            self.lora_alpha = self.lora_rank * 2
+        if self.stage in ("orpo", "simpo"):
+            # LLaMA-Factory spells these as dpo + pref_loss; Tunery accepts both.
+            self.pref_loss = self.stage
+        if self.stage == "ppo" and self.reward_model is None and not self.dry_run:
+            pass  # checked by the ppo workflow, which knows whether an API is used
+
+    @property
+    def lora_targets(self) -> list[str]:
+        return split_list(self.lora_target)

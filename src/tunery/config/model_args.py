@@ -1,0 +1,92 @@
+"""Model, tokenizer and quantization settings (LLaMA-Factory's names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Local folder, .gguf file, hub id, or alias (e.g. smollm2-135m-instruct)."},
+    )
+    adapter_name_or_path: str | None = field(
+        default=None, metadata={"help": "Adapter folder(s) or hub id(s), comma separated, applied in order."}
+    )
+    adapter_folder: str | None = field(default=None, metadata={"help": "Folder holding adapters to load."})
+    gguf_file: str | None = field(
+        default=None, metadata={"help": "GGUF file name inside model_name_or_path (when it is a folder)."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where hub downloads are cached."})
+    model_revision: str = field(default="main", metadata={"help": "Hub branch, tag or commit."})
+    hf_hub_token: str | None = field(default=None, metadata={"help": "Token for gated Hugging Face models."})
+    ms_hub_token: str | None = field(default=None, metadata={"help": "Token for ModelScope."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the model's own Python code."})
+    use_fast_tokenizer: bool = field(default=True, metadata={"help": "Use the fast (Rust) tokenizer."})
+    resize_vocab: bool = field(default=False, metadata={"help": "Resize embeddings to the tokenizer's size."})
+    split_special_tokens: bool = field(default=False, metadata={"help": "Tokenize special tokens as text."})
+    add_tokens: str | None = field(default=None, metadata={"help": "Extra normal tokens, comma separated."})
+    add_special_tokens: str | None = field(
+        default=None, metadata={"help": "Extra special tokens, comma separated."}
+    )
+    low_cpu_mem_usage: bool = field(default=True, metadata={"help": "Load weights lazily."})
+    rope_scaling: Literal["linear", "dynamic", "yarn", "llama3"] | None = field(
+        default=None, metadata={"help": "RoPE scaling strategy for longer contexts."}
+    )
+    flash_attn: Literal["auto", "disabled", "sdpa", "fa2", "fa3"] = field(
+        default="auto", metadata={"help": "Attention kernel: auto, disabled (eager), sdpa, fa2."}
+    )
+    shift_attn: bool = field(default=False, metadata={"help": "LongLoRA shift short attention (unsupported)."})
+    enable_liger_kernel: bool = field(default=False, metadata={"help": "Use Liger kernels when installed."})
+    use_unsloth: bool = field(default=False, metadata={"help": "Use Unsloth when installed."})
+    disable_gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Turn gradient checkpointing off (faster, more memory)."}
+    )
+    use_reentrant_gc: bool = field(default=True, metadata={"help": "Reentrant gradient checkpointing."})
+    upcast_layernorm: bool = field(default=False, metadata={"help": "Keep layer norms in fp32."})
+    upcast_lmhead_output: bool = field(default=False, metadata={"help": "Compute the output head in fp32."})
+    train_from_scratch: bool = field(default=False, metadata={"help": "Random init from the config."})
+    infer_backend: Literal["huggingface", "vllm"] = field(
+        default="huggingface", metadata={"help": "Inference engine."}
+    )
+    infer_dtype: Literal["auto", "float16", "bfloat16", "float32"] = field(
+        default="auto", metadata={"help": "Weights dtype for inference."}
+    )
+    use_cache: bool = field(default=True, metadata={"help": "KV cache during generation."})
+    offload_folder: str = field(default="offload", metadata={"help": "Where offloaded weights go."})
+    print_param_status: bool = field(default=False, metadata={"help": "Log each parameter's status."})
+    vllm_maxlen: int = field(default=4096, metadata={"help": "vLLM max sequence length."})
+    vllm_gpu_util: float = field(default=0.9, metadata={"help": "vLLM GPU memory share."})
+    vllm_enforce_eager: bool = field(default=False, metadata={"help": "vLLM without CUDA graphs."})
+    vllm_max_lora_rank: int = field(default=32, metadata={"help": "vLLM max LoRA rank."})
+    vllm_config: dict[str, Any] | str | None = field(default=None, metadata={"help": "Extra vLLM engine args."})
+    # quantization
+    quantization_method: Literal["bnb", "bitsandbytes", "hqq", "eetq", "gptq", "awq"] = field(
+        default="bnb", metadata={"help": "On-the-fly quantization library."}
+    )
+    quantization_bit: int | None = field(default=None, metadata={"help": "Load the base in 4 or 8 bit (QLoRA)."})
+    quantization_type: Literal["nf4", "fp4"] = field(default="nf4", metadata={"help": "4-bit data type."})
+    double_quantization: bool = field(default=True, metadata={"help": "Quantize the 4-bit scales too."})
+    quantization_device_map: Literal["auto"] | None = field(
+        default=None, metadata={"help": "Device map for quantized loading."}
+    )
+    # multimodal (accepted for config compatibility; Tunery trains text models)
+    image_max_pixels: int = field(default=768 * 768, metadata={"help": "Max pixels per image."})
+    image_min_pixels: int = field(default=32 * 32, metadata={"help": "Min pixels per image."})
+    video_max_pixels: int = field(default=256 * 256, metadata={"help": "Max pixels per video frame."})
+    video_min_pixels: int = field(default=16 * 16, metadata={"help": "Min pixels per video frame."})
+    video_fps: float = field(default=2.0, metadata={"help": "Video frames per second."})
+    video_maxlen: int = field(default=128, metadata={"help": "Max video frames."})
+
+    def __post_init__(self) -> None:
+        if self.quantization_method == "bitsandbytes":
+            self.quantization_method = "bnb"
+
+    @property
+    def adapters(self) -> list[str]:
+        """adapter_name_or_path split on commas, in the order they are applied."""
+        if not self.adapter_name_or_path:
+            return []
+        return [p.strip() for p in str(self.adapter_name_or_path).split(",") if p.strip()]

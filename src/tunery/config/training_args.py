@@ -1,0 +1,32 @@
+"""transformers' training arguments, plus the few names LLaMA-Factory configs still use.
+
+transformers 5 dropped ``overwrite_output_dir``, ``logging_dir``, ``no_cuda`` and
+``include_tokens_per_second`` and ``warmup_ratio``; LLaMA-Factory YAMLs still carry them, so they are accepted here and
+given their meaning by Tunery (``overwrite_output_dir`` guards finished runs, see train.outputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import Seq2SeqTrainingArguments
+
+
+@dataclass
+class TrainingArguments(Seq2SeqTrainingArguments):
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an output_dir that holds a finished run."}
+    )
+    logging_dir: str | None = field(default=None, metadata={"help": "TensorBoard log folder (default: output_dir/runs)."})
+    no_cuda: bool = field(default=False, metadata={"help": "Old name of use_cpu."})
+    include_tokens_per_second: bool = field(default=False, metadata={"help": "Accepted for compatibility; throughput is always logged."})
+    warmup_ratio: float | None = field(
+        default=None, metadata={"help": "Share of the steps spent warming up (same as a float warmup_steps < 1)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.no_cuda:
+            self.use_cpu = True
+        if self.warmup_ratio and not self.warmup_steps:
+            self.warmup_steps = float(self.warmup_ratio)
+        super().__post_init__()

