@@ -1,0 +1,1 @@
+"""Inference workflows: engines (HF, vLLM), chat, batch prediction and its metrics."""
