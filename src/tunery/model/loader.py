@@ -200,7 +200,7 @@ def load_adapters(model: PreTrainedModel, model_args: ModelArguments, *, merge: 
 def _apply_rope_scaling(config: Any, model_args: ModelArguments) -> None:
     factor = 2.0
     current = getattr(config, "rope_scaling", None) or {}
-    setattr(config, "rope_scaling", {**current, "rope_type": model_args.rope_scaling, "type": model_args.rope_scaling, "factor": factor})
+    config.rope_scaling = {**current, "rope_type": model_args.rope_scaling, "type": model_args.rope_scaling, "factor": factor}
     logger.info("rope scaling %s with factor %.1f", model_args.rope_scaling, factor)
 
 
@@ -209,12 +209,13 @@ def _default_device() -> str:
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; 4-bit weights count twice (two values per byte)."""
+    """(trainable, total) parameter counts; packed 4-bit weights count as the values they hold."""
     trainable = total = 0
     for param in model.parameters():
         n = param.numel()
-        if param.__class__.__name__ == "Params4bit":
-            n *= 2
+        quant_state = getattr(param, "quant_state", None)
+        if param.__class__.__name__ == "Params4bit" and quant_state is not None:
+            n = quant_state.shape.numel()
         total += n
         if param.requires_grad:
             trainable += n
