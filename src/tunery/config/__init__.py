@@ -110,6 +110,10 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
     names = COMMAND_GROUPS[command]
     if "training" in names:
         _resolve_precision(raw)
+        if raw.get("deepspeed"):
+            from tunery.errors import require
+
+            require("deepspeed", f"deepspeed: {raw['deepspeed']}", "deepspeed")
         raw.setdefault("output_dir", "saves/tunery-run")
     classes = [group_class(n) for n in names]
     built = build_dataclasses(raw, classes, source=source)

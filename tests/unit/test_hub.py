@@ -1,0 +1,81 @@
+"""Model resolution: local folders, .gguf files, the SmolLM2 alias, hub ids offline, ModelScope."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunery import hub
+from tunery.errors import DependencyError, ModelError
+from tunery.hub import resolve_model
+
+
+def test_local_folder(tiny_chatml_model):
+    resolved = resolve_model(str(tiny_chatml_model))
+    assert resolved.path == str(tiny_chatml_model) and resolved.source == "local" and not resolved.is_gguf
+
+
+def test_gguf_file_and_folder_plus_name(tmp_path):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    by_file = resolve_model(str(tmp_path / "m.gguf"))
+    assert by_file.gguf_file == "m.gguf" and by_file.path == str(tmp_path)
+    by_folder = resolve_model(str(tmp_path), gguf_file="m.gguf")
+    assert by_folder == by_file
+    assert resolve_model(str(tmp_path)).gguf_file == "m.gguf"  # a folder holding one .gguf
+
+
+def test_folder_without_config_is_explained(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_missing_path_is_explained(tmp_path):
+    with pytest.raises(ModelError, match="neither an existing path nor a hub id"):
+        resolve_model(str(tmp_path / "missing" / "model"))
+
+
+def test_no_model_given():
+    with pytest.raises(ModelError, match="no model given"):
+        resolve_model(None)
+
+
+def test_alias_uses_packaged_gguf_or_hub_id(monkeypatch, tmp_path):
+    monkeypatch.setattr(hub, "smollm2_gguf_path", lambda: tmp_path / hub.SMOLLM2_GGUF)
+    resolved = resolve_model("smollm2-135m-instruct")
+    assert resolved.gguf_file == hub.SMOLLM2_GGUF and resolved.path == str(tmp_path)
+    monkeypatch.setattr(hub, "smollm2_gguf_path", lambda: None)
+    assert resolve_model("SmolLM2-135M-Instruct").path == hub.SMOLLM2_HUB_ID
+
+
+def test_hub_id_offline_miss_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError) as err:
+        resolve_model("no-such-owner/no-such-model", cache_dir=str(tmp_path))
+    assert "not in the local cache" in str(err.value)
+    assert "huggingface-cli download" in str(err.value)
+
+
+def test_modelscope_without_package(monkeypatch, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("modelscope") is not None:
+        pytest.skip("modelscope is installed here")
+    monkeypatch.setenv("USE_MODELSCOPE_HUB", "1")
+    with pytest.raises(DependencyError, match="modelscope"):
+        resolve_model("qwen/Qwen2-0.5B", cache_dir=str(tmp_path))
+
+
+def test_gguf_cache_key_follows_the_file(tmp_path):
+    (tmp_path / "a.gguf").write_bytes(b"GGUF1")
+    first = hub.gguf_cache_dir(resolve_model(str(tmp_path / "a.gguf")))
+    (tmp_path / "a.gguf").write_bytes(b"GGUF-longer")
+    second = hub.gguf_cache_dir(resolve_model(str(tmp_path / "a.gguf")))
+    assert first != second
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_is_converted_once(smollm2_path):
+    """The fixture converted the packaged GGUF; resolving again reuses the cached folder."""
+    again = hub.materialize_gguf(resolve_model("smollm2-135m-instruct"))
+    assert again.path == str(smollm2_path)
+    assert (smollm2_path / "config.json").is_file()
+    assert any(smollm2_path.glob("*.safetensors"))
