@@ -1,0 +1,201 @@
+"""dataset_info.json: the LLaMA-Factory-compatible description of each dataset.
+
+One :class:`DatasetAttr` per entry, with the same field names and defaults as LLaMA-Factory, so an
+existing ``data/`` folder works unchanged. The loader reads files through these attributes and the
+converters read columns and role tags through them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tunery.errors import DataError
+
+Formatting = Literal["alpaca", "sharegpt", "openai"]
+
+COLUMN_DEFAULTS: dict[str, str | None] = {
+    "prompt": "instruction",
+    "query": "input",
+    "response": "output",
+    "history": None,
+    "messages": "conversations",
+    "system": None,
+    "tools": None,
+    "images": None,
+    "videos": None,
+    "audios": None,
+    "chosen": None,
+    "rejected": None,
+    "kto_tag": None,
+}
+
+TAG_DEFAULTS: dict[str, str] = {
+    "role_tag": "from",
+    "content_tag": "value",
+    "user_tag": "human",
+    "assistant_tag": "gpt",
+    "observation_tag": "observation",
+    "function_tag": "function_call",
+    "system_tag": "system",
+}
+
+# OpenAI-style ``messages`` use role/content keys and the OpenAI role names, so an entry with
+# ``formatting: openai`` needs no tags block.
+OPENAI_TAG_DEFAULTS: dict[str, str] = {
+    "role_tag": "role",
+    "content_tag": "content",
+    "user_tag": "user",
+    "assistant_tag": "assistant",
+    "observation_tag": "tool",
+    "function_tag": "function_call",
+    "system_tag": "system",
+}
+
+KNOWN_KEYS = {
+    "file_name", "hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name", "formatting",
+    "ranking", "subset", "split", "folder", "num_samples", "columns", "tags",
+}
+
+
+@dataclass
+class DatasetAttr:
+    """Where one dataset lives and how its columns map to the canonical record."""
+
+    name: str
+    load_from: Literal["file", "hf_hub", "ms_hub", "script"] = "file"
+    dataset_name: str = ""  # file/folder name, hub repo id or script folder
+    formatting: Formatting = "alpaca"
+    ranking: bool = False
+    subset: str | None = None
+    split: str = "train"
+    folder: str | None = None
+    num_samples: int | None = None
+    columns: dict[str, str | None] = field(default_factory=lambda: dict(COLUMN_DEFAULTS))
+    tags: dict[str, str] = field(default_factory=lambda: dict(TAG_DEFAULTS))
+    dataset_dir: str = "data"
+
+    def column(self, key: str) -> str | None:
+        return self.columns.get(key)
+
+    @property
+    def path(self) -> str:
+        """The local file or folder (only for ``load_from == 'file'``)."""
+        return os.path.join(self.dataset_dir, self.dataset_name)
+
+    def __repr__(self) -> str:  # short, for logs
+        return f"DatasetAttr({self.name!r}, {self.load_from}:{self.dataset_name})"
+
+
+def use_modelscope() -> bool:
+    return os.environ.get("USE_MODELSCOPE_HUB", "").lower() in ("1", "true", "yes")
+
+
+def read_dataset_info(dataset_dir: str) -> dict[str, dict[str, Any]]:
+    """Parse ``dataset_dir/dataset_info.json``; an absent file is an empty registry."""
+    path = os.path.join(dataset_dir, "dataset_info.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"dataset_info.json is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", file=path
+        ) from exc
+    if not isinstance(info, dict):
+        raise DataError("dataset_info.json must be a JSON object of name -> description", file=path)
+    return info
+
+
+def parse_dataset_attr(name: str, entry: dict[str, Any], dataset_dir: str) -> DatasetAttr:
+    """Turn one dataset_info.json entry into a DatasetAttr, checking what LLaMA-Factory would accept."""
+    where = os.path.join(dataset_dir, "dataset_info.json")
+    if not isinstance(entry, dict):
+        raise DataError(f"entry '{name}' must be an object", file=where, field=name)
+    if "hf_hub_url" in entry or "ms_hub_url" in entry:
+        if "ms_hub_url" in entry and (use_modelscope() or "hf_hub_url" not in entry):
+            load_from, dataset_name = "ms_hub", entry["ms_hub_url"]
+        else:
+            load_from, dataset_name = "hf_hub", entry["hf_hub_url"]
+    elif "script_url" in entry:
+        load_from, dataset_name = "script", entry["script_url"]
+    elif "file_name" in entry:
+        load_from, dataset_name = "file", entry["file_name"]
+    else:
+        raise DataError(
+            f"entry '{name}' names no source", file=where, field=name,
+            hint="give one of file_name, hf_hub_url, ms_hub_url or script_url",
+        )
+    formatting = entry.get("formatting", "alpaca")
+    if formatting not in ("alpaca", "sharegpt", "openai"):
+        raise DataError(
+            f"entry '{name}' has formatting '{formatting}'", file=where, field="formatting",
+            hint="use alpaca, sharegpt or openai",
+        )
+    columns = dict(COLUMN_DEFAULTS)
+    if formatting == "openai":
+        columns["messages"] = "messages"
+    user_columns = entry.get("columns") or {}
+    unknown = set(user_columns) - set(COLUMN_DEFAULTS)
+    if unknown:
+        raise DataError(
+            f"entry '{name}' has unknown column keys {sorted(unknown)}", file=where, field="columns",
+            hint=f"known keys: {', '.join(COLUMN_DEFAULTS)}",
+        )
+    columns.update(user_columns)
+    tags = dict(OPENAI_TAG_DEFAULTS if formatting == "openai" else TAG_DEFAULTS)
+    user_tags = entry.get("tags") or {}
+    unknown = set(user_tags) - set(TAG_DEFAULTS)
+    if unknown:
+        raise DataError(
+            f"entry '{name}' has unknown tag keys {sorted(unknown)}", file=where, field="tags",
+            hint=f"known keys: {', '.join(TAG_DEFAULTS)}",
+        )
+    tags.update(user_tags)
+    num_samples = entry.get("num_samples")
+    return DatasetAttr(
+        name=name,
+        load_from=load_from,
+        dataset_name=dataset_name,
+        formatting=formatting,
+        ranking=bool(entry.get("ranking", False)),
+        subset=entry.get("subset"),
+        split=entry.get("split", "train"),
+        folder=entry.get("folder"),
+        num_samples=int(num_samples) if num_samples is not None else None,
+        columns=columns,
+        tags=tags,
+        dataset_dir=dataset_dir,
+    )
+
+
+def get_dataset_attrs(names: str | list[str] | None, dataset_dir: str) -> list[DatasetAttr]:
+    """Resolve ``dataset: a,b`` against dataset_info.json.
+
+    A name missing from dataset_info.json but present as a file or folder in ``dataset_dir`` (or as
+    a path) is accepted as an alpaca dataset, so quick experiments need no registry entry.
+    """
+    if not names:
+        return []
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    info = read_dataset_info(dataset_dir)
+    attrs = []
+    for name in names:
+        if name in info:
+            attrs.append(parse_dataset_attr(name, info[name], dataset_dir))
+        elif os.path.exists(os.path.join(dataset_dir, name)) or os.path.exists(name):
+            base = dataset_dir if os.path.exists(os.path.join(dataset_dir, name)) else ""
+            attrs.append(DatasetAttr(name=name, load_from="file", dataset_name=name, dataset_dir=base))
+        else:
+            known = ", ".join(sorted(info)[:10])
+            raise DataError(
+                f"dataset '{name}' is not in {os.path.join(dataset_dir, 'dataset_info.json')}",
+                field="dataset",
+                hint=(f"known datasets include: {known}" if info else
+                      f"no dataset_info.json in '{dataset_dir}': set dataset_dir to the folder holding it"),
+            )
+    return attrs
