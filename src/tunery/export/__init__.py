@@ -1,0 +1,1 @@
+"""`tunery export`: merge adapters, shard, quantize, or write GGUF + an Ollama Modelfile."""
