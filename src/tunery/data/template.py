@@ -1,0 +1,66 @@
+"""Public entry point for chat templates (see docs/templates.md).
+
+``get_template`` picks the tokenizer's own Jinja template (``auto``) or a builtin by name; the
+classes live in :mod:`tunery.data.templates`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunery.data.templates.base import PROMPT_ROLE, Encoded, Segment, Template
+from tunery.data.templates.jinja_auto import AutoTemplate
+from tunery.errors import ConfigError
+
+__all__ = ["PROMPT_ROLE", "AutoTemplate", "Encoded", "Segment", "Template", "check_template", "get_template",
+           "list_templates", "parse_tool_calls"]
+
+
+def _option(data_args: Any, name: str, default: Any = None) -> Any:
+    return getattr(data_args, name, default) if data_args is not None else default
+
+
+def get_template(name_or_auto: str | None, tokenizer, data_args: Any = None) -> Template:
+    """The template named by ``template:`` (None/"" -> auto when the tokenizer has one, else default).
+
+    ``data_args`` (DataArguments or anything with the same attributes) supplies ``default_system``,
+    ``enable_thinking`` and ``tool_format`` overrides.
+    """
+    name = (name_or_auto or "").strip()
+    if not name:
+        name = "auto" if getattr(tokenizer, "chat_template", None) else "default"
+    default_system = _option(data_args, "default_system")
+    enable_thinking = _option(data_args, "enable_thinking", True)
+    tool_format = _option(data_args, "tool_format")
+    if name == "auto":
+        return AutoTemplate(tokenizer, default_system=default_system, enable_thinking=enable_thinking,
+                            tool_format=tool_format)
+    from tunery.data.templates.builtin import BUILTINS, build_builtin
+
+    if name not in BUILTINS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(BUILTINS), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"choose auto or one of: {', '.join(BUILTINS)}"
+        raise ConfigError(f"unknown template '{name}'", hint=hint)
+    return build_builtin(name, tokenizer, default_system=default_system, enable_thinking=enable_thinking,
+                         tool_format=tool_format)
+
+
+def list_templates() -> list[str]:
+    """Every name ``template:`` accepts."""
+    from tunery.data.templates.builtin import BUILTINS
+
+    return ["auto", *BUILTINS]
+
+
+def check_template(template: Template, tokenizer) -> str | None:
+    """A unified diff when ``template`` renders differently from the tokenizer's own chat template."""
+    from tunery.data.templates.check import check_template as _check
+
+    return _check(template, tokenizer)
+
+
+def parse_tool_calls(template: Template, text: str) -> list[dict] | None:
+    """Tool calls in a model reply according to ``template``'s tool format (None: a plain answer)."""
+    return template.parse_tool_calls(text)

@@ -1,0 +1,137 @@
+"""One renderer for every builtin template, driven by a small declarative spec per family.
+
+A family differs from another only in strings (turn headers, end-of-turn markers, default system
+prompt) and a few switches (system folded into the first user turn, content trimmed, reasoning
+blocks), so the builtins are data (:mod:`tunery.data.templates.builtin`) and this file is the
+only code that turns messages into text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunery.data.templates.base import PROMPT_ROLE, Segment, Template, parse_tools
+from tunery.data.templates.messages import is_assistant, parse_call_content
+from tunery.data.templates.tools import format_calls, tools_prompt
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    """The strings of one chat format. ``{content}`` is the message text; ``{bos}``/``{eos}`` the tokenizer's.
+
+    The trained span of an assistant turn is ``assistant`` (reply + end-of-turn marker); ``gen`` (the
+    generation prompt) before it and ``assistant_tail``/``assistant_sep`` after it are not trained.
+    """
+
+    name: str
+    official: str | None = None          # model id whose official chat template this reproduces
+    prefix: str = ""                     # once, before everything (e.g. bos)
+    system: str | None = "{content}"     # None: no system turn, the system text is folded into the first user
+    system_in_user: str = "{system}\n\n{content}"  # first user turn's content when the system is folded
+    user: str = "{content}"
+    gen: str = ""                        # generation prompt: opens an assistant turn
+    assistant: str = "{content}"
+    assistant_tail: str = ""             # after every assistant turn
+    assistant_sep: str = ""              # after an assistant turn that more messages follow
+    end: str = ""                        # at the very end when no generation prompt is added
+    tool: str = "{content}"              # a tool result (untrained)
+    default_system: str = ""
+    stop_words: tuple[str, ...] = ()
+    tool_format: str = "default"
+    strip: bool = False                  # the official template trims message content
+    thinking: str | None = None          # "qwen3": <think> blocks kept only after the last user turn
+    note: str = ""                       # what differs from the official template, shown in docs
+
+
+@dataclass
+class SpecTemplate(Template):
+    """A builtin template: renders messages with a :class:`TemplateSpec`."""
+
+    spec: TemplateSpec = field(default_factory=lambda: TemplateSpec(name="default"))
+    bos: str = ""
+    eos: str = ""
+
+    def _fmt(self, pattern: str, **values: str) -> str:
+        # str.replace, not str.format: message text may contain braces
+        out = pattern.replace("{bos}", self.bos).replace("{eos}", self.eos)
+        for key, value in values.items():
+            out = out.replace("{" + key + "}", value)
+        return out
+
+    def render(self, messages: list[dict], tools: Any = None, add_generation_prompt: bool = False) -> list[Segment]:
+        spec = self.spec
+        strip = (lambda s: s.strip()) if spec.strip else (lambda s: s)
+        messages = list(messages)
+        system = self.default_system or ""
+        if messages and messages[0].get("role") == "system":
+            system = messages.pop(0).get("content", "")
+        tool_list = parse_tools(tools)
+        tool_text = tools_prompt(self.tool_format or spec.tool_format, tool_list) if tool_list else ""
+        if tool_text:
+            system = system + tool_text if system else tool_text.lstrip("\n")
+
+        segments: list[Segment] = []
+        add = segments.append
+        if spec.prefix:
+            add(Segment(self._fmt(spec.prefix), PROMPT_ROLE))
+        fold_system = spec.system is None and bool(system)
+        if system and spec.system is not None:
+            add(Segment(self._fmt(spec.system, content=strip(system)), "system"))
+        last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+        turn = 0
+        for i, msg in enumerate(messages):
+            role, content = msg.get("role"), msg.get("content", "") or ""
+            if role == "user":
+                if fold_system:
+                    content = self._fmt(spec.system_in_user, system=strip(system), content=strip(content))
+                    fold_system = False
+                else:
+                    content = strip(content)
+                add(Segment(self._fmt(spec.user, content=content), "user"))
+            elif is_assistant(role):
+                if role == "function_call":
+                    content = format_calls(self.tool_format or spec.tool_format, parse_call_content(content))
+                opening, reply = self._reasoning(strip(content), after_last_user=i > last_user,
+                                                 is_last=i + 1 == len(messages))
+                add(Segment(self._fmt(spec.gen) + opening, PROMPT_ROLE))
+                add(Segment(self._fmt(spec.assistant, content=reply), "assistant", turn))
+                turn += 1
+                tail = spec.assistant_tail + (spec.assistant_sep if i + 1 < len(messages) else "")
+                if tail:
+                    add(Segment(self._fmt(tail), PROMPT_ROLE))
+            elif role in ("tool", "observation"):
+                add(Segment(self._fmt(spec.tool, content=strip(content)), "tool"))
+            elif role == "system":
+                add(Segment(self._fmt(spec.system or "{content}", content=strip(content)), "system"))
+        if add_generation_prompt:
+            add(Segment(self._fmt(spec.gen) + self._reasoning("", after_last_user=True, prompt_only=True)[0],
+                        PROMPT_ROLE))
+        elif spec.end:
+            add(Segment(self._fmt(spec.end), PROMPT_ROLE))
+        return [s for s in segments if s.text or s.role == "assistant"]
+
+    def _reasoning(self, content: str, *, after_last_user: bool, is_last: bool = True,
+                   prompt_only: bool = False) -> tuple[str, str]:
+        """(untrained opening, trained reply) for reasoning templates; ("", content) for the others.
+
+        Qwen3's official template keeps a ``<think>`` block only on replies after the last user turn
+        and writes an empty one when there is no reasoning. In non-thinking mode the empty block is
+        part of the generation prompt, so it is not trained.
+        """
+        if self.spec.thinking != "qwen3":
+            return "", content
+        thinking = self.enable_thinking is not False
+        if prompt_only:
+            return ("" if thinking else "<think>\n\n</think>\n\n"), ""
+        reasoning, answer = "", content
+        if "</think>" in content:
+            reasoning, answer = content.split("</think>", 1)
+            reasoning = reasoning.split("<think>")[-1].strip("\n")
+            answer = answer.lstrip("\n")
+        if not after_last_user or (not is_last and not reasoning):
+            return "", answer
+        block = f"<think>\n{reasoning}\n</think>\n\n"
+        if not reasoning and not thinking:
+            return block, answer
+        return "", block + answer
