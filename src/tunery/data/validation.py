@@ -19,7 +19,7 @@ from tunery.logging import get_logger
 
 logger = get_logger(__name__)
 
-PAIRWISE_STAGES = ("rm", "dpo", "orpo", "simpo")
+PAIRWISE_STAGES = ("rm", "dpo", "orpo", "simpo", "pairwise")
 MAX_REPORTED = 5
 
 

@@ -1,0 +1,130 @@
+"""Collators: tokenized examples -> padded tensors, per stage.
+
+- ``sft``/``pt`` (not packed): transformers' DataCollatorForSeq2Seq (pads labels with -100).
+- packed rows: :class:`PackedCollator` pads ``position_ids`` as a fresh sequence and sends no
+  attention mask, so transformers keeps the block-diagonal mask of the packed examples.
+- padding-free: transformers' DataCollatorWithFlattening (one row, restarting position ids).
+- pairwise: chosen rows then rejected rows in one batch (LLaMA-Factory's layout for rm/dpo).
+- unsupervised: left padding, because generation continues from the right end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tunery.data.processors import IGNORE_INDEX
+
+
+def pad(seqs: list[list[int]], value: int, side: str = "right", multiple_of: int | None = None):
+    """A LongTensor of ``seqs`` padded with ``value`` to the longest (rounded up to ``multiple_of``)."""
+    import torch
+
+    longest = max((len(s) for s in seqs), default=0)
+    if multiple_of:
+        longest = -(-longest // multiple_of) * multiple_of
+    out = torch.full((len(seqs), longest), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            if side == "right":
+                out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            else:
+                out[i, longest - len(s):] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def pad_token_id(tokenizer) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return candidate
+    return 0
+
+
+@dataclass
+class PackedCollator:
+    """Packed rows (``input_ids``, ``labels``, ``position_ids``) -> tensors without an attention mask.
+
+    Padding gets positions 0..k, i.e. it is one more "example" that nobody attends to and that has
+    no labels. Hand-written because DataCollatorWithFlattening recomputes position ids per row and
+    would merge the examples inside a packed row into one sequence.
+    """
+
+    pad_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = [list(f["input_ids"]) for f in features]
+        labels = [list(f["labels"]) for f in features]
+        positions = [list(f["position_ids"]) if "position_ids" in f else list(range(len(f["input_ids"])))
+                     for f in features]
+        longest = max(len(s) for s in ids)
+        positions = [p + list(range(longest - len(p))) for p in positions]
+        return {"input_ids": pad(ids, self.pad_id), "labels": pad(labels, IGNORE_INDEX),
+                "position_ids": pad(positions, 0)}
+
+
+@dataclass
+class PairwiseCollator:
+    """Chosen then rejected sequences, right-padded, in one batch of 2 x batch size."""
+
+    pad_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = [f["chosen_input_ids"] for f in features] + [f["rejected_input_ids"] for f in features]
+        labels = [f["chosen_labels"] for f in features] + [f["rejected_labels"] for f in features]
+        return {"input_ids": pad(ids, self.pad_id), "attention_mask": pad([[1] * len(s) for s in ids], 0),
+                "labels": pad(labels, IGNORE_INDEX)}
+
+
+@dataclass
+class KTOCollator:
+    """Prompt + reply sequences with the desirable/undesirable flag as a bool tensor ``label``."""
+
+    pad_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        ids = [f["input_ids"] for f in features]
+        return {"input_ids": pad(ids, self.pad_id), "attention_mask": pad([[1] * len(s) for s in ids], 0),
+                "labels": pad([f["labels"] for f in features], IGNORE_INDEX),
+                "label": torch.tensor([bool(f["label"]) for f in features])}
+
+
+@dataclass
+class GenerationCollator:
+    """Left-padded prompts for ``generate``; reference ``labels`` right-padded with -100."""
+
+    pad_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = [f["input_ids"] for f in features]
+        batch = {"input_ids": pad(ids, self.pad_id, side="left"),
+                 "attention_mask": pad([[1] * len(s) for s in ids], 0, side="left")}
+        if all("labels" in f for f in features):
+            batch["labels"] = pad([f["labels"] for f in features], IGNORE_INDEX)
+        return batch
+
+
+def padding_free_collator():
+    """transformers' flattening collator: the whole batch as one row with restarting position ids."""
+    from transformers import DataCollatorWithFlattening
+
+    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+
+
+def padded_collator(tokenizer, pad_id: int):
+    from transformers import DataCollatorForSeq2Seq
+
+    if tokenizer.pad_token_id is None:  # DataCollatorForSeq2Seq pads through the tokenizer
+        return _SimplePadded(pad_id)
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True, return_tensors="pt")
+
+
+@dataclass
+class _SimplePadded:
+    pad_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = [f["input_ids"] for f in features]
+        return {"input_ids": pad(ids, self.pad_id), "attention_mask": pad([[1] * len(s) for s in ids], 0),
+                "labels": pad([f["labels"] for f in features], IGNORE_INDEX)}
