@@ -199,8 +199,12 @@ def load_adapters(model: PreTrainedModel, model_args: ModelArguments, *, merge: 
 
 def _apply_rope_scaling(config: Any, model_args: ModelArguments) -> None:
     factor = 2.0
-    current = getattr(config, "rope_scaling", None) or {}
-    config.rope_scaling = {**current, "rope_type": model_args.rope_scaling, "type": model_args.rope_scaling, "factor": factor}
+    current = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
+    scaled = {**current, "rope_type": model_args.rope_scaling, "factor": factor}
+    if hasattr(config, "rope_parameters"):  # transformers 5: rope_scaling is a deprecated alias
+        config.rope_parameters = scaled
+    else:
+        config.rope_scaling = scaled
     logger.info("rope scaling %s with factor %.1f", model_args.rope_scaling, factor)
 
 

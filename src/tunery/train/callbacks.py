@@ -1,0 +1,105 @@
+"""trainer_log.jsonl: one JSON line per logging step, read by the web UI, plots and people.
+
+The field names are LLaMA-Factory's (current_steps, total_steps, loss, eval_loss, lr, epoch,
+percentage, elapsed_time, remaining_time) plus throughput (non-padding tokens/s) and total_tokens.
+Any other number the trainer logs (rewards/chosen for preference stages, grad_norm) is kept under
+its own name, so a generic plot can draw it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import timedelta
+from typing import Any
+
+from transformers import TrainerCallback
+
+LOG_FILE = "trainer_log.jsonl"
+# Trainer's final summary log carries train_loss; it goes to train_results.json instead.
+_SUMMARY_KEYS = ("train_loss",)
+_RENAMED = {"learning_rate": "lr", "num_input_tokens_seen": "total_tokens"}
+# Per-session speed figures Trainer adds to each log when counting tokens: throughput replaces them.
+_DROPPED = {"step", "total_flos", "train_tokens_per_second", "train_runtime"}
+
+
+def format_seconds(seconds: float) -> str:
+    return str(timedelta(seconds=int(max(seconds, 0))))
+
+
+class LogCallback(TrainerCallback):
+    """Append one line per ``on_log`` to ``output_dir/trainer_log.jsonl`` (main process only)."""
+
+    def __init__(self) -> None:
+        self.start_time = 0.0
+        self.start_step = 0
+        self.start_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.start_time = time.time()
+        self.start_step = state.global_step
+        self.start_tokens = state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        logs = logs or {}
+        if not state.is_world_process_zero or any(k in logs for k in _SUMMARY_KEYS):
+            return
+        record = self.record(state, logs)
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, LOG_FILE), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def record(self, state: Any, logs: dict[str, Any]) -> dict[str, Any]:
+        elapsed = time.time() - self.start_time if self.start_time else 0.0
+        done = state.global_step - self.start_step
+        total = state.max_steps or 0
+        remaining = elapsed / done * (total - state.global_step) if done > 0 else 0.0
+        tokens = state.num_input_tokens_seen
+        record: dict[str, Any] = {
+            "current_steps": state.global_step,
+            "total_steps": total,
+            "loss": logs.get("loss"),
+            "eval_loss": logs.get("eval_loss"),
+            "lr": logs.get("learning_rate"),
+            "epoch": round(logs.get("epoch", state.epoch or 0.0), 4),
+            "percentage": round(100 * state.global_step / total, 2) if total else 0.0,
+            "elapsed_time": format_seconds(elapsed),
+            "remaining_time": format_seconds(remaining),
+            "throughput": round((tokens - self.start_tokens) / elapsed, 2) if elapsed > 0 else 0.0,
+            "total_tokens": tokens,
+        }
+        for key, value in logs.items():
+            name = _RENAMED.get(key, key)
+            if name not in record and key not in _DROPPED and isinstance(value, (int, float)):
+                record[name] = value
+        return record
+
+
+def read_log(output_dir: str) -> list[dict[str, Any]]:
+    """The records of ``trainer_log.jsonl`` (empty when absent)."""
+    path = os.path.join(output_dir, LOG_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def trim_log(output_dir: str, last_step: int) -> None:
+    """Drop lines logged after ``last_step``: a resumed run logs those steps again."""
+    records = read_log(output_dir)
+    kept = [r for r in records if r.get("current_steps", 0) <= last_step]
+    if len(kept) != len(records):
+        with open(os.path.join(output_dir, LOG_FILE), "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+
+
+class SavePissaInit(TrainerCallback):
+    """pissa_convert: keep the PiSSA starting adapter so the final one can be saved as plain LoRA."""
+
+    FOLDER = "pissa_init"
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        path = os.path.join(args.output_dir, self.FOLDER)
+        if state.is_world_process_zero and model is not None and not os.path.isdir(path):
+            model.save_pretrained(path)

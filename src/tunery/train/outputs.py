@@ -1,0 +1,156 @@
+"""What a run leaves in output_dir, and the rules that protect it.
+
+- A finished run (``train_results.json`` present) is never overwritten unless
+  ``overwrite_output_dir`` is set; then Tunery's own files from the old run are removed first.
+- Otherwise training resumes from the newest *complete* checkpoint. transformers writes
+  ``trainer_state.json`` last when it saves a checkpoint, so a folder without it was cut off
+  mid-save: it is removed, never resumed from.
+- Results are written after the model, so a finished marker never points at a missing model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tunery.errors import ConfigError, ResourceError
+from tunery.logging import get_logger
+from tunery.train.callbacks import LOG_FILE, SavePissaInit, trim_log
+
+logger = get_logger(__name__)
+
+FINISHED_MARKER = "train_results.json"
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "trainer_state.json"
+CONFIG_FILE = "training_args.yaml"
+# Files a previous Tunery run wrote; removed (with checkpoints) when overwriting.
+RUN_FILES = (LOG_FILE, "train_results.json", "eval_results.json", "all_results.json", STATE_FILE,
+             CONFIG_FILE, "training_loss.png", "training_eval_loss.png")
+
+
+def checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every checkpoint folder, oldest first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := CHECKPOINT.match(p.name))]
+    return sorted(found)
+
+
+def is_complete(checkpoint: Path) -> bool:
+    return (checkpoint / STATE_FILE).is_file()
+
+
+def remove_incomplete_checkpoints(output_dir: str | Path) -> None:
+    for _, folder in checkpoints(output_dir):
+        if not is_complete(folder):
+            logger.warning("removing %s: it was cut off while being saved (no %s)", folder, STATE_FILE)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def latest_checkpoint(output_dir: str | Path) -> str | None:
+    complete = [p for _, p in checkpoints(output_dir) if is_complete(p)]
+    return str(complete[-1]) if complete else None
+
+
+def clear_previous_run(output_dir: str | Path) -> None:
+    root = Path(output_dir)
+    for _, folder in checkpoints(root):
+        shutil.rmtree(folder, ignore_errors=True)
+    for name in RUN_FILES:
+        (root / name).unlink(missing_ok=True)
+
+
+def prepare_output_dir(training_args: Any) -> str | None:
+    """Apply the overwrite/resume rules; set and return ``resume_from_checkpoint`` (or None).
+
+    Every stage calls this before loading the model, so a finished run fails fast.
+    """
+    out = Path(training_args.output_dir)
+    asked = training_args.resume_from_checkpoint
+    if isinstance(asked, str) and asked.strip().lower() in ("true", "false", ""):
+        asked = asked.strip().lower() == "true"
+    if not training_args.do_train:
+        return None
+    if getattr(training_args, "overwrite_output_dir", False):
+        if out.is_dir():
+            logger.info("overwrite_output_dir: removing the previous run's checkpoints and results in %s", out)
+            clear_previous_run(out)
+        resume = asked if isinstance(asked, str) else None
+    else:
+        if (out / FINISHED_MARKER).is_file() and not isinstance(asked, str):
+            raise ResourceError(
+                f"output_dir {out} already holds a finished run",
+                hint="set overwrite_output_dir: true to replace it, or choose another output_dir",
+            )
+        remove_incomplete_checkpoints(out)
+        resume = asked if isinstance(asked, str) else latest_checkpoint(out)
+        if asked is True and resume is None:
+            raise ConfigError(f"resume_from_checkpoint: true but {out} holds no complete checkpoint")
+    if resume is not None:
+        path = Path(resume)
+        if not path.is_dir() or not is_complete(path):
+            raise ConfigError(
+                f"resume_from_checkpoint {resume} is not a complete checkpoint (no {STATE_FILE})",
+                hint="point it at a checkpoint-N folder written by a previous run",
+            )
+        match = CHECKPOINT.match(path.name)
+        if match and path.parent.resolve() == out.resolve():
+            trim_log(str(out), int(match.group(1)))
+        logger.info("resuming from %s", resume)
+    elif (out / LOG_FILE).is_file():
+        (out / LOG_FILE).unlink()  # a fresh start must not append to an older run's log
+    training_args.resume_from_checkpoint = resume
+    return resume
+
+
+def save_model(trainer: Any, cfg: Any) -> None:
+    """The trained model or adapter plus tokenizer; a PiSSA adapter converted to LoRA if asked."""
+    output_dir = trainer.args.output_dir
+    init_dir = os.path.join(output_dir, SavePissaInit.FOLDER)
+    if getattr(cfg.finetuning, "pissa_convert", False) and os.path.isdir(init_dir):
+        trainer.model.save_pretrained(output_dir, path_initial_model_for_weight_conversion=init_dir)
+        if trainer.processing_class is not None:
+            trainer.processing_class.save_pretrained(output_dir)
+        shutil.rmtree(init_dir, ignore_errors=True)
+        logger.info("PiSSA adapter converted to a plain LoRA adapter in %s", output_dir)
+    else:
+        trainer.save_model()
+
+
+def write_model_card(trainer: Any, cfg: Any) -> None:
+    """README.md through transformers' own model card (tags say how the model was made)."""
+    tags = ["tunery", cfg.finetuning.stage, cfg.finetuning.finetuning_type]
+    if getattr(trainer.model, "peft_config", None):
+        tags.append("lora")
+    try:
+        trainer.create_model_card(model_name=os.path.basename(os.path.normpath(trainer.args.output_dir)),
+                                  dataset=cfg.data.dataset, tags=tags)
+    except Exception as exc:  # noqa: BLE001 - a card is a courtesy; never fail a finished run over it
+        logger.warning("model card not written: %s", exc)
+
+
+def save_results(trainer: Any, cfg: Any, train_metrics: dict[str, Any], plot_keys: tuple[str, ...]) -> None:
+    """train_results.json, all_results.json, trainer_state.json, training_args.yaml, card, plots."""
+    args = trainer.args
+    if not trainer.is_world_process_zero():
+        return
+    cfg.save(os.path.join(args.output_dir, CONFIG_FILE))
+    trainer.save_state()
+    write_model_card(trainer, cfg)
+    if getattr(cfg.finetuning, "plot_loss", False):
+        from tunery.train.plotting import plot_run
+
+        plot_run(args.output_dir, plot_keys)
+    trainer.log_metrics("train", train_metrics)
+    trainer.save_metrics("train", train_metrics)  # train_results.json: the finished marker, last
+
+
+def finish(trainer: Any, cfg: Any, plot_keys: tuple[str, ...] = ("loss", "eval_loss")) -> Any:
+    """Train, evaluate and write every output; see :func:`tunery.train.loop.fit`."""
+    from tunery.train.loop import fit
+
+    return fit(trainer, cfg, plot_keys=plot_keys)

@@ -1,0 +1,111 @@
+"""Build a transformers/trl trainer with Tunery's settings, callbacks and optimizer choices.
+
+One function for every stage, with the parts that vary as arguments: ``trainer_cls`` (Trainer,
+a trl trainer, or a subclass with a leaner loss), ``data_collator`` (padded or padding-free) and
+``args`` (a trl config converted from the training settings). Everything else — token counting
+for throughput, the log and signal callbacks, LoRA+ — is set here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tunery.errors import require
+from tunery.logging import get_logger
+from tunery.train.callbacks import LogCallback, SavePissaInit
+from tunery.train.signals import StopOnSignal
+
+logger = get_logger(__name__)
+
+# report_to value -> (module to import, pip package) for a clear error before the Trainer fails.
+REPORTERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
+             "mlflow": ("mlflow", "mlflow"), "swanlab": ("swanlab", "swanlab")}
+
+
+def standard_callbacks(cfg: Any) -> list[Any]:
+    """trainer_log.jsonl writer, SIGTERM/SIGINT checkpointing, and PiSSA bookkeeping when asked."""
+    callbacks: list[Any] = [LogCallback(), StopOnSignal()]
+    if getattr(cfg.finetuning, "pissa_convert", False) and cfg.finetuning.pissa_init:
+        callbacks.append(SavePissaInit())
+    return callbacks
+
+
+def configure_training_args(args: Any) -> Any:
+    """Adjust transformers' arguments for Tunery's conventions (in place, returned for chaining).
+
+    - the model arrives already prepared (gradient checkpointing is set by ``model.adapter``), so the
+      Trainer must not enable it a second time;
+    - non-padding tokens are counted so throughput is the useful tokens/s;
+    - the collator picks the columns it needs, so none are dropped by forward-signature matching;
+    - ``logging_dir`` (a removed transformers name LLaMA-Factory still uses) reaches TensorBoard.
+    """
+    import os
+
+    args.gradient_checkpointing = False
+    if args.include_num_input_tokens_seen in ("no", False, None):
+        args.include_num_input_tokens_seen = "non_padding"
+    args.remove_unused_columns = False
+    reporters = args.report_to if isinstance(args.report_to, list) else [args.report_to]
+    for name in reporters:
+        if name in REPORTERS:
+            module, package = REPORTERS[name]
+            require(module, f"report_to: {name}", package=package)
+    if getattr(args, "logging_dir", None) and "tensorboard" in reporters:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", args.logging_dir)
+    return args
+
+
+def loraplus_optimizer(model: Any, args: Any, ratio: float, embedding_lr: float) -> Any:
+    """LoRA+ (B matrices learn ``ratio`` times faster) through peft's own optimizer builder."""
+    from peft.optimizers import create_loraplus_optimizer
+    from transformers import Trainer
+
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k != "lr"}
+    logger.info("LoRA+ with lr ratio %.1f", ratio)
+    return create_loraplus_optimizer(
+        model, optimizer_cls, lr=args.learning_rate, loraplus_lr_ratio=ratio,
+        loraplus_lr_embedding=embedding_lr, weight_decay=args.weight_decay, **optimizer_kwargs,
+    )
+
+
+def build_trainer(
+    cfg: Any,
+    model: Any,
+    tokenizer: Any,
+    *,
+    train_dataset: Any,
+    eval_dataset: Any = None,
+    data_collator: Any = None,
+    trainer_cls: type | None = None,
+    args: Any = None,
+    callbacks: list[Any] | None = None,
+    **trainer_kwargs: Any,
+) -> Any:
+    """A ready trainer. Extension points: ``trainer_cls``, ``data_collator``, ``args``, extra kwargs.
+
+    ``callbacks`` are added after :func:`standard_callbacks`; pass ``args`` to use a trl config
+    (DPOConfig...) instead of ``cfg.training``; ``trainer_kwargs`` go to the trainer (e.g.
+    ``ref_model``, ``compute_loss_func``).
+    """
+    from transformers import Trainer
+
+    trainer_cls = trainer_cls or Trainer
+    args = configure_training_args(args if args is not None else cfg.training)
+    ratio = getattr(cfg.finetuning, "loraplus_lr_ratio", None)
+    if ratio and getattr(model, "peft_config", None) and "optimizers" not in trainer_kwargs:
+        optimizer = loraplus_optimizer(model, args, ratio, cfg.finetuning.loraplus_lr_embedding)
+        trainer_kwargs["optimizers"] = (optimizer, None)
+    extra = list(callbacks or [])
+    given = {type(c) for c in extra}
+    all_callbacks = [c for c in standard_callbacks(cfg) if type(c) not in given] + extra
+    return trainer_cls(
+        model=model,
+        args=args,
+        data_collator=data_collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=all_callbacks,
+        **trainer_kwargs,
+    )
