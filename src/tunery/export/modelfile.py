@@ -1,0 +1,171 @@
+"""An Ollama ``Modelfile`` whose TEMPLATE and stop words reproduce the model's chat template.
+
+Ollama does not run Jinja; its TEMPLATE is a Go template. Rather than translating Jinja, the
+chat template is rendered with marker strings in place of message contents and the text between
+the markers is read off: the prefix and suffix of each role, the text before the first message
+(BOS), a default system prompt, and the generation prompt. ``render_like_ollama`` applies those
+pieces the way the emitted Go template does, so tests can check it against the real template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tunery.errors import ModelError
+
+Render = Callable[[list[dict], bool], str]  # (messages, add_generation_prompt) -> prompt text
+
+_SYS, _U1, _A1, _U2 = "SYSTEMMARKERQZ", "USERMARKERQZ1", "ASSISTANTMARKERQZ1", "USERMARKERQZ2"
+
+
+@dataclass
+class ChatPieces:
+    """The fixed text around each message of a chat template."""
+
+    bos: str
+    system_prefix: str
+    system_suffix: str
+    user_prefix: str
+    user_suffix: str
+    assistant_prefix: str
+    assistant_suffix: str
+    default_system: str | None = None
+
+
+def _split(text: str, markers: list[str]) -> list[str]:
+    """The text between consecutive markers (len(markers) + 1 pieces)."""
+    pieces, rest = [], text
+    for marker in markers:
+        if marker not in rest:
+            raise ModelError("the chat template drops or rewrites message content", hint="")
+        head, rest = rest.split(marker, 1)
+        pieces.append(head)
+    pieces.append(rest)
+    return pieces
+
+
+def _strip_suffix(text: str, suffix: str, what: str) -> str:
+    if suffix and not text.endswith(suffix):
+        raise ModelError(f"cannot derive an Ollama template: {what} is not a fixed string")
+    return text[: len(text) - len(suffix)] if suffix else text
+
+
+def derive_pieces(render: Render, bos_token: str | None = None) -> ChatPieces:
+    """Read the per-role wrapping off a renderer by rendering conversations of marker strings."""
+    user1 = {"role": "user", "content": _U1}
+    asst1 = {"role": "assistant", "content": _A1}
+    user2 = {"role": "user", "content": _U2}
+    # the generation prompt is exactly what add_generation_prompt appends
+    without_prompt = render([user1], False)
+    with_prompt = render([user1], True)
+    if not with_prompt.startswith(without_prompt):
+        raise ModelError("cannot derive an Ollama template: the generation prompt is not appended at the end")
+    assistant_prefix = with_prompt[len(without_prompt):]
+    head, u1_after, a1_after, u2_after = _split(render([user1, asst1, user2], True), [_U1, _A1, _U2])
+    assistant_suffix = _split(render([user1, asst1], False), [_U1, _A1])[2]
+    user_suffix = _strip_suffix(u1_after, assistant_prefix, "the text after a user message")
+    if not a1_after.startswith(assistant_suffix):
+        raise ModelError("cannot derive an Ollama template: the end of an assistant turn changes with what follows")
+    user_prefix = a1_after[len(assistant_suffix):]
+    head = _strip_suffix(head, user_prefix, "the text before the first user message")
+    sys_head, sys_after, _ = _split(render([{"role": "system", "content": _SYS}, user1], True), [_SYS, _U1])
+    system_suffix = _strip_suffix(sys_after, user_prefix, "the text after the system message")
+    bos = bos_token if bos_token and sys_head.startswith(bos_token) and head.startswith(bos_token) else ""
+    system_prefix = sys_head[len(bos):]
+    default_system = None
+    if head != bos:  # the template writes a system block of its own when none is given
+        block = head[len(bos):]
+        if block.startswith(system_prefix) and block.endswith(system_suffix):
+            default_system = block[len(system_prefix): len(block) - len(system_suffix)]
+        else:
+            bos = head  # fixed text before every conversation
+    return ChatPieces(bos, system_prefix, system_suffix, user_prefix, user_suffix, assistant_prefix,
+                      assistant_suffix, default_system)
+
+
+def render_like_ollama(pieces: ChatPieces, messages: list[dict]) -> str:
+    """What the Go template from :func:`go_template` produces for ``messages`` (for tests and docs)."""
+    if pieces.default_system is not None and (not messages or messages[0]["role"] != "system"):
+        messages = [{"role": "system", "content": pieces.default_system}, *messages]
+    out = [pieces.bos]
+    for i, message in enumerate(messages):
+        last = i == len(messages) - 1
+        role, content = message["role"], message["content"]
+        if role == "system":
+            out.append(pieces.system_prefix + content + pieces.system_suffix)
+        elif role == "user":
+            out.append(pieces.user_prefix + content + pieces.user_suffix)
+        elif role == "assistant":
+            out.append(pieces.assistant_prefix + content + ("" if last else pieces.assistant_suffix))
+        if last and role != "assistant":
+            out.append(pieces.assistant_prefix)
+    return "".join(out)
+
+
+def _go_literal(text: str) -> str:
+    """Literal text for a Go template: only ``{{`` needs quoting."""
+    return text.replace("{{", '{{ "{{" }}')
+
+
+def go_template(pieces: ChatPieces) -> str:
+    """Ollama TEMPLATE over ``.Messages``; no ``{{-`` trimming, so newlines in the pieces survive."""
+    g = _go_literal
+    return (
+        f"{g(pieces.bos)}{{{{ range $i, $_ := .Messages }}}}"
+        "{{ $last := eq (len (slice $.Messages $i)) 1 }}"
+        f'{{{{ if eq .Role "system" }}}}{g(pieces.system_prefix)}{{{{ .Content }}}}{g(pieces.system_suffix)}'
+        f'{{{{ else if eq .Role "user" }}}}{g(pieces.user_prefix)}{{{{ .Content }}}}{g(pieces.user_suffix)}'
+        f'{{{{ else if eq .Role "assistant" }}}}{g(pieces.assistant_prefix)}{{{{ .Content }}}}'
+        f"{{{{ if not $last }}}}{g(pieces.assistant_suffix)}{{{{ end }}}}"
+        "{{ end }}"
+        f'{{{{ if and $last (ne .Role "assistant") }}}}{g(pieces.assistant_prefix)}{{{{ end }}}}'
+        "{{ end }}"
+    )
+
+
+def stop_words(pieces: ChatPieces, special_tokens: list[str], eos_token: str | None,
+               template_stops: list[str] | None = None) -> list[str]:
+    """Stop strings: the template's own, every special token that closes an assistant turn, and eos."""
+    found = list(template_stops or [])
+    found += [t for t in special_tokens if t and t in pieces.assistant_suffix]
+    if eos_token:
+        found.append(eos_token)
+    return list(dict.fromkeys(w for w in found if w.strip()))
+
+
+def build_modelfile(gguf_name: str, pieces: ChatPieces, stops: list[str], *, temperature: float | None = None) -> str:
+    """The Modelfile text; ``ollama create NAME -f Modelfile`` in the same folder loads it."""
+    lines = [f"FROM ./{gguf_name}", "", f'TEMPLATE """{go_template(pieces)}"""', ""]
+    if pieces.default_system:
+        lines += [f'SYSTEM """{pieces.default_system}"""', ""]
+    lines += [f'PARAMETER stop "{_quote(word)}"' for word in stops]
+    if temperature is not None:
+        lines.append(f"PARAMETER temperature {temperature}")
+    return "\n".join(lines) + "\n"
+
+
+def _quote(word: str) -> str:
+    return word.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def write_modelfile(out_dir, gguf_name: str, template, tokenizer, stop_ids: list[int]):
+    """Write ``Modelfile`` next to the GGUF, from the Tunery template (or the tokenizer's own)."""
+    from pathlib import Path
+
+    if template is not None:
+        def render(messages: list[dict], add_generation_prompt: bool) -> str:
+            return template.render_text(messages, add_generation_prompt=add_generation_prompt)
+    elif getattr(tokenizer, "chat_template", None):
+        def render(messages: list[dict], add_generation_prompt: bool) -> str:
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    else:
+        raise ModelError("no chat template to build the Ollama Modelfile from", hint="set template: (e.g. chatml)")
+    pieces = derive_pieces(render, getattr(tokenizer, "bos_token", None))
+    template_stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
+    specials = [str(t) for t in getattr(tokenizer, "all_special_tokens", [])]
+    specials += [str(t) for t in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).values() if t.special]
+    stops = stop_words(pieces, list(dict.fromkeys(specials)), tokenizer.eos_token, template_stops)
+    path = Path(out_dir) / "Modelfile"
+    path.write_text(build_modelfile(gguf_name, pieces, stops), encoding="utf-8")
+    return path

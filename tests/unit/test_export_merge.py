@@ -1,0 +1,166 @@
+"""Merged exports behave exactly like base + adapters; shards, legacy .bin, model card, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunery.config import parse_config
+from tunery.errors import ConfigError
+
+PROMPT = "What is the capital of France? The capital"
+
+
+def make_adapter(base: Path, out: Path, seed: int, rank: int = 4) -> Path:
+    """A LoRA adapter with random non-zero B (a fresh LoRA is a no-op, which would prove nothing)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=rank, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    peft_model.save_pretrained(out)
+    return out
+
+
+def logits_of(model, tokenizer) -> torch.Tensor:
+    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(ids).logits[0]
+
+
+def reference_logits(base: Path, adapters: list[Path], tokenizer) -> torch.Tensor:
+    """Base with every adapter active and NOT merged: what training and chat with adapters compute."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    peft_model = PeftModel.from_pretrained(model, adapters[0], adapter_name="a0")
+    for i, adapter in enumerate(adapters[1:], start=1):
+        peft_model.load_adapter(adapter, adapter_name=f"a{i}")
+    peft_model.base_model.set_adapter([f"a{i}" for i in range(len(adapters))])
+    peft_model.eval()
+    return logits_of(peft_model, tokenizer)
+
+
+def export_cfg(base: Path, out: Path, adapters: list[Path] | None = None, **export):
+    raw = {"model_name_or_path": str(base), "export_dir": str(out), **export}
+    if adapters:
+        raw["adapter_name_or_path"] = ",".join(str(a) for a in adapters)
+    return parse_config("export", raw)
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_chatml_model, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return [make_adapter(tiny_chatml_model, root / "first", 1), make_adapter(tiny_chatml_model, root / "second", 2)]
+
+
+def test_merged_export_equals_base_plus_adapters(tiny_chatml_model, adapters, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunery.export.workflow import run_export
+
+    out = tmp_path / "merged"
+    result = run_export(export_cfg(tiny_chatml_model, out, adapters))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    exported = logits_of(AutoModelForCausalLM.from_pretrained(out), tokenizer)
+    expected = reference_logits(tiny_chatml_model, adapters, tokenizer)
+    base = logits_of(AutoModelForCausalLM.from_pretrained(tiny_chatml_model), tokenizer)
+    assert (expected - base).abs().max() > 1e-2, "the adapters must change the output for this test to mean anything"
+    torch.testing.assert_close(exported, expected, atol=1e-5, rtol=1e-5)
+    names = {p.name for p in result.files}
+    assert {"config.json", "generation_config.json", "tokenizer.json", "README.md", "model.safetensors"} <= names
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(tiny_chatml_model).chat_template
+    card = (out / "README.md").read_text()
+    assert str(adapters[0]) in card and str(adapters[1]) in card and card.index(str(adapters[0])) < card.index(str(adapters[1]))
+
+
+def test_small_export_size_writes_several_shards_that_reload(tiny_chatml_model, adapters, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunery.export.workflow import run_export
+
+    out = tmp_path / "sharded"
+    cfg = export_cfg(tiny_chatml_model, out, adapters[:1])
+    cfg.export.export_size = 0.0002  # GB, about 210 KB: the tiny model (~0.6 MB) needs several shards
+    run_export(cfg)
+    shards = sorted(out.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 3
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {p.name for p in shards}
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    torch.testing.assert_close(
+        logits_of(AutoModelForCausalLM.from_pretrained(out), tokenizer),
+        reference_logits(tiny_chatml_model, adapters[:1], tokenizer), atol=1e-5, rtol=1e-5,
+    )
+
+
+def test_legacy_format_writes_bin_shards(tiny_chatml_model, adapters, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunery.export.workflow import run_export
+
+    out = tmp_path / "legacy"
+    cfg = export_cfg(tiny_chatml_model, out, adapters[:1], export_legacy_format=True)
+    cfg.export.export_size = 0.0002
+    run_export(cfg)
+    assert not list(out.glob("*.safetensors"))
+    assert len(list(out.glob("pytorch_model-*.bin"))) >= 3
+    assert (out / "pytorch_model.bin.index.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    torch.testing.assert_close(
+        logits_of(AutoModelForCausalLM.from_pretrained(out), tokenizer),
+        reference_logits(tiny_chatml_model, adapters[:1], tokenizer), atol=1e-5, rtol=1e-5,
+    )
+
+
+def test_refuses_to_merge_into_quantized_base_before_loading(tmp_path):
+    from tunery.export.workflow import run_export
+
+    cfg = export_cfg(tmp_path / "does-not-exist", tmp_path / "out", [tmp_path / "adapter"], quantization_bit=4)
+    with pytest.raises(ConfigError) as err:
+        run_export(cfg)
+    message = str(err.value)
+    assert "quantized base" in message and "export_quantization_bit: 4" in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({}, "export_dir"),
+        ({"export_format": "gguf", "export_quantization_bit": 4}, "export_gguf_type: q8_0"),
+    ],
+)
+def test_contradictory_settings_fail_fast(tmp_path, raw, needle):
+    from tunery.export.workflow import run_export
+
+    raw = {"model_name_or_path": str(tmp_path), **raw}
+    if raw.get("export_format"):
+        raw["export_dir"] = str(tmp_path / "out")
+    with pytest.raises(ConfigError) as err:
+        run_export(parse_config("export", raw))
+    assert needle in str(err.value)
+
+
+def test_cli_handler_exports_from_yaml(tiny_chatml_model, adapters, tmp_path, capsys):
+    from tunery.export.workflow import main
+
+    out = tmp_path / "cli"
+    cfg_file = tmp_path / "export.yaml"
+    cfg_file.write_text(
+        f"model_name_or_path: {tiny_chatml_model}\nadapter_name_or_path: {adapters[0]}\n"
+        f"template: auto\nfinetuning_type: lora\nexport_dir: {out}\n"
+    )
+    assert main([str(cfg_file), "--export_legacy_format", "false"]) == 0
+    assert (out / "model.safetensors").is_file()
+    assert str(out) in capsys.readouterr().out
