@@ -99,8 +99,12 @@ class AutoTemplate(Template):
             upto = self.render_hf(hf_messages[: i + 1], hf_tools, False)
             end = None
             if start is not None and full.startswith(upto) and len(upto) > start:
-                end = max(start, len(upto.rstrip()))
-                end = self._end_of_turn_at(full, end, already=full[start:end])
+                # the turn ends at its first end-of-turn token; text after it (newlines, a final eos
+                # some templates add) is formatting, not something the model should learn to write
+                end = self._next_end_of_turn(upto, start)
+                if end is None:
+                    end = max(start, len(upto.rstrip()))
+                    end = self._end_of_turn_at(full, end)
             elif start is not None:
                 end = self._next_end_of_turn(full, start)
             if start is None or end is None:
@@ -109,10 +113,8 @@ class AutoTemplate(Template):
             cursor = end
         return spans
 
-    def _end_of_turn_at(self, full: str, end: int, already: str = "") -> int:
-        """Extend ``end`` over an end-of-turn token that follows (after spaces), unless one closes the span."""
-        if any(already.endswith(w) for w in self.end_of_turn):
-            return end
+    def _end_of_turn_at(self, full: str, end: int) -> int:
+        """Extend ``end`` over an end-of-turn token that follows it (after spaces)."""
         rest = full[end:]
         stripped = rest.lstrip(" ")
         for word in self.end_of_turn:
