@@ -1,0 +1,178 @@
+"""GGUF export round trip: the file loads back through transformers' GGUF loader unchanged.
+
+Bounds, measured on the tiny random models (logits of magnitude < 1):
+f32 exact (same weights), f16 / bf16 within 5e-3, q8_0 within 2% of the largest logit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tunery.config import parse_config
+from tunery.errors import ModelError
+
+TEXTS = [
+    "What is the capital of France? The capital of France is Paris.",
+    "你好，请问你是谁？ 1 2 3 + 4",
+    "def add(a, b):\n    return a + b\n",
+    "  leading spaces and\ttabs",
+]
+MESSAGES = [{"role": "user", "content": "Write a short poem about the sea."}]
+
+
+def make_adapter(base: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter with non-zero B, so merging it changes the model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False),
+    )
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    peft_model.save_pretrained(out)
+    return out
+
+
+def export_gguf(base: Path, out: Path, gguf_type: str, adapter: Path | None = None):
+    from tunery.export.workflow import run_export
+
+    raw = {"model_name_or_path": str(base), "export_dir": str(out), "export_format": "gguf", "export_gguf_type": gguf_type}
+    if adapter is not None:
+        raw["adapter_name_or_path"] = str(adapter)
+    return run_export(parse_config("export", raw))
+
+
+def merged_reference(base: Path, adapter: Path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).merge_and_unload().eval()
+
+
+def load_gguf(result):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = result.gguf_file.parent, result.gguf_file.name
+    return (AutoModelForCausalLM.from_pretrained(folder, gguf_file=name).eval(),
+            AutoTokenizer.from_pretrained(folder, gguf_file=name))
+
+
+def prompt_ids(tokenizer) -> torch.Tensor:
+    text = tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_chatml_model, tmp_path_factory) -> Path:
+    return make_adapter(tiny_chatml_model, tmp_path_factory.mktemp("gguf-adapter") / "lora", 3)
+
+
+@pytest.fixture(scope="module")
+def f32_export(tiny_chatml_model, adapter, tmp_path_factory):
+    return export_gguf(tiny_chatml_model, tmp_path_factory.mktemp("gguf") / "tiny-chat", "f32", adapter)
+
+
+def test_f32_round_trip_is_exact(tiny_chatml_model, adapter, f32_export):
+    from transformers import AutoTokenizer
+
+    reference = merged_reference(tiny_chatml_model, adapter)
+    source_tokenizer = AutoTokenizer.from_pretrained(tiny_chatml_model)
+    model, tokenizer = load_gguf(f32_export)
+    ids = prompt_ids(source_tokenizer)
+    assert torch.equal(ids, prompt_ids(tokenizer))
+    with torch.no_grad():
+        expected, got = reference(ids).logits, model(ids).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    gen = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": source_tokenizer.pad_token_id}
+    assert torch.equal(model.generate(ids, **gen), reference.generate(ids, **gen))
+
+
+def test_tokenizer_and_chat_template_survive(tiny_chatml_model, f32_export):
+    from transformers import AutoTokenizer
+
+    source = AutoTokenizer.from_pretrained(tiny_chatml_model)
+    _, tokenizer = load_gguf(f32_export)
+    for text in TEXTS + [source.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)]:
+        assert tokenizer(text)["input_ids"] == source(text)["input_ids"], text
+    assert tokenizer.chat_template == source.chat_template
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == source.pad_token
+
+
+def test_gguf_metadata_names_specials_and_types(f32_export):
+    from gguf import GGUFReader, TokenType
+
+    reader = GGUFReader(f32_export.gguf_file)
+    field = reader.fields["tokenizer.ggml.tokens"]
+    tokens = [bytes(field.parts[i]).decode() for i in field.data]
+    types = reader.fields["tokenizer.ggml.token_type"]
+    type_of = dict(zip(tokens, (int(types.parts[i][0]) for i in types.data)))
+    assert type_of["<|im_end|>"] == TokenType.CONTROL and type_of["<|im_start|>"] == TokenType.CONTROL
+    eos = int(reader.fields["tokenizer.ggml.eos_token_id"].parts[-1][0])
+    assert tokens[eos] == "<|im_end|>"
+    assert bytes(reader.fields["tokenizer.ggml.model"].parts[-1]).decode() == "gpt2"
+    assert {t.name for t in reader.tensors} >= {"token_embd.weight", "output.weight", "blk.1.attn_q.weight"}
+
+
+@pytest.mark.parametrize(("gguf_type", "bound"), [("f16", 5e-3), ("bf16", 5e-3), ("q8_0", None)])
+def test_reduced_precision_logits_within_bound(tiny_llama_model, tmp_path, gguf_type, bound):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = export_gguf(tiny_llama_model, tmp_path / "tiny-llama", gguf_type)
+    source = AutoTokenizer.from_pretrained(tiny_llama_model)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_llama_model).eval()
+    model, tokenizer = load_gguf(result)
+    ids = prompt_ids(source)
+    assert torch.equal(ids, prompt_ids(tokenizer))
+    assert ids[0, 0].item() == source.bos_token_id
+    with torch.no_grad():
+        expected, got = reference(ids).logits, model(ids).logits
+    diff = (got - expected).abs().max().item()
+    limit = bound if bound is not None else 0.02 * expected.abs().max().item()
+    assert 0 < diff <= limit, f"{gguf_type}: max |logit diff| {diff:.2e} > {limit:.2e}"
+
+
+def test_q8_0_file_is_a_quarter_of_f32(tiny_llama_model, tmp_path):
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    small = export_gguf(tiny_llama_model, tmp_path / "q8", "q8_0").gguf_file
+    big = export_gguf(tiny_llama_model, tmp_path / "f32", "f32").gguf_file
+    kinds = {t.name: t.tensor_type for t in GGUFReader(small).tensors}
+    assert kinds["blk.0.ffn_down.weight"] == GGMLQuantizationType.Q8_0
+    assert kinds["blk.0.attn_norm.weight"] == GGMLQuantizationType.F32
+    assert small.stat().st_size < 0.4 * big.stat().st_size
+
+
+def test_qk_permutation_is_what_transformers_reverses():
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    from tunery.export.gguf_writer import permute_qk
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((4 * 8, 16)).astype(np.float32)  # 4 heads of dim 8
+    k = rng.standard_normal((2 * 8, 16)).astype(np.float32)  # 2 kv heads
+    processor = LlamaTensorProcessor({"num_attention_heads": 4, "num_key_value_heads": 2})
+    assert not np.array_equal(permute_qk(q, 4), q)
+    np.testing.assert_array_equal(processor.process(permute_qk(q, 4), "blk.0.attn_q.weight").weights, q)
+    np.testing.assert_array_equal(processor.process(permute_qk(k, 2), "blk.0.attn_k.weight").weights, k)
+
+
+def test_unsupported_architecture_is_a_clear_error(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tests.fixtures.tiny_models import build_tokenizer
+    from tunery.export.gguf_writer import write_gguf
+
+    tokenizer = build_tokenizer("chatml")
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2))
+    with pytest.raises(ModelError, match="llama-architecture"):
+        write_gguf(model, tokenizer, tmp_path / "x.gguf", "f16")
+    assert not (tmp_path / "x.gguf").exists()
