@@ -120,6 +120,8 @@ def test_gguf_metadata_names_specials_and_types(f32_export):
     assert tokens[eos] == "<|im_end|>"
     assert bytes(reader.fields["tokenizer.ggml.model"].parts[-1]).decode() == "gpt2"
     assert {t.name for t in reader.tensors} >= {"token_embd.weight", "output.weight", "blk.1.attn_q.weight"}
+    modelfile = f32_export.modelfile.read_text()
+    assert modelfile.startswith(f"FROM ./{f32_export.gguf_file.name}\n") and 'PARAMETER stop "<|im_end|>"' in modelfile
 
 
 @pytest.mark.parametrize(("gguf_type", "bound"), [("f16", 5e-3), ("bf16", 5e-3), ("q8_0", None)])

@@ -80,8 +80,28 @@ def derive_pieces(render: Render, bos_token: str | None = None) -> ChatPieces:
             default_system = block[len(system_prefix): len(block) - len(system_suffix)]
         else:
             bos = head  # fixed text before every conversation
-    return ChatPieces(bos, system_prefix, system_suffix, user_prefix, user_suffix, assistant_prefix,
-                      assistant_suffix, default_system)
+    pieces = ChatPieces(bos, system_prefix, system_suffix, user_prefix, user_suffix, assistant_prefix,
+                        assistant_suffix, default_system)
+    _verify(render, pieces)
+    return pieces
+
+
+VERIFY_CONVERSATIONS = [
+    [{"role": "user", "content": "Hi there"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"}],
+    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"},
+     {"role": "assistant", "content": "See you."}, {"role": "user", "content": "Wait"}],
+]
+
+
+def _verify(render: Render, pieces: ChatPieces) -> None:
+    """Templates that treat turns unevenly (e.g. a system prompt folded into the first user turn)
+    fit no per-role pattern; a mismatch on real conversations must not pass silently."""
+    for messages in VERIFY_CONVERSATIONS:
+        if render_like_ollama(pieces, messages) != render(messages, True):
+            raise ModelError("cannot derive an Ollama template: the chat template treats turns differently "
+                             "depending on their position")
 
 
 def render_like_ollama(pieces: ChatPieces, messages: list[dict]) -> str:
@@ -161,11 +181,28 @@ def write_modelfile(out_dir, gguf_name: str, template, tokenizer, stop_ids: list
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     else:
         raise ModelError("no chat template to build the Ollama Modelfile from", hint="set template: (e.g. chatml)")
-    pieces = derive_pieces(render, getattr(tokenizer, "bos_token", None))
+    try:
+        pieces = derive_pieces(render, getattr(tokenizer, "bos_token", None))
+    except ModelError as exc:
+        return _write_without_template(Path(out_dir), gguf_name, tokenizer, stop_ids, str(exc))
     template_stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
     specials = [str(t) for t in getattr(tokenizer, "all_special_tokens", [])]
     specials += [str(t) for t in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).values() if t.special]
     stops = stop_words(pieces, list(dict.fromkeys(specials)), tokenizer.eos_token, template_stops)
     path = Path(out_dir) / "Modelfile"
     path.write_text(build_modelfile(gguf_name, pieces, stops), encoding="utf-8")
+    return path
+
+
+def _write_without_template(out_dir, gguf_name: str, tokenizer, stop_ids: list[int], reason: str):
+    """A Modelfile with no TEMPLATE: Ollama then picks one from the chat template inside the GGUF."""
+    from tunery.logging import get_logger
+
+    get_logger(__name__).warning("%s; the Modelfile has no TEMPLATE and Ollama will use the chat template "
+                                 "embedded in the GGUF", reason)
+    stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids] + [tokenizer.eos_token]
+    lines = [f"FROM ./{gguf_name}", "", f"# TEMPLATE omitted: {reason}", ""]
+    lines += [f'PARAMETER stop "{_quote(w)}"' for w in dict.fromkeys(w for w in stops if w)]
+    path = out_dir / "Modelfile"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
