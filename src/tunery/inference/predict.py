@@ -1,0 +1,222 @@
+"""Batch prediction: generate a reply for every example of a dataset and score it against the label.
+
+``tunery predict cfg.yaml`` and ``tunery train --do_predict --predict_with_generate`` both end in
+:func:`run_predict`. Outputs (in ``output_dir``): ``generated_predictions.jsonl`` (prompt, predict,
+label, scores per sample), ``predict_results.json`` and ``all_results.json`` (corpus scores as
+``predict_<metric>``, runtime, samples/s).
+
+Why not ``Seq2SeqTrainer.predict``: it pads on the right for decoder-only models unless told
+otherwise, cannot shrink a batch after an out-of-memory error, and returns ids we would decode and
+cut at the end-of-turn token ourselves anyway; the engine already does all of that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tunery.errors import ConfigError, DataError, ResourceError
+from tunery.inference.engine import Engine, Response
+from tunery.inference.metrics import Scorer, aggregate
+from tunery.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config import RunConfig
+
+logger = get_logger(__name__)
+
+PREDICTIONS_FILE = "generated_predictions.jsonl"
+RESULTS_FILE = "predict_results.json"
+ALL_RESULTS_FILE = "all_results.json"
+
+
+def setting(cfg: RunConfig, name: str, default: Any = None) -> Any:
+    """A setting that may live in any group (``metrics``, ``compute_metrics`` are not placed yet)."""
+    for group in ("finetuning", "data", "generation", "evaluation", "training"):
+        value = getattr(getattr(cfg, group, None), name, None)
+        if value is not None:
+            return value
+    return cfg.raw.get(name, default) if isinstance(cfg.raw, dict) else default
+
+
+def split_record(record: dict) -> tuple[list[dict], str]:
+    """(prompt messages, label): the label is the final assistant reply, when the record has one."""
+    messages = list(record.get("messages") or [])
+    if messages and messages[-1].get("role") in ("assistant", "function_call"):
+        return messages[:-1], str(messages[-1].get("content") or "")
+    return messages, ""
+
+
+def prediction_records(cfg: RunConfig) -> list[dict]:
+    """Records of ``eval_dataset`` (LLaMA-Factory's --do_predict), else of ``dataset``."""
+    from tunery.data import load_records
+
+    which = "eval_dataset" if cfg.data.eval_dataset else "dataset"
+    if not getattr(cfg.data, which):
+        raise ConfigError("prediction needs a dataset", hint="set eval_dataset (or dataset) to a name in dataset_info.json")
+    records = load_records(cfg, stage="unsupervised", which=which)
+    if not records:
+        raise DataError(f"{which} '{getattr(cfg.data, which)}' has no usable examples")
+    return records
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    oom_type = getattr(torch, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def generate_all(engine: Engine, prompts: list[list[int]], batch_size: int, progress: bool = True,
+                 **gen: Any) -> list[Response]:
+    """One reply per prompt, in input order, in batches that halve after an out-of-memory error.
+
+    Prompts run longest first: batches hold similar lengths (less padding), and a batch too big
+    for memory fails at the start of the run rather than after an hour.
+    """
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    results: list[Response | None] = [None] * len(prompts)
+    size, done = max(1, int(batch_size)), 0
+    with tqdm(total=len(prompts), desc="Predicting", unit="sample", disable=not progress) as bar:
+        while done < len(order):
+            chunk = order[done : done + size]
+            try:
+                replies = engine.batch_generate([prompts[i] for i in chunk], **gen, num_return_sequences=1)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                _free_memory()
+                if size == 1:
+                    raise ResourceError(
+                        "out of memory while generating one sample at a time",
+                        hint="lower max_new_tokens or cutoff_len, or load the model in 4 bit (quantization_bit: 4)",
+                    ) from exc
+                size = max(1, size // 2)
+                logger.warning("out of memory: retrying with batch size %d", size)
+                continue
+            for i, reply in zip(chunk, replies):
+                results[i] = reply
+            done += len(chunk)
+            bar.update(len(chunk))
+    return results  # type: ignore[return-value]
+
+
+def encode_prompts(engine: Engine, records: list[dict], cutoff_len: int) -> tuple[list[list[int]], list[str]]:
+    """Prompt ids (the last ``cutoff_len`` tokens, so the generation prompt survives) and labels."""
+    prompts, labels, cut = [], [], 0
+    for record in records:
+        messages, label = split_record(record)
+        try:
+            ids = engine.prompt_ids(messages, record.get("tools"))
+        except ConfigError as exc:
+            src = record.get("_source") or {}
+            raise DataError(str(exc), file=src.get("file"), row=src.get("row"), field="messages") from exc
+        if cutoff_len and len(ids) > cutoff_len:
+            ids, cut = ids[-cutoff_len:], cut + 1
+        prompts.append(ids)
+        labels.append(label)
+    if cut:
+        logger.warning("%d prompt(s) longer than cutoff_len=%d kept only their last tokens", cut, cutoff_len)
+    return prompts, labels
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_outputs(output_dir: str, rows: list[dict], results: dict[str, float]) -> None:
+    """generated_predictions.jsonl, predict_results.json, and all_results.json (merged with earlier results)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (PREDICTIONS_FILE + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, out / PREDICTIONS_FILE)  # a reader never sees half a file
+    _write_json(out / RESULTS_FILE, results)
+    all_path = out / ALL_RESULTS_FILE
+    merged: dict = {}
+    if all_path.is_file():
+        try:
+            merged = json.loads(all_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            merged = {}
+    merged.update(results)
+    _write_json(all_path, merged)
+
+
+def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = None,
+                compute_metrics: str | None = None, progress: bool = True) -> dict[str, float]:
+    """Predict over the dataset, write the output files, return the corpus results.
+
+    ``engine`` lets the training workflow pass the model it just trained (wrapped in a
+    HuggingFaceEngine) instead of loading it again.
+    """
+    scorer = Scorer(metrics if metrics is not None else setting(cfg, "metrics"),
+                    compute_metrics if compute_metrics is not None else setting(cfg, "compute_metrics"))
+    if cfg.training is None or not getattr(cfg.training, "output_dir", None):
+        raise ConfigError("prediction needs output_dir", hint="set output_dir: where the predictions are written")
+    records = prediction_records(cfg)
+    if engine is None:
+        from tunery.inference.engine import load_engine
+
+        engine = load_engine(cfg)
+    prompts, labels = encode_prompts(engine, records, int(cfg.data.cutoff_len))
+    gen: dict[str, Any] = {}
+    if cfg.data.eval_num_beams:
+        gen["num_beams"] = cfg.data.eval_num_beams
+    batch_size = int(getattr(cfg.training, "per_device_eval_batch_size", 8) or 8)
+    start = time.perf_counter()
+    replies = generate_all(engine, prompts, batch_size, progress=progress, **gen)
+    runtime = time.perf_counter() - start
+    rows, per_sample = [], []
+    for ids, label, reply in zip(prompts, labels, replies):
+        scores = scorer(reply.text, label) if label else {}
+        per_sample.append(scores)
+        rows.append({
+            "prompt": engine.tokenizer.decode(ids, skip_special_tokens=False),
+            "predict": reply.text,
+            "label": label,
+            "scores": {k: round(v, 4) for k, v in scores.items()},
+        })
+    results = {f"predict_{k}": round(v, 4) for k, v in aggregate(per_sample).items()}
+    results.update(
+        predict_samples=len(prompts),
+        predict_runtime=round(runtime, 4),
+        predict_samples_per_second=round(len(prompts) / runtime, 3) if runtime > 0 else 0.0,
+    )
+    if not any(labels):
+        logger.warning("no example has a reference reply: predictions were written without scores")
+    write_outputs(cfg.training.output_dir, rows, results)
+    logger.info("wrote %d predictions to %s", len(rows), os.path.join(cfg.training.output_dir, PREDICTIONS_FILE))
+    return results
+
+
+def main(tokens: list[str]) -> int:
+    """``tunery predict [config.yaml] [--key value ...]``."""
+    from tunery.config import load_config
+
+    cfg, rest = load_config("predict", tokens)
+    if rest:
+        raise ConfigError(f"unexpected argument(s): {' '.join(rest)}", hint="settings are --key value")
+    results = run_predict(cfg)
+    for key, value in results.items():
+        print(f"{key} = {value}")
+    return 0
