@@ -251,7 +251,7 @@ def get_collator(stage: str, tokenizer, cfg: Any):
         return c.PackedCollator(pad_id)
     if getattr(data_args, "padding_free", False):
         return c.padding_free_collator()
-    return c.padded_collator(tokenizer, pad_id)
+    return c.PaddedCollator(pad_id)
 
 
 COLUMNS_PER_STAGE = COLUMNS

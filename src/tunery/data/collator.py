@@ -1,6 +1,6 @@
 """Collators: tokenized examples -> padded tensors, per stage.
 
-- ``sft``/``pt`` (not packed): transformers' DataCollatorForSeq2Seq (pads labels with -100).
+- ``sft``/``pt`` (not packed): right padding, labels padded with -100 (see :class:`PaddedCollator`).
 - packed rows: :class:`PackedCollator` pads ``position_ids`` as a fresh sequence and sends no
   attention mask, so transformers keeps the block-diagonal mask of the packed examples.
 - padding-free: transformers' DataCollatorWithFlattening (one row, restarting position ids).
@@ -112,16 +112,14 @@ def padding_free_collator():
     return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
 
 
-def padded_collator(tokenizer, pad_id: int):
-    from transformers import DataCollatorForSeq2Seq
-
-    if tokenizer.pad_token_id is None:  # DataCollatorForSeq2Seq pads through the tokenizer
-        return _SimplePadded(pad_id)
-    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True, return_tensors="pt")
-
-
 @dataclass
-class _SimplePadded:
+class PaddedCollator:
+    """Right padding whatever ``tokenizer.padding_side`` says.
+
+    Not DataCollatorForSeq2Seq: it follows the tokenizer's padding side, which the model loader sets
+    to left for generation; training batches must be right-padded so positions start at 0.
+    """
+
     pad_id: int
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:

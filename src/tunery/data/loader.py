@@ -167,10 +167,10 @@ def raw_rows(attr: DatasetAttr, report: ValidationReport, data_args: Any = None,
 # ---------------------------------------------------------------- records
 
 def load_dataset_records(attr: DatasetAttr, stage: str, *, strict: bool = False, seed: int = 42,
-                         max_samples: int | None = None, data_args: Any = None,
-                         model_args: Any = None) -> tuple[list[dict[str, Any]], ValidationReport]:
+                         max_samples: int | None = None, data_args: Any = None, model_args: Any = None,
+                         keep_problems: int = 5) -> tuple[list[dict[str, Any]], ValidationReport]:
     """Canonical records of one dataset, with invalid rows skipped and reported."""
-    report = ValidationReport()
+    report = ValidationReport(keep=keep_problems)
     records: list[dict[str, Any]] = []
     for file, index, row in raw_rows(attr, report, data_args, model_args):
         if max_samples is not None and attr.num_samples is None and len(records) >= max_samples:

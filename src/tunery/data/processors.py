@@ -19,7 +19,7 @@ OK, TRUNCATED, REPLY_CUT = 0, 1, 2
 PAIRWISE_STAGES = ("rm", "dpo", "orpo", "simpo")
 STAGE_KIND = {"pt": "pt", "sft": "sft", "rm": "pairwise", "dpo": "pairwise", "orpo": "pairwise",
               "simpo": "pairwise", "kto": "kto", "unsupervised": "unsupervised", "ppo": "unsupervised",
-              "grpo": "unsupervised", "predict": "unsupervised"}
+              "grpo": "unsupervised", "predict": "unsupervised", "pairwise": "pairwise"}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ an error that says why (the most frequent reasons).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,11 +45,12 @@ class ValidationReport:
     skipped: int = 0
     problems: list[Problem] = field(default_factory=list)
     reasons: Counter = field(default_factory=Counter)
+    keep: int = MAX_REPORTED
 
-    def add(self, problem: Problem, keep: int = MAX_REPORTED) -> None:
+    def add(self, problem: Problem) -> None:
         self.skipped += 1
-        self.reasons[problem.reason.split(":")[0]] += 1
-        if len(self.problems) < keep:
+        self.reasons[re.sub(r"\d+", "N", problem.reason)] += 1  # "message N is ..." counts as one reason
+        if len(self.problems) < self.keep:
             self.problems.append(problem)
 
     def merge(self, other: ValidationReport) -> None:
@@ -56,7 +58,7 @@ class ValidationReport:
         self.valid += other.valid
         self.skipped += other.skipped
         self.reasons.update(other.reasons)
-        self.problems.extend(other.problems[: max(0, MAX_REPORTED - len(self.problems))])
+        self.problems.extend(other.problems[: max(0, self.keep - len(self.problems))])
 
     def summary(self) -> str:
         lines = [f"skipped {self.skipped} of {self.total} examples as invalid; first problems:"]

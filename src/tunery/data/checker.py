@@ -1,0 +1,172 @@
+"""What ``tunery data check`` and ``tunery data preview`` compute, kept apart from printing.
+
+check: every dataset loads, every row converts (invalid rows with file/row/field/reason), and with
+a tokenizer the token-length distribution against ``cutoff_len``. preview: the exact rendered text
+of a few examples with the trained tokens marked, from the same processors training uses.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tunery.data.dataset_info import get_dataset_attrs, parse_dataset_attr, read_dataset_info
+from tunery.data.processors import IGNORE_INDEX, ProcessSettings, process_batch, stage_kind
+from tunery.errors import TuneryError
+
+TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
+
+
+@dataclass
+class DatasetCheck:
+    name: str
+    source: str
+    status: str = "ok"  # ok | invalid_rows | error | skipped
+    total: int = 0
+    valid: int = 0
+    invalid: int = 0
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+    lengths: dict[str, Any] | None = None
+
+
+def length_stats(lengths: list[int], cutoff_len: int) -> dict[str, Any]:
+    """p50/p95/max of token lengths and the share of examples longer than ``cutoff_len``."""
+    if not lengths:
+        return {"count": 0, "p50": 0, "p95": 0, "max": 0, "cut": 0, "share_cut": 0.0, "cutoff_len": cutoff_len}
+    ordered = sorted(lengths)
+
+    def pct(p: float) -> int:  # nearest-rank percentile
+        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+    cut = sum(1 for n in lengths if n > cutoff_len)
+    return {"count": len(lengths), "p50": pct(50), "p95": pct(95), "max": ordered[-1], "cut": cut,
+            "share_cut": round(cut / len(lengths), 4), "cutoff_len": cutoff_len}
+
+
+def full_length(record: dict[str, Any], tokenizer, template, stage: str) -> int:
+    """Tokens of the example before any truncation (pairwise: prompt + the longer reply)."""
+    kind = stage_kind(stage)
+    if kind == "pt":
+        from tunery.data.processors import document_ids, document_text
+
+        return len(document_ids(document_text(record), tokenizer))
+    if kind == "pairwise":
+        return max(len(template.encode(tokenizer, [*record["messages"], record[side]], record.get("tools")).input_ids)
+                   for side in ("chosen", "rejected"))
+    return len(template.encode(tokenizer, record["messages"], record.get("tools")).input_ids)
+
+
+def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", max_problems: int = 20) -> list[DatasetCheck]:
+    """Check the datasets named in ``cfg.data`` (all local entries of dataset_info.json when none is named)."""
+    from tunery.data.loader import load_dataset_records
+
+    data_args = cfg.data
+    names = ",".join(n for n in (data_args.dataset, data_args.eval_dataset) if n)
+    kind = stage_kind(stage)
+    if names:
+        attrs = get_dataset_attrs(names, data_args.dataset_dir)
+        explicit = True
+    else:
+        info = read_dataset_info(data_args.dataset_dir)
+        if not info:
+            from tunery.errors import DataError
+
+            raise DataError(f"no dataset_info.json in '{data_args.dataset_dir}' and no dataset named",
+                            hint="pass --dataset_dir DIR (the folder holding dataset_info.json) or --dataset NAME")
+        attrs = [parse_dataset_attr(name, entry, data_args.dataset_dir) for name, entry in info.items()]
+        explicit = False
+    results = []
+    for attr in attrs:
+        check = DatasetCheck(attr.name, f"{attr.load_from}:{attr.dataset_name}")
+        results.append(check)
+        if not explicit and (attr.load_from != "file" or not os.path.exists(attr.path)):
+            check.status = "skipped"
+            check.message = "hub dataset (not downloaded by check)" if attr.load_from != "file" else "file not present"
+            continue
+        own_stage = kind if explicit else _natural_stage(attr)
+        try:
+            records, report = load_dataset_records(attr, own_stage, max_samples=data_args.max_samples,
+                                                   keep_problems=max_problems)
+        except TuneryError as exc:
+            check.status, check.message = "error", str(exc)
+            continue
+        check.total, check.valid, check.invalid = report.total, report.valid, report.skipped
+        check.problems = [asdict(p) for p in report.problems]
+        if report.skipped:
+            check.status = "invalid_rows"
+        if tokenizer is not None and template is not None:
+            lengths = []
+            for record in records:
+                try:
+                    lengths.append(full_length(record, tokenizer, template, own_stage))
+                except TuneryError as exc:  # e.g. the chat template rejects the roles
+                    if len(check.problems) < max_problems:
+                        check.problems.append({**record["_source"], "field": "messages", "reason": exc.message})
+                    check.invalid += 1
+                    check.status = "invalid_rows"
+            check.lengths = length_stats(lengths, data_args.cutoff_len)
+    return results
+
+
+def _natural_stage(attr) -> str:
+    """The stage a dataset is shaped for, when check runs over all of dataset_info.json."""
+    if attr.ranking:
+        return "pairwise"
+    if attr.column("kto_tag"):
+        return "kto"
+    if attr.formatting == "alpaca" and attr.column("prompt") == "text":
+        return "pt"
+    return "sft"
+
+
+def marked_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
+    """The decoded text with each run of trained tokens wrapped in [[ ]]."""
+    out, run, trained = [], [], None
+    for token, label in zip(input_ids, labels):
+        is_trained = label != IGNORE_INDEX
+        if trained is not None and is_trained != trained:
+            out.append(_wrap(tokenizer.decode(run, skip_special_tokens=False), trained))
+            run = []
+        run.append(token)
+        trained = is_trained
+    if run:
+        out.append(_wrap(tokenizer.decode(run, skip_special_tokens=False), bool(trained)))
+    return "".join(out)
+
+
+def _wrap(text: str, trained: bool) -> str:
+    return f"{TRAIN_OPEN}{text}{TRAIN_CLOSE}" if trained else text
+
+
+def preview_records(records: list[dict[str, Any]], tokenizer, template, stage: str,
+                    settings: ProcessSettings) -> list[dict[str, Any]]:
+    """Per example: the rendered text, the marked text, ids, labels and counts, as training sees them."""
+    from tunery.data.loader import record_features
+
+    kind = stage_kind(stage)
+    out = []
+    for record in records:
+        batch = {key: [record.get(key)] for key in record_features()}
+        row = {k: v[0] for k, v in process_batch(batch, stage=stage, tokenizer=tokenizer, template=template,
+                                                 settings=settings).items()}
+        views = ([("chosen", row["chosen_input_ids"], row["chosen_labels"]),
+                  ("rejected", row["rejected_input_ids"], row["rejected_labels"])]
+                 if kind == "pairwise" else [("example", row["input_ids"], row["labels"])])
+        for label, ids, labels in views:
+            if kind == "unsupervised":  # labels are the reference reply, not aligned with the prompt
+                labels = [IGNORE_INDEX] * len(ids)
+            entry = {
+                "source": record["_source"], "part": label,
+                "text": tokenizer.decode(ids, skip_special_tokens=False),
+                "marked_text": marked_text(tokenizer, ids, labels),
+                "num_tokens": len(ids), "num_trained": sum(1 for x in labels if x != IGNORE_INDEX),
+                "status": ["ok", "truncated", "reply_cut"][row["_status"]],
+                "input_ids": ids, "labels": labels,
+            }
+            if kind == "unsupervised":
+                entry["reference_ids"] = row["labels"]
+            out.append(entry)
+    return out

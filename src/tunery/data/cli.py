@@ -1,0 +1,174 @@
+"""``tunery data check|preview|render``: look at data the way training will see it.
+
+    tunery data check   [cfg.yaml] [--dataset a,b] [--dataset_dir D] [--model_name_or_path M] [--json]
+    tunery data preview [cfg.yaml] --dataset a --model_name_or_path M [--num 3] [--json]
+    tunery data render  --template NAME|auto --model_name_or_path M --messages FILE
+                        [--tools FILE] [--add_generation_prompt]
+
+check exits 0 when every row is valid, 1 when some rows are invalid or a dataset fails to load.
+render prints exactly the rendered text (no newline added) and nothing else, so it can be diffed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from tunery.errors import ConfigError, DataError
+
+# Options of the data command itself (not settings): name -> takes a value
+OWN_OPTIONS = {"json": False, "num": True, "messages": True, "tools": True, "add_generation_prompt": False}
+SUBCOMMANDS = ("check", "preview", "render")
+
+
+def split_own_options(tokens: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Pull ``--json``, ``--num N``, ``--messages F``... out before the config parser sees the rest."""
+    own: dict[str, Any] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        name = token[2:].split("=", 1)[0] if token.startswith("--") else None
+        if name in OWN_OPTIONS:
+            if "=" in token:
+                own[name] = token.split("=", 1)[1]
+            elif OWN_OPTIONS[name]:
+                if i + 1 >= len(tokens):
+                    raise ConfigError(f"--{name} needs a value")
+                own[name] = tokens[i + 1]
+                i += 1
+            else:
+                own[name] = True
+        else:
+            rest.append(token)
+        i += 1
+    return own, rest
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
+        print(__doc__.strip())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    sub, tokens = argv[0], argv[1:]
+    own, tokens = split_own_options(tokens)
+    from tunery.config import load_config
+
+    cfg, _ = load_config("data", tokens)
+    _quiet_progress()
+    return {"check": run_check, "preview": run_preview, "render": run_render}[sub](cfg, own)
+
+
+def _quiet_progress() -> None:
+    """Progress bars are noise in a report meant to be read (or parsed with --json)."""
+    try:
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _tokenizer_and_template(cfg):
+    if not cfg.model.model_name_or_path:
+        return None, None
+    from tunery.data.template import get_template
+    from tunery.model.loader import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model)
+    return tokenizer, get_template(cfg.data.template, tokenizer, cfg.data)
+
+
+def run_check(cfg, own: dict[str, Any]) -> int:
+    from dataclasses import asdict
+
+    from tunery.data.checker import check_datasets
+
+    tokenizer, template = _tokenizer_and_template(cfg)
+    results = check_datasets(cfg, tokenizer, template, cfg.finetuning.stage)
+    bad = any(r.status in ("invalid_rows", "error") for r in results)
+    if own.get("json"):
+        print(json.dumps([asdict(r) for r in results], indent=2, ensure_ascii=False))
+        return 1 if bad else 0
+    for r in results:
+        print(f"{r.name} ({r.source}): {r.status}" + (f" - {r.message}" if r.message else ""))
+        if r.status in ("ok", "invalid_rows"):
+            print(f"  rows: {r.total}, valid: {r.valid}, invalid: {r.invalid}")
+        for p in r.problems:
+            field = f" field '{p['field']}'" if p.get("field") else ""
+            print(f"  - {p['file']} row {p['row']}{field}: {p['reason']}")
+        if r.lengths and r.lengths["count"]:
+            s = r.lengths
+            print(f"  tokens: p50 {s['p50']}, p95 {s['p95']}, max {s['max']}; longer than cutoff_len="
+                  f"{s['cutoff_len']}: {s['cut']} ({100 * s['share_cut']:.1f}%)")
+    print("problems found" if bad else "all datasets valid")
+    return 1 if bad else 0
+
+
+def run_preview(cfg, own: dict[str, Any]) -> int:
+    from tunery.data import settings_for
+    from tunery.data.checker import preview_records
+    from tunery.data.dataset_info import get_dataset_attrs
+    from tunery.data.loader import load_dataset_records
+
+    if not cfg.data.dataset:
+        raise ConfigError("preview needs --dataset NAME")
+    tokenizer, template = _tokenizer_and_template(cfg)
+    if tokenizer is None:
+        raise ConfigError("preview needs --model_name_or_path (its tokenizer renders the examples)")
+    num = int(own.get("num", 3))
+    stage = cfg.finetuning.stage
+    records: list[dict] = []
+    from tunery.data.processors import stage_kind
+
+    for attr in get_dataset_attrs(cfg.data.dataset, cfg.data.dataset_dir):
+        if len(records) >= num:
+            break
+        recs, _ = load_dataset_records(attr, stage_kind(stage), max_samples=num - len(records))
+        records += recs
+    settings = settings_for(cfg.data, stage)
+    previews = preview_records(records[:num], tokenizer, template, stage, settings)
+    if own.get("json"):
+        print(json.dumps(previews, indent=2, ensure_ascii=False))
+        return 0
+    for p in previews:
+        print(f"=== {p['source']['file']} row {p['source']['row']} ({p['part']}): {p['num_tokens']} tokens, "
+              f"{p['num_trained']} trained, {p['status']} ===")
+        print(p["marked_text"])
+    print(f"(trained tokens are inside {'[[ ]]'})")
+    return 0
+
+
+def run_render(cfg, own: dict[str, Any]) -> int:
+    from tunery.data.converters import convert_openai
+    from tunery.data.dataset_info import OPENAI_TAG_DEFAULTS, DatasetAttr
+
+    if "messages" not in own:
+        raise ConfigError("render needs --messages FILE (a JSON list of role/content messages)")
+    if not cfg.model.model_name_or_path:
+        raise ConfigError("render needs --model_name_or_path (it supplies the tokenizer and its chat template)")
+    path = own["messages"]
+    try:
+        with open(path, encoding="utf-8") as f:
+            payload = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read the messages: {exc}", file=path) from exc
+    tools = payload.get("tools") if isinstance(payload, dict) else None
+    messages = payload.get("messages") if isinstance(payload, dict) else payload
+    if own.get("tools"):
+        with open(own["tools"], encoding="utf-8") as f:
+            tools = json.load(f)
+    attr = DatasetAttr(name="render", formatting="openai", tags=dict(OPENAI_TAG_DEFAULTS))
+    attr.columns["messages"], attr.columns["tools"] = "messages", "tools"
+    from tunery.data.converters import InvalidExample
+
+    try:
+        record = convert_openai({"messages": messages, "tools": tools}, attr)
+    except InvalidExample as exc:
+        raise DataError(f"invalid messages: {exc.reason}", file=path, field=exc.field) from exc
+    _, template = _tokenizer_and_template(cfg)
+    text = template.render_text(record["messages"], record["tools"],
+                                add_generation_prompt=bool(own.get("add_generation_prompt")))
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return 0
