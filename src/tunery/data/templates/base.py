@@ -153,6 +153,8 @@ class Template(ABC):
         """Tool calls ``[{"name", "arguments": dict}]`` in a model reply, or None if it is plain text."""
         from tunery.data.templates.tools import parse_calls
 
+        for word in self.stop_words:  # a reply decoded with its end-of-turn token still parses
+            text = text.replace(word, "")
         return parse_calls(self.tool_format or "default", text)
 
 

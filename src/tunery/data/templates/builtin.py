@@ -16,7 +16,9 @@ _CHATML = dict(
     gen="<|im_start|>assistant\n",
     assistant="{content}<|im_end|>",
     assistant_tail="\n",
-    tool="<|im_start|>user\n<tool_response>\n{content}\n</tool_response><|im_end|>\n",
+    tool="\n<tool_response>\n{content}\n</tool_response>",
+    tool_open="<|im_start|>user",
+    tool_close="<|im_end|>\n",
     stop_words=("<|im_end|>",),
     tool_format="qwen",
 )

@@ -36,6 +36,8 @@ class TemplateSpec:
     assistant_sep: str = ""              # after an assistant turn that more messages follow
     end: str = ""                        # at the very end when no generation prompt is added
     tool: str = "{content}"              # a tool result (untrained)
+    tool_open: str = ""                  # before a run of consecutive tool results (e.g. Qwen's one user turn)
+    tool_close: str = ""                 # after such a run
     default_system: str = ""
     stop_words: tuple[str, ...] = ()
     tool_format: str = "default"
@@ -101,7 +103,10 @@ class SpecTemplate(Template):
                 if tail:
                     add(Segment(self._fmt(tail), PROMPT_ROLE))
             elif role in ("tool", "observation"):
-                add(Segment(self._fmt(spec.tool, content=strip(content)), "tool"))
+                first = i == 0 or messages[i - 1].get("role") not in ("tool", "observation")
+                last = i + 1 == len(messages) or messages[i + 1].get("role") not in ("tool", "observation")
+                text = (spec.tool_open if first else "") + spec.tool + (spec.tool_close if last else "")
+                add(Segment(self._fmt(text, content=strip(content)), "tool"))
             elif role == "system":
                 add(Segment(self._fmt(spec.system or "{content}", content=strip(content)), "system"))
         if add_generation_prompt:
