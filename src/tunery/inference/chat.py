@@ -1,0 +1,113 @@
+"""``tunery chat``: multi-turn chat in the terminal with streamed replies, or one answer with --query.
+
+``--query`` and ``--system`` are options of this command, not settings, so they are taken out of
+the tokens before the config parser (which rejects unknown keys) sees them.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from tunery.errors import ConfigError
+from tunery.inference.engine import Engine
+
+CLEAR_WORDS = ("clear",)
+EXIT_WORDS = ("exit", "quit")
+OPTIONS = ("query", "system")
+
+
+def pop_options(tokens: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Take ``--query TEXT`` / ``--system TEXT`` (or ``--query=TEXT``) out of ``tokens``."""
+    found: dict[str, str] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        name = token[2:].split("=", 1)[0].replace("-", "_") if token.startswith("--") else ""
+        if name in OPTIONS:
+            if "=" in token:
+                found[name] = token.split("=", 1)[1]
+            elif i + 1 < len(tokens):
+                found[name] = tokens[i + 1]
+                i += 1
+            else:
+                raise ConfigError(f"--{name} needs a text", hint=f'write --{name} "..."')
+        else:
+            rest.append(token)
+        i += 1
+    return found, rest
+
+
+class ChatSession:
+    """The conversation so far; each answer is streamed to ``out`` and then kept in the history."""
+
+    def __init__(self, engine: Engine, system: str | None = None, out: TextIO | None = None) -> None:
+        self.engine = engine
+        self.system = system
+        self.out = out or sys.stdout
+        self.history: list[dict] = []
+
+    def ask(self, text: str) -> str:
+        self.history.append({"role": "user", "content": text})
+        reply = ""
+        try:
+            for piece in self.engine.stream_chat(self.history, system=self.system):
+                reply += piece
+                self.out.write(piece)
+                self.out.flush()
+        except BaseException:
+            self.history.pop()  # a failed or interrupted turn is not part of the conversation
+            raise
+        self.out.write("\n")
+        self.history.append({"role": "assistant", "content": reply})
+        return reply
+
+    def clear(self) -> None:
+        self.history.clear()
+
+
+def interactive(session: ChatSession, stdin: TextIO | None = None) -> None:
+    """Read-answer loop until ``exit`` or end of input; ``clear`` starts a new conversation."""
+    stdin = stdin or sys.stdin
+    out = session.out
+    out.write("Chat with the model. Type 'clear' to start over, 'exit' to quit.\n")
+    while True:
+        out.write("\nUser: ")
+        out.flush()
+        line = stdin.readline()
+        if not line:  # end of input (Ctrl-D or a closed pipe)
+            out.write("\n")
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text.lower() in EXIT_WORDS:
+            return
+        if text.lower() in CLEAR_WORDS:
+            session.clear()
+            out.write("History cleared.\n")
+            continue
+        out.write("Assistant: ")
+        try:
+            session.ask(text)
+        except KeyboardInterrupt:
+            out.write("\n[interrupted]\n")
+
+
+def main(tokens: list[str]) -> int:
+    """``tunery chat [config.yaml] [--key value ...] [--query TEXT] [--system TEXT]``."""
+    from tunery.config import load_config
+    from tunery.inference.engine import load_engine
+
+    options, tokens = pop_options(tokens)
+    cfg, rest = load_config("chat", tokens)
+    if rest:
+        raise ConfigError(f"unexpected argument(s): {' '.join(rest)}", hint='ask one question with --query "..."')
+    engine = load_engine(cfg)
+    session = ChatSession(engine, system=options.get("system"))
+    if "query" in options:
+        session.ask(options["query"])
+        return 0
+    interactive(session)
+    return 0
