@@ -72,15 +72,27 @@ def calibration_texts(path: str, nsamples: int) -> list[str] | str:
     if file.suffix == ".txt":
         texts = [line for line in raw.splitlines() if line.strip()]
     else:
-        try:
-            rows = json.loads(raw) if file.suffix == ".json" else [json.loads(x) for x in raw.splitlines() if x.strip()]
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON: {exc.msg}", file=path, row=exc.lineno) from exc
-        texts = [_row_text(r) for r in rows]
+        texts = [_row_text(r) for r in _json_rows(raw, path, lines=file.suffix != ".json")]
     texts = [t for t in texts if t.strip()][:nsamples]
     if not texts:
         raise DataError("no text found for calibration", file=path, hint="use rows with a 'text' field, or plain lines")
     return texts
+
+
+def _json_rows(raw: str, path: str, *, lines: bool) -> list:
+    if not lines:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not valid JSON: {exc.msg} (line {exc.lineno})", file=path) from exc
+    rows = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not valid JSON: {exc.msg}", file=path, row=number) from exc
+    return rows
 
 
 def _row_text(row) -> str:
@@ -89,7 +101,7 @@ def _row_text(row) -> str:
     if isinstance(row, dict):
         if isinstance(row.get("text"), str):
             return row["text"]
-        return "\n".join(v for v in row.values() if isinstance(v, str))
+        return "\n".join(v for v in row.values() if isinstance(v, str) and v.strip())
     return ""
 
 
