@@ -178,3 +178,59 @@ def test_unsupported_architecture_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match="llama-architecture"):
         write_gguf(model, tokenizer, tmp_path / "x.gguf", "f16")
     assert not (tmp_path / "x.gguf").exists()
+
+
+def build_sentencepiece_style(path: Path) -> Path:
+    """A tiny Llama-2-style model: SentencePiece-style BPE (▁ spaces, <0xNN> byte fallback), tied embeddings."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+
+    from tests.fixtures.tiny_models import CORPUS
+
+    trained = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    trained.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+    trained.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
+                                                            show_progress=False))
+    spec = json.loads(trained.to_str())["model"]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"<0x{b:02X}>": 3 + b for b in range(256)}}
+    for token, _ in sorted(spec["vocab"].items(), key=lambda item: item[1]):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in spec["merges"]]
+    tokenizer = LlamaTokenizer(vocab=vocab, merges=merges)
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ '<|' + m['role'] + '|>\n' + m['content'] + eos_token + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
+    ))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_sentencepiece_style_vocab_and_tied_embeddings_round_trip(tmp_path):
+    from gguf import GGUFReader, TokenType
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = build_sentencepiece_style(tmp_path / "spm")
+    result = export_gguf(base, tmp_path / "spm-out", "f32")
+    reader = GGUFReader(result.gguf_file)
+    assert bytes(reader.fields["tokenizer.ggml.model"].parts[-1]).decode() == "llama"
+    assert "output.weight" not in {t.name for t in reader.tensors}  # tied: llama.cpp reuses token_embd
+    types = reader.fields["tokenizer.ggml.token_type"]
+    assert int(types.parts[types.data[3 + 0x41]][0]) == TokenType.BYTE  # <0x41>
+    source = AutoTokenizer.from_pretrained(base)
+    model, tokenizer = load_gguf(result)
+    assert model.config.tie_word_embeddings
+    chat = source.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    for text in TEXTS + [chat]:
+        assert tokenizer(text)["input_ids"] == source(text)["input_ids"], text
+    ids = torch.tensor([source(chat)["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, AutoModelForCausalLM.from_pretrained(base)(ids).logits,
+                                   atol=1e-5, rtol=1e-5)
