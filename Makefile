@@ -25,6 +25,7 @@ demo: setup
 	$(BIN)/tunery demo
 
 test: setup
+	bash scripts/install_test_deps.sh
 	$(BIN)/python -m pytest -q -ra --durations=15
 
 test-fast: setup

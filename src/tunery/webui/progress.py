@@ -1,0 +1,61 @@
+"""Read a run's progress from its trainer_log.jsonl (written by the training callbacks)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOG_NAME = "trainer_log.jsonl"
+
+
+@dataclass
+class Progress:
+    current: int = 0
+    total: int = 0
+    percentage: float = 0.0
+    elapsed: str = ""
+    remaining: str = ""
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        if not self.total:
+            return "0%"
+        return f"{self.current}/{self.total} ({self.percentage:.0f}%) · {self.elapsed} elapsed · {self.remaining} left"
+
+
+def read_progress(output_dir: str | Path) -> Progress:
+    """Parse every complete line of the log; a half-written last line is ignored."""
+    progress = Progress()
+    path = Path(output_dir) / LOG_NAME
+    if not path.is_file():
+        return progress
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        step = int(entry.get("current_steps", 0))
+        progress.current = max(progress.current, step)
+        progress.total = int(entry.get("total_steps", progress.total) or progress.total)
+        progress.percentage = float(entry.get("percentage", progress.percentage) or 0.0)
+        progress.elapsed = str(entry.get("elapsed_time", progress.elapsed))
+        progress.remaining = str(entry.get("remaining_time", progress.remaining))
+        if entry.get("loss") is not None:
+            progress.losses.append((step, float(entry["loss"])))
+        if entry.get("eval_loss") is not None:
+            progress.eval_losses.append((step, float(entry["eval_loss"])))
+    if progress.total and progress.current >= progress.total:
+        progress.percentage = 100.0
+    return progress
+
+
+def loss_table(progress: Progress):
+    """A DataFrame for gr.LinePlot: step, loss, series (train/eval)."""
+    import pandas as pd
+
+    rows = [{"step": s, "loss": v, "series": "train"} for s, v in progress.losses]
+    rows += [{"step": s, "loss": v, "series": "eval"} for s, v in progress.eval_losses]
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])

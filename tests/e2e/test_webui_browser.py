@@ -1,0 +1,136 @@
+"""Drive `tunery webui` in headless Chromium: train a tiny model, watch progress and the loss plot,
+then chat with the result. Saves a screenshot of each tab to docs/images/ (used by docs/webui.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer in {timeout:.0f}s")
+
+
+@pytest.fixture
+def webui(tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium is not installed (make test installs it with apt-get)")
+    pytest.importorskip("playwright")
+    pytest.importorskip("gradio")
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
+           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "webui.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "tunery", "webui"], cwd=tmp_path, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", 120)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def fill(page, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+    box.fill(value)
+    box.press("Tab")
+
+
+def make_dataset(folder: Path) -> None:
+    folder.mkdir()
+    rows = [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"{i} plus {i} is {2 * i}."}
+            for i in range(16)]
+    (folder / "tiny.json").write_text(json.dumps(rows))
+    (folder / "dataset_info.json").write_text(json.dumps({"tiny": {"file_name": "tiny.json"}}))
+
+
+def test_train_then_chat_in_the_browser(webui, tmp_path, tiny_chatml_model):
+    from playwright.sync_api import expect, sync_playwright
+
+    data_dir = tmp_path / "data"
+    make_dataset(data_dir)
+    out = tmp_path / "out"
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(webui)
+        fill(page, "model_name_or_path", str(tiny_chatml_model))
+        fill(page, "dataset_dir", str(data_dir))
+        dataset = page.locator("#dataset input").first
+        dataset.click()
+        dataset.fill("tiny")
+        dataset.press("Enter")
+        page.keyboard.press("Escape")
+        for elem_id, value in (("max_steps", "6"), ("logging_steps", "1"), ("save_steps", "100"),
+                               ("cutoff_len", "128"), ("learning_rate", "5e-3")):
+            fill(page, elem_id, value)
+        fill(page, "output_dir", str(out))
+
+        page.locator("#preview_cmd").click()
+        expect(page.locator("#command_preview")).to_contain_text("tunery train", timeout=30_000)
+        expect(page.locator("#command_preview")).to_contain_text("--dataset tiny", timeout=30_000)
+
+        page.locator("#start").click()
+        expect(page.locator("#train_status")).to_contain_text("Finished", timeout=300_000)
+        progress = page.locator("#progress input[type=number]").first
+        expect(progress).to_have_value("100", timeout=30_000)
+        expect(page.locator("#loss_plot canvas, #loss_plot svg").first).to_be_visible(timeout=30_000)
+        assert (out / "training_args.yaml").is_file() and (out / "trainer_log.jsonl").is_file()
+        page.screenshot(path=str(IMAGES / "webui_train.png"), full_page=True)
+
+        page.get_by_role("tab", name="Evaluate & Predict").click()
+        page.screenshot(path=str(IMAGES / "webui_eval.png"), full_page=True)
+        page.get_by_role("tab", name="Export").click()
+        page.screenshot(path=str(IMAGES / "webui_export.png"), full_page=True)
+
+        page.get_by_role("tab", name="Chat").click()
+        fill(page, "adapter_name_or_path", str(out))
+        page.locator("#load_model").click()
+        expect(page.locator("#model_status textarea, #model_status input").first).to_have_value(
+            "Model loaded.", timeout=120_000)
+        fill(page, "chat_max_new_tokens", "16")
+        fill(page, "message", "What is 2 plus 2?")
+        page.locator("#send").click()
+        bot = page.locator("#chatbot [data-testid='bot']").last
+        expect(bot).to_have_text(re.compile(r"\S"), timeout=120_000)
+        assert "No model loaded" not in bot.inner_text()
+        page.screenshot(path=str(IMAGES / "webui_chat.png"), full_page=True)
+
+        page.locator("#lang input").first.click()
+        page.get_by_role("option", name="zh").click()
+        expect(page.get_by_role("tab", name="训练")).to_be_visible(timeout=30_000)
+        browser.close()
