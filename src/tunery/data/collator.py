@@ -45,7 +45,9 @@ class PackedCollator:
     """Packed rows (``input_ids``, ``labels``, ``position_ids``) -> tensors without an attention mask.
 
     Padding gets positions 0..k, i.e. it is one more "example" that nobody attends to and that has
-    no labels. Hand-written because DataCollatorWithFlattening recomputes position ids per row and
+    no labels. ``use_cache: False`` is part of the batch because transformers only derives the
+    per-example mask from position ids when no KV cache is passed; a model whose config says
+    ``use_cache: true`` would otherwise silently attend across examples (checked in 5.24). Hand-written because DataCollatorWithFlattening recomputes position ids per row and
     would merge the examples inside a packed row into one sequence.
     """
 
@@ -59,7 +61,7 @@ class PackedCollator:
         longest = max(len(s) for s in ids)
         positions = [p + list(range(longest - len(p))) for p in positions]
         return {"input_ids": pad(ids, self.pad_id), "labels": pad(labels, IGNORE_INDEX),
-                "position_ids": pad(positions, 0)}
+                "position_ids": pad(positions, 0), "use_cache": False}
 
 
 @dataclass
@@ -105,11 +107,22 @@ class GenerationCollator:
         return batch
 
 
-def padding_free_collator():
-    """transformers' flattening collator: the whole batch as one row with restarting position ids."""
+@dataclass
+class PaddingFreeCollator:
+    """transformers' DataCollatorWithFlattening (one row, restarting position ids), plus ``use_cache: False``
+    for the reason given in :class:`PackedCollator`."""
+
+    flatten: Any
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        features = [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features]
+        return {**self.flatten(features), "use_cache": False}
+
+
+def padding_free_collator() -> PaddingFreeCollator:
     from transformers import DataCollatorWithFlattening
 
-    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    return PaddingFreeCollator(DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX))
 
 
 @dataclass

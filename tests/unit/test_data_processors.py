@@ -1,0 +1,167 @@
+"""Processors: exact ids and labels per stage on a tiny ChatML tokenizer with its own template."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.tiny_models import build_tokenizer
+from tunery.data.processors import (
+    IGNORE_INDEX,
+    OK,
+    REPLY_CUT,
+    TRUNCATED,
+    ProcessSettings,
+    encode_sft,
+    process_batch,
+)
+
+SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer("chatml")
+
+
+@pytest.fixture(scope="module")
+def template(tok):
+    from tunery.data.template import get_template
+
+    return get_template("auto", tok)
+
+
+def rec(*turns, chosen=None, rejected=None, kto_tag=None, tools=None):
+    roles = ["user", "assistant"]
+    messages = [{"role": roles[i % 2], "content": t} for i, t in enumerate(turns)]
+    return {"messages": messages, "tools": tools, "kto_tag": kto_tag, "images": None,
+            "chosen": chosen and {"role": "assistant", "content": chosen},
+            "rejected": rejected and {"role": "assistant", "content": rejected},
+            "_source": {"file": "f", "row": 0}}
+
+
+def batch(*records):
+    return {k: [r[k] for r in records] for k in records[0]}
+
+
+def ids(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def trained_text(tok, input_ids, labels):
+    """Decoded trained runs, separated by ¦."""
+    runs, run = [], []
+    for token, label in zip(input_ids, labels):
+        if label != IGNORE_INDEX:
+            assert label == token
+            run.append(token)
+        elif run:
+            runs.append(tok.decode(run)), run.clear()
+    if run:
+        runs.append(tok.decode(run))
+    return "¦".join(runs)
+
+
+MULTI = rec("Hello", "Hi there", "2+2?", "4")
+MULTI_TEXT = (SYSTEM + "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n"
+              "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n")
+
+
+def test_sft_trains_every_assistant_turn_and_its_end_token(tok, template):
+    input_ids, labels, status = encode_sft(MULTI, tok, template, ProcessSettings(cutoff_len=1024))
+    assert status == OK
+    assert input_ids == ids(tok, MULTI_TEXT)
+    assert trained_text(tok, input_ids, labels) == "Hi there<|im_end|>¦4<|im_end|>"
+
+
+def test_mask_history_trains_only_the_last_turn(tok, template):
+    input_ids, labels, _ = encode_sft(MULTI, tok, template, ProcessSettings(cutoff_len=1024, mask_history=True))
+    assert trained_text(tok, input_ids, labels) == "4<|im_end|>"
+
+
+def test_train_on_prompt_trains_everything(tok, template):
+    input_ids, labels, _ = encode_sft(MULTI, tok, template, ProcessSettings(cutoff_len=1024, train_on_prompt=True))
+    assert labels == input_ids
+
+
+def test_truncation_keeps_the_reply_where_it_can(tok, template):
+    full, _, _ = encode_sft(MULTI, tok, template, ProcessSettings(cutoff_len=1024))
+    cutoff = len(full) - 4  # the last reply loses its tail
+    input_ids, labels, status = encode_sft(MULTI, tok, template, ProcessSettings(cutoff_len=cutoff))
+    assert status == TRUNCATED and len(input_ids) == cutoff
+    assert trained_text(tok, input_ids, labels).startswith("Hi there<|im_end|>")
+
+
+def test_reply_cut_away_drops_history_first_then_reports(tok, template):
+    long_first = rec("Hello " * 60, "Hi", "2+2?", "4")
+    short_second = len(ids(tok, SYSTEM + "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"))
+    input_ids, labels, status = encode_sft(long_first, tok, template, ProcessSettings(cutoff_len=short_second + 2))
+    # the first exchange cannot fit, so it is dropped and the second one is trained
+    assert status == TRUNCATED and trained_text(tok, input_ids, labels) == "4<|im_end|>"
+    one = rec("Hello " * 60, "Hi")
+    out = process_batch(batch(one), stage="sft", tokenizer=tok, template=template,
+                        settings=ProcessSettings(cutoff_len=20))
+    assert out["_status"] == [REPLY_CUT] and out["input_ids"] == [[]]
+
+
+def test_pt_documents_end_with_eos_and_are_cut(tok, template):
+    docs = batch(rec("The quick brown fox"), rec("Hello, how are you today?"))
+    unpacked = process_batch(docs, stage="pt", tokenizer=tok, template=template, settings=ProcessSettings(cutoff_len=4))
+    stream = ids(tok, "The quick brown fox") + [tok.eos_token_id] + ids(tok, "Hello, how are you today?") + [tok.eos_token_id]
+    assert [t for row in unpacked["input_ids"] for t in row] == stream
+    assert all(len(row) <= 4 for row in unpacked["input_ids"]) and unpacked["labels"] == unpacked["input_ids"]
+    packed = process_batch(docs, stage="pt", tokenizer=tok, template=template,
+                           settings=ProcessSettings(cutoff_len=4, packing=True))
+    first_doc = ids(tok, "The quick brown fox") + [tok.eos_token_id]
+    assert packed["input_ids"][0] == first_doc[:4]  # pieces never span two documents
+
+
+def test_pairwise_shares_the_prompt(tok, template):
+    r = rec("Hello", chosen="Hi there", rejected="Go away")
+    out = process_batch(batch(r), stage="dpo", tokenizer=tok, template=template, settings=ProcessSettings(cutoff_len=512))
+    prompt = SYSTEM + "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+    assert out["prompt_ids"][0] == ids(tok, prompt)
+    assert tok.decode(out["chosen_ids"][0]) == "Hi there<|im_end|>"
+    assert tok.decode(out["rejected_ids"][0]) == "Go away<|im_end|>"
+    assert out["chosen_input_ids"][0] == out["prompt_ids"][0] + out["chosen_ids"][0]
+    assert out["chosen_labels"][0] == [IGNORE_INDEX] * len(out["prompt_ids"][0]) + out["chosen_ids"][0]
+    assert out["rejected_attention_mask"][0] == [1] * len(out["rejected_input_ids"][0])
+
+
+def test_pairwise_truncation_keeps_half_for_replies(tok, template):
+    r = rec("Hello " * 40, chosen="Hi there " * 20, rejected="Go")
+    out = process_batch(batch(r), stage="orpo", tokenizer=tok, template=template, settings=ProcessSettings(cutoff_len=40))
+    assert out["_status"] == [TRUNCATED]
+    assert len(out["chosen_input_ids"][0]) <= 40 and len(out["chosen_ids"][0]) == 20
+    assert out["rejected_ids"][0] == ids(tok, "Go<|im_end|>")
+
+
+def test_kto_columns(tok, template):
+    r = rec("Hello", "Hi there", kto_tag=False)
+    out = process_batch(batch(r), stage="kto", tokenizer=tok, template=template, settings=ProcessSettings(cutoff_len=512))
+    assert out["label"] == [False]
+    assert tok.decode(out["completion_ids"][0]) == "Hi there<|im_end|>"
+    assert out["input_ids"][0] == out["prompt_ids"][0] + out["completion_ids"][0]
+    assert trained_text(tok, out["input_ids"][0], out["labels"][0]) == "Hi there<|im_end|>"
+
+
+def test_unsupervised_is_prompt_with_generation_prompt(tok, template):
+    out = process_batch(batch(rec("Hello", "Hi there")), stage="unsupervised", tokenizer=tok, template=template,
+                        settings=ProcessSettings(cutoff_len=512))
+    assert out["input_ids"][0] == ids(tok, SYSTEM + "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n")
+    assert out["labels"][0] == ids(tok, "Hi there")
+    cut = process_batch(batch(rec("Hello", "Hi there")), stage="unsupervised", tokenizer=tok, template=template,
+                        settings=ProcessSettings(cutoff_len=5))
+    assert cut["_status"] == [TRUNCATED] and cut["input_ids"][0] == out["input_ids"][0][-5:]
+
+
+def test_tool_conversation_masks_tool_output(tok, template):
+    r = {"messages": [{"role": "user", "content": "weather?"},
+                      {"role": "function_call", "content": '{"name": "w", "arguments": {}}'},
+                      {"role": "tool", "content": "sunny"},
+                      {"role": "assistant", "content": "It is sunny"}],
+         "tools": None, "kto_tag": None, "images": None, "chosen": None, "rejected": None, "_source": {}}
+    input_ids, labels, _ = encode_sft(r, tok, template, ProcessSettings(cutoff_len=1024))
+    runs = trained_text(tok, input_ids, labels).split("¦")
+    # two trained turns: the function call, then the answer; the tool's output is never trained
+    assert len(runs) == 2 and "sunny" not in runs[0] and runs[0].endswith("<|im_end|>")
+    assert runs[1] == "It is sunny<|im_end|>"
