@@ -130,3 +130,28 @@ def test_template_errors_become_data_errors(tiny_chatml_model):
     tok.chat_template = "{{ raise_exception('Conversation roles must alternate') }}"
     with pytest.raises(DataError, match="roles must alternate"):
         get_template("auto", tok).render([{"role": "user", "content": "x"}])
+
+
+@pytest.mark.slow
+def test_smollm2_auto_and_builtin_agree(smollm2_path):
+    """The real SmolLM2-135M-Instruct tokenizer: auto trains reply + <|im_end|>; chatml + its system prompt matches."""
+    from tunery.data.template import check_template
+
+    tok = AutoTokenizer.from_pretrained(smollm2_path)
+    auto = get_template(None, tok)
+    assert isinstance(auto, AutoTemplate)
+    enc = auto.encode(tok, TWO_TURNS[1:])
+    assert trained_text(tok, enc, 0) == "The capital of France is Paris.<|im_end|>"
+    assert trained_text(tok, enc, 1) == "3<|im_end|>"
+    assert tok.convert_tokens_to_ids("<|im_end|>") in auto.stop_token_ids(tok)
+
+    class Args:
+        default_system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+        enable_thinking = True
+        tool_format = None
+
+    chatml = get_template("chatml", tok, Args())
+    assert check_template(chatml, tok) is None
+    assert chatml.encode(tok, TWO_TURNS[1:]).input_ids == enc.input_ids
+    assert chatml.encode(tok, TWO_TURNS[1:]).turns == enc.turns
+    assert check_template(get_template("chatml", tok), tok) is not None  # without its default system
