@@ -155,3 +155,12 @@ def test_smollm2_auto_and_builtin_agree(smollm2_path):
     assert chatml.encode(tok, TWO_TURNS[1:]).input_ids == enc.input_ids
     assert chatml.encode(tok, TWO_TURNS[1:]).turns == enc.turns
     assert check_template(get_template("chatml", tok), tok) is not None  # without its default system
+
+
+def test_reply_quoting_an_end_of_turn_string_is_not_cut(tiny_llama_model):
+    import pickle
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_model)
+    template = pickle.loads(pickle.dumps(get_template("auto", tok)))  # datasets.map(num_proc) pickles it
+    msgs = [{"role": "user", "content": "Show an end token"}, {"role": "assistant", "content": "Like <|eot_id|> this"}]
+    assert [s.text for s in template.render(msgs) if s.role == "assistant"] == ["Like <|eot_id|> this<|eot_id|>"]

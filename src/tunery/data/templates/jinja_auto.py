@@ -101,7 +101,10 @@ class AutoTemplate(Template):
             if start is not None and full.startswith(upto) and len(upto) > start:
                 # the turn ends at its first end-of-turn token; text after it (newlines, a final eos
                 # some templates add) is formatting, not something the model should learn to write
-                end = self._next_end_of_turn(upto, start)
+                # search after the reply text itself, so a reply that quotes "</s>" is not cut short
+                content = msg.get("content") if msg.get("role") == "assistant" else None
+                found = upto.find(content, start) if content else -1
+                end = self._next_end_of_turn(upto, found + len(content) if found >= 0 else start)
                 if end is None:
                     end = max(start, len(upto.rstrip()))
                     end = self._end_of_turn_at(full, end)
