@@ -1,0 +1,92 @@
+"""``tunery data check|preview|render`` on the reference datasets and a tiny ChatML model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tunery.cli.main import main
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNERY_CACHE", str(tmp_path / "cache"))
+
+
+def lf_data(reference_dir) -> str:
+    return str(reference_dir / "lf" / "data")
+
+
+def test_render_prints_exactly_the_chat_template_text(tmp_path, tiny_chatml_model):
+    from transformers import AutoTokenizer
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"},
+                {"role": "assistant", "content": "Hi there"}, {"role": "user", "content": "2+2?"}]
+    (tmp_path / "m.json").write_text(json.dumps(messages))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "tunery", "data", "render", "--template", "auto",
+                          "--model_name_or_path", str(tiny_chatml_model), "--messages", str(tmp_path / "m.json"),
+                          "--add_generation_prompt"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    expected = AutoTokenizer.from_pretrained(tiny_chatml_model).apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True)
+    assert out.stdout == expected
+
+
+def test_render_bad_messages_file_is_a_user_error(tmp_path, tiny_chatml_model, capsys):
+    (tmp_path / "m.json").write_text("{not json")
+    code = main(["data", "render", "--model_name_or_path", str(tiny_chatml_model), "--messages",
+                 str(tmp_path / "m.json")])
+    assert code == 2 and "cannot read the messages" in capsys.readouterr().err
+
+
+def test_check_reports_invalid_rows_and_length_stats(tmp_path, tiny_chatml_model, capsys):
+    rows = [{"instruction": "What is the capital of France?", "output": "Paris."},
+            {"instruction": "", "output": "orphan"},
+            {"instruction": "Hello " * 50, "output": "Hi"}]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": "d.json"}}))
+    code = main(["data", "check", "--dataset_dir", str(tmp_path), "--model_name_or_path", str(tiny_chatml_model),
+                 "--cutoff_len", "64", "--json"])
+    assert code == 1
+    (report,) = json.loads(capsys.readouterr().out)
+    assert (report["name"], report["status"], report["total"], report["valid"], report["invalid"]) == \
+        ("mine", "invalid_rows", 3, 2, 1)
+    assert report["problems"][0]["row"] == 1 and report["problems"][0]["field"] == "instruction"
+    assert report["problems"][0]["file"].endswith("d.json")
+    lengths = report["lengths"]
+    assert lengths["count"] == 2 and lengths["cut"] == 1 and lengths["share_cut"] == 0.5
+    assert lengths["max"] > 64 >= lengths["p50"]
+
+
+def test_check_all_reference_entries(reference_dir, capsys):
+    code = main(["data", "check", "--dataset_dir", lf_data(reference_dir), "--max_samples", "20"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "alpaca_en_demo (file:alpaca_en_demo.json): ok" in out
+    assert "dpo_en_demo (file:dpo_en_demo.json): ok" in out
+    assert "alpaca_en (hf_hub:llamafactory/alpaca_en): skipped" in out
+    assert out.strip().endswith("all datasets valid")
+
+
+def test_preview_marks_trained_spans(reference_dir, tiny_chatml_model, capsys):
+    code = main(["data", "preview", "--dataset", "identity", "--dataset_dir", lf_data(reference_dir),
+                 "--model_name_or_path", str(tiny_chatml_model), "--num", "2", "--json"])
+    assert code == 0
+    previews = json.loads(capsys.readouterr().out)
+    assert len(previews) == 2
+    first = previews[0]
+    assert first["text"].startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi")
+    assert first["marked_text"].endswith("[[" + first["text"].split("<|im_start|>assistant\n")[-1].rstrip("\n")
+                                         + "]]\n")
+    assert len(first["input_ids"]) == len(first["labels"]) == first["num_tokens"]
+    assert first["num_trained"] == sum(1 for x in first["labels"] if x != -100) > 0
+
+    code = main(["data", "preview", "--dataset", "dpo_en_demo", "--dataset_dir", lf_data(reference_dir),
+                 "--model_name_or_path", str(tiny_chatml_model), "--num", "1", "--stage", "dpo"])
+    out = capsys.readouterr().out
+    assert code == 0 and "(chosen)" in out and "(rejected)" in out and "[[" in out
