@@ -39,6 +39,11 @@ def prepare_for_training(
 
     finetuning_args = finetuning_args or FinetuningArguments()
     kind = finetuning_args.finetuning_type
+    seed = getattr(training_args, "seed", None)
+    if seed is not None:
+        from transformers import set_seed
+
+        set_seed(seed)  # new adapter weights are random: the same seed must give the same run
     quantized = is_quantized(model)
     if quantized and kind != "lora":
         raise ConfigError(

@@ -45,6 +45,8 @@ def configure_training_args(args: Any) -> Any:
     if args.include_num_input_tokens_seen in ("no", False, None):
         args.include_num_input_tokens_seen = "non_padding"
     args.remove_unused_columns = False
+    if args.use_cpu or not _has_accelerator():
+        args.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns on a CPU
     reporters = args.report_to if isinstance(args.report_to, list) else [args.report_to]
     for name in reporters:
         if name in REPORTERS:
@@ -53,6 +55,12 @@ def configure_training_args(args: Any) -> Any:
     if getattr(args, "logging_dir", None) and "tensorboard" in reporters:
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", args.logging_dir)
     return args
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 def loraplus_optimizer(model: Any, args: Any, ratio: float, embedding_lr: float) -> Any:
