@@ -72,80 +72,72 @@ def _reference_free_trainer_cls(loss: str) -> type:
     return TokenizedTrainer
 
 
-def build_trainer(
-    model: Any,
-    tokenizer: Any,
-    finetuning_args: Any,
-    training_args: Any,
-    train_dataset: Any,
-    eval_dataset: Any = None,
-    *,
-    ref_model: Any = None,
-    callbacks: list | None = None,
-    max_length: int | None = None,
-) -> Any:
-    """The trl trainer for ``finetuning_args.pref_loss`` (sigmoid, hinge, ipo, orpo or simpo)."""
-    loss = finetuning_args.pref_loss
-    train_dataset = to_pairwise_columns(train_dataset)
-    if eval_dataset is not None:
-        eval_dataset = to_pairwise_columns(eval_dataset)
+def trainer_parts(ft: Any, training_args: Any, max_length: int | None) -> tuple[type, Any]:
+    """(trainer class, trl config) for ``ft.pref_loss`` (sigmoid, hinge, ipo, orpo or simpo)."""
+    loss = ft.pref_loss
     common = {"max_length": max_length, "remove_unused_columns": False}
     if loss in DPO_LOSSES:
         from trl import DPOConfig
 
-        loss_types = [loss]
-        weights = [1.0]
-        if finetuning_args.dpo_label_smoothing > 0:
+        loss_types, weights = [loss], [1.0]
+        if ft.dpo_label_smoothing > 0:
             if loss != "sigmoid":
                 raise ConfigError(f"dpo_label_smoothing works with pref_loss sigmoid, not {loss}")
-            loss_types = ["robust"]  # trl's robust DPO is the sigmoid loss with label noise ε
-        if finetuning_args.pref_ftx > 0:
+            loss_types = ["robust"]  # trl's robust DPO: the sigmoid loss corrected for label noise ε
+        if ft.pref_ftx > 0:
             loss_types.append("sft")
-            weights.append(finetuning_args.pref_ftx)
-        args = trl_config(
-            DPOConfig, training_args, beta=finetuning_args.pref_beta, loss_type=loss_types, loss_weights=weights,
-            label_smoothing=finetuning_args.dpo_label_smoothing, **common,
-        )
-        trainer = _dpo_trainer_cls()(
-            model=model, ref_model=ref_model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-            processing_class=tokenizer, callbacks=callbacks,
-        )
-        if ref_model is None:
-            drop_reference_adapter(trainer.model)
-        return trainer
-    if loss in REFERENCE_FREE_LOSSES:
-        if loss == "orpo":
-            from trl.experimental.orpo import ORPOConfig
+            weights.append(ft.pref_ftx)
+        args = trl_config(DPOConfig, training_args, beta=ft.pref_beta, loss_type=loss_types, loss_weights=weights,
+                          label_smoothing=ft.dpo_label_smoothing, **common)
+        return _dpo_trainer_cls(), args
+    if loss == "orpo":
+        from trl.experimental.orpo import ORPOConfig
 
-            args = trl_config(ORPOConfig, training_args, beta=finetuning_args.pref_beta, **common)
-        else:
-            from trl.experimental.cpo import CPOConfig
+        return _reference_free_trainer_cls(loss), trl_config(ORPOConfig, training_args, beta=ft.pref_beta, **common)
+    if loss == "simpo":
+        from trl.experimental.cpo import CPOConfig
 
-            args = trl_config(
-                CPOConfig, training_args, loss_type="simpo", beta=finetuning_args.pref_beta,
-                simpo_gamma=finetuning_args.simpo_gamma, cpo_alpha=finetuning_args.pref_ftx, **common,
-            )
-        return _reference_free_trainer_cls(loss)(
-            model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-            processing_class=tokenizer, callbacks=callbacks,
-        )
+        args = trl_config(CPOConfig, training_args, loss_type="simpo", beta=ft.pref_beta, simpo_gamma=ft.simpo_gamma,
+                          cpo_alpha=ft.pref_ftx, **common)
+        return _reference_free_trainer_cls(loss), args
     if loss == "kto_pair":
         raise ConfigError("pref_loss kto_pair was removed from trl", hint="use stage: kto with a kto_tag dataset")
     raise ConfigError(f"unknown pref_loss '{loss}'", hint=f"use one of {', '.join(DPO_LOSSES + REFERENCE_FREE_LOSSES)}")
 
 
-def run(cfg: Any, tokenizer: Any, template: Any, callbacks: list | None = None) -> None:
+def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any = None, *,
+                  ref_model: Any = None, callbacks: list | None = None) -> Any:
+    """The trl trainer for ``cfg.finetuning.pref_loss``, with Tunery's callbacks and optimizer choices."""
+    from tunery.train.trainer import build_trainer as build
+
+    ft = cfg.finetuning
+    trainer_cls, args = trainer_parts(ft, cfg.training, cfg.data.cutoff_len)
+    if train_dataset is not None:
+        train_dataset = to_pairwise_columns(train_dataset)
+    if eval_dataset is not None:
+        eval_dataset = to_pairwise_columns(eval_dataset)
+    extra = {"ref_model": ref_model} if ft.pref_loss in DPO_LOSSES else {}
+    trainer = build(cfg, model, tokenizer, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                    trainer_cls=trainer_cls, args=args, callbacks=callbacks, **extra)
+    if ft.pref_loss in DPO_LOSSES and ref_model is None:
+        drop_reference_adapter(trainer.model)
+    return trainer
+
+
+PLOT_KEYS = ("loss", "eval_loss", "rewards/accuracies", "rewards/margins")
+
+
+def run(cfg: Any, tokenizer: Any, template: Any, callbacks: list | None = None) -> Any:
     """Train with dpo/orpo/simpo on ``cfg``'s pairwise datasets and write sft's outputs."""
     from tunery.data import get_dataset
     from tunery.model.loader import load_model
-    from tunery.train.pref_common import finish_training
+    from tunery.train.loop import fit
 
     ft = cfg.finetuning
-    data = get_dataset(cfg, tokenizer, template, "dpo")
-    model = load_model(tokenizer, cfg.model, ft, is_trainable=True, training_args=cfg.training)
+    args = cfg.training
+    data = get_dataset(cfg, tokenizer, template, ft.stage)
+    model = load_model(tokenizer, cfg.model, ft, is_trainable=bool(args.do_train), training_args=args)
     ref_model = None if ft.pref_loss in REFERENCE_FREE_LOSSES else load_reference_model(cfg, tokenizer, model)
-    trainer = build_trainer(
-        model, tokenizer, ft, cfg.training, data.train_dataset, data.eval_dataset, ref_model=ref_model,
-        callbacks=callbacks, max_length=cfg.data.cutoff_len,
-    )
-    finish_training(trainer, cfg)
+    trainer = build_trainer(cfg, model, tokenizer, data.train_dataset if args.do_train else None, data.eval_dataset,
+                            ref_model=ref_model, callbacks=callbacks)
+    return fit(trainer, cfg, plot_keys=PLOT_KEYS)

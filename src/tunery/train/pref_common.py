@@ -162,30 +162,3 @@ def drop_reference_adapter(model: Any) -> None:
     """
     if is_peft(model) and "ref" in model.peft_config:
         model.delete_adapter("ref")
-
-
-# ---------------------------------------------------------------------------- outputs
-def finish_training(trainer: Any, cfg: Any) -> None:
-    """Train (resuming when asked), then save the model, metrics and state like the sft stage.
-
-    When the training workflow provides ``tunery.train.outputs.finish`` (shared outputs: plots,
-    results files), it is used, so every stage writes the same files.
-    """
-    try:
-        from tunery.train.outputs import finish  # type: ignore[attr-defined]
-    except ImportError:
-        finish = None
-    if finish is not None:
-        finish(trainer, cfg)
-        return
-    args = cfg.training
-    if args.do_train:
-        result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-        trainer.save_model()
-        trainer.log_metrics("train", result.metrics)
-        trainer.save_metrics("train", result.metrics)
-        trainer.save_state()
-    if args.do_eval and trainer.eval_dataset is not None:
-        metrics = trainer.evaluate(metric_key_prefix="eval")
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
