@@ -154,3 +154,32 @@ def test_invalid_tools_json_is_a_data_error(tiny_chatml_model):
     tok = AutoTokenizer.from_pretrained(tiny_chatml_model)
     with pytest.raises(DataError, match="tools"):
         get_template("qwen", tok).render(TOOL_CHAT, "[not json")
+
+
+ONE_CALL_CHAT = [TOOL_CHAT[0], {"role": "function_call", "content": CALL}, TOOL_CHAT[2],
+                 {"role": "assistant", "content": "Paris 20."}]
+
+
+@pytest.mark.parametrize("model,chat", [
+    ("Qwen/Qwen2.5-7B-Instruct", TOOL_CHAT),
+    ("Qwen/Qwen3-0.6B", TOOL_CHAT),
+    ("mistralai/Mistral-7B-Instruct-v0.3", TOOL_CHAT),
+    ("mistralai/Mistral-Nemo-Instruct-2407", TOOL_CHAT),
+    ("deepseek-ai/DeepSeek-V3", TOOL_CHAT),  # needs content None and arguments as a JSON string
+    ("deepseek-ai/DeepSeek-R1", TOOL_CHAT),
+    ("meta-llama/Llama-3.1-8B-Instruct", ONE_CALL_CHAT),  # supports one call per turn
+])
+def test_auto_trains_tool_calls_of_official_templates(official, model, chat):
+    template = AutoTemplate(OfficialTokenizer(official[model]))
+    replies = [s.text for s in template.render(chat, TOOLS) if s.role == "assistant"]
+    assert len(replies) == 2
+    assert template.parse_tool_calls(replies[0]) == parse_call_content(chat[1]["content"])
+    assert replies[1].lstrip().startswith(chat[-1]["content"]) or "</think>" in replies[1]
+    assert all('"temp"' not in r for r in replies)  # tool results are never trained
+
+
+def test_auto_refuses_a_template_that_drops_tool_calls(official):
+    """Granite 3.0's template only knows its own 'assistant_tool_call' role: an error, not a silent loss."""
+    template = AutoTemplate(OfficialTokenizer(official["ibm-granite/granite-3.0-2b-instruct"]))
+    with pytest.raises(DataError, match="does not render this conversation's tool calls"):
+        template.render(ONE_CALL_CHAT, TOOLS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunery.data.templates.base import PROMPT_ROLE, Segment, Template, parse_tools
-from tunery.data.templates.messages import is_assistant, to_hf_messages, to_hf_tools
+from tunery.data.templates.messages import is_assistant, parse_call_content, to_hf_messages, to_hf_tools
 from tunery.errors import DataError, ModelError
 
 # Strings that close a turn in common chat templates; only those the template mentions are used.
@@ -22,6 +22,25 @@ END_OF_TURN_CANDIDATES = (
     "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>", "<|END_OF_TURN_TOKEN|>",
     "<|end_of_text|>", "<｜end▁of▁sentence｜>", "<|endoftext|>", "</s>", "<|return|>", "<|call|>",
 )
+
+
+# Shapes of a tool-call message, tried in order until the template renders every call.
+CALL_STYLES = (
+    {"call_content": "", "json_arguments": False},
+    {"call_content": None, "json_arguments": False},
+    {"call_content": None, "json_arguments": True},
+    {"call_content": "", "json_arguments": True},
+)
+
+
+def _calls_rendered(messages: list[dict], segments: list[Segment]) -> bool:
+    """Every function_call turn's trained text names each of its calls."""
+    replies = [s.text for s in segments if s.role == "assistant"]
+    turns = [m for m in messages if is_assistant(m.get("role", ""))]
+    for msg, text in zip(turns, replies):
+        if msg["role"] == "function_call" and not all(c["name"] in text for c in parse_call_content(msg["content"])):
+            return False
+    return len(replies) == len(turns)
 
 
 class AutoTemplate(Template):
@@ -36,6 +55,7 @@ class AutoTemplate(Template):
         super().__init__(name="auto", default_system=default_system, tool_format=tool_format or "hf",
                          enable_thinking=enable_thinking)
         self.tokenizer = tokenizer
+        self._call_style: dict | None = None
         self.chat_template_source = chat_template
         eos = getattr(tokenizer, "eos_token", None)
         source = chat_template if isinstance(chat_template, str) else "".join(chat_template.values())
@@ -60,9 +80,10 @@ class AutoTemplate(Template):
                 conversations=[hf_messages], tools=hf_tools, chat_template=template,
                 add_generation_prompt=add_generation_prompt, **kwargs,
             )
-        except TemplateError as exc:
+        except (TemplateError, TypeError) as exc:  # TypeError: the template mixed str and dict values
             raise DataError(f"the tokenizer's chat template rejected this conversation: {exc}", field="messages",
-                            hint="check the roles (many templates require user/assistant to alternate)") from exc
+                            hint="the message above is the template's own; many templates require "
+                                 "user/assistant turns to alternate") from exc
         return rendered[0]
 
     def _with_default_system(self, messages: list[dict]) -> list[dict]:
@@ -72,8 +93,32 @@ class AutoTemplate(Template):
 
     def render(self, messages: list[dict], tools: Any = None, add_generation_prompt: bool = False) -> list[Segment]:
         messages = self._with_default_system(messages)
-        hf_messages = to_hf_messages(messages)
         hf_tools = to_hf_tools(parse_tools(tools))
+        if not any(m.get("role") == "function_call" for m in messages):
+            return self._segments(messages, to_hf_messages(messages), hf_tools, add_generation_prompt)
+        # Tool calls: find the message shape this template renders (see to_hf_messages), and never
+        # accept a rendering that silently dropped a call
+        styles = [self._call_style] if self._call_style else []
+        styles += [s for s in CALL_STYLES if s != self._call_style]
+        error: Exception | None = None
+        for style in styles:
+            try:
+                segments = self._segments(messages, to_hf_messages(messages, **style), hf_tools,
+                                          add_generation_prompt)
+            except DataError as exc:
+                error = exc
+                continue
+            if _calls_rendered(messages, segments):
+                self._call_style = style
+                return segments
+        raise DataError(
+            "the tokenizer's chat template does not render this conversation's tool calls"
+            + (f" ({error.message.removesuffix(' (field ' + repr('messages') + ')')})" if error else ""),
+            field="messages",
+            hint="use a builtin template with tool support (qwen, llama3, mistral), or check the function_call JSON",
+        )
+
+    def _segments(self, messages, hf_messages, hf_tools, add_generation_prompt: bool) -> list[Segment]:
         full = self.render_hf(hf_messages, hf_tools, add_generation_prompt)
         segments: list[Segment] = []
         pos = 0

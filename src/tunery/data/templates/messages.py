@@ -48,8 +48,12 @@ def call_id(index: int) -> str:
     return f"call{index:05d}"
 
 
-def to_hf_messages(messages: list[dict]) -> list[dict]:
-    """Convert canonical messages for a Jinja chat template (tool calls, tool answers with ids)."""
+def to_hf_messages(messages: list[dict], *, call_content: str | None = "", json_arguments: bool = False) -> list[dict]:
+    """Convert canonical messages for a Jinja chat template (tool calls, tool answers with ids).
+
+    Templates disagree on the shape of a tool-call message: most read ``arguments`` as an object
+    and ignore ``content``, DeepSeek's need ``content`` None and ``arguments`` as a JSON string.
+    """
     out: list[dict] = []
     pending: list[tuple[str, str]] = []  # (id, name) of calls not answered yet
     n_calls = 0
@@ -61,9 +65,11 @@ def to_hf_messages(messages: list[dict]) -> list[dict]:
                 cid = call_id(n_calls)
                 n_calls += 1
                 pending.append((cid, call["name"]))
-                tool_calls.append({"id": cid, "type": "function",
-                                   "function": {"name": call["name"], "arguments": call["arguments"]}})
-            out.append({"role": "assistant", "content": "", "tool_calls": tool_calls})
+                args = call["arguments"]
+                if json_arguments and not isinstance(args, str):
+                    args = json.dumps(args, ensure_ascii=False)
+                tool_calls.append({"id": cid, "type": "function", "function": {"name": call["name"], "arguments": args}})
+            out.append({"role": "assistant", "content": call_content, "tool_calls": tool_calls})
         elif role in ("tool", "observation"):
             entry = {"role": "tool", "content": content}
             if pending:

@@ -4,7 +4,7 @@ Formats (``tool_format:``): ``qwen`` (ChatML/Hermes ``<tool_call>{json}</tool_ca
 official wording), ``llama3`` (a bare ``{"name", "parameters"}`` JSON object, Llama 3.1 style),
 ``mistral`` (``[TOOL_CALLS] [...]``), ``default`` (``Action:`` / ``Action Input:`` lines, for
 templates whose models have no native format). ``hf`` (used by ``template: auto``, where the
-tokenizer's own template writes the calls) parses any of them.
+tokenizer's own template writes the calls) parses any of them, and DeepSeek's official format.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def format_calls(fmt: str, calls: list[dict]) -> str:
 
 # -- parsing replies ----------------------------------------------------------------------------------
 _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+# DeepSeek V2.5/V3/R1 official templates: <｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```
+_DEEPSEEK_RE = re.compile(r"<｜tool▁call▁begin｜>\w*<｜tool▁sep｜>(.+?)\n```json\n(.*?)\n```", re.DOTALL)
 _ACTION_RE = re.compile(r"Action:\s*(.+?)\s*\nAction Input:\s*(.*?)(?=\s*\nAction:|\s*$)", re.DOTALL)
 
 
@@ -143,6 +145,17 @@ def _parse_mistral(text: str) -> list[dict] | None:
     return _json_calls(body)
 
 
+def _parse_deepseek(text: str) -> list[dict] | None:
+    calls = []
+    for name, raw in _DEEPSEEK_RE.findall(text):
+        try:
+            args = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+        calls.append({"name": name.strip(), "arguments": args if isinstance(args, dict) else {}})
+    return calls or None
+
+
 def _parse_default(text: str) -> list[dict] | None:
     calls = []
     for name, raw in _ACTION_RE.findall(text):
@@ -163,7 +176,7 @@ def parse_calls(fmt: str, text: str) -> list[dict] | None:
         "llama3": (_parse_llama3,),
         "mistral": (_parse_mistral,),
         "default": (_parse_default,),
-        "hf": (_parse_qwen, _parse_mistral, _parse_llama3, _parse_default),
+        "hf": (_parse_qwen, _parse_mistral, _parse_deepseek, _parse_llama3, _parse_default),
     }[fmt]
     for parse in parsers:
         calls = parse(text)
