@@ -48,10 +48,11 @@ class DatasetModule:
 
 
 def resolve_packing(data_args: Any, stage: str) -> bool:
-    """``packing: null`` means on for pt, off otherwise; only pt and sft rows can be packed."""
+    """``packing: null`` means on for pt, off otherwise (``neat_packing: true`` turns it on, as in
+    LLaMA-Factory; Tunery's packing never attends across examples anyway). Only pt and sft pack."""
     packing = getattr(data_args, "packing", None)
     if packing is None:
-        packing = stage == "pt"
+        packing = stage == "pt" or bool(getattr(data_args, "neat_packing", False))
     return bool(packing) and stage_kind(stage) in ("pt", "sft")
 
 

@@ -245,7 +245,10 @@ def streaming_records(attr: DatasetAttr, stage: str, *, strict: bool, max_sample
             logger.warning("dataset '%s' (streaming): %s", attr.name, report.summary())
         return {key: [r[key] for r in records] for key in record_features()}
 
-    return raw.map(convert, batched=True, remove_columns=raw.column_names, features=record_features())
+    columns = list(record_features())
+    mapped = raw.map(convert, batched=True, remove_columns=raw.column_names, features=record_features())
+    # column_names is unknown for some streamed sources; keep exactly the record's columns
+    return mapped if raw.column_names else mapped.select_columns(columns)
 
 
 def mix(datasets: list, data_args: Any, seed: int):
