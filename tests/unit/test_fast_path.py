@@ -112,7 +112,10 @@ def test_causal_lm_loss_honours_num_items_in_batch():
     assert torch.allclose(scaled, mean / 2, rtol=1e-5)
 
 
-def test_padding_free_batch_gives_the_padded_loss_and_grads():
+@pytest.mark.parametrize("boundaries_from", ["position_ids", "cu_seq_lens"])
+def test_padding_free_batch_gives_the_padded_loss_and_grads(boundaries_from):
+    from transformers import DataCollatorWithFlattening
+
     feats = examples()
     padded = padded_batch(feats)
     model = with_lora(tiny_llama())
@@ -121,7 +124,11 @@ def test_padding_free_batch_gives_the_padded_loss_and_grads():
     expected = trainable_grads(model)
     model.zero_grad()
 
-    packed = fast_path.padding_free_collator()(feats)
+    if boundaries_from == "cu_seq_lens":
+        packed = DataCollatorWithFlattening(return_flash_attn_kwargs=True)(feats)
+        assert packed["cu_seq_lens_q"].tolist() == [0, 9, 14, 27]
+    else:
+        packed = fast_path.padding_free_collator()(feats)
     assert packed["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in feats))
     assert packed["position_ids"][0].tolist() == list(range(9)) + list(range(5)) + list(range(13))
     assert fast_path.enable_packed_attention(model)
@@ -140,9 +147,13 @@ def test_packed_attention_keeps_examples_apart():
     model = tiny_llama()
     assert fast_path.enable_packed_attention(model)
     collate = fast_path.padding_free_collator()
-    first = model(**{k: v for k, v in collate(feats).items() if k != "labels"}, use_cache=False).logits
+
+    def logits(batch):
+        return model(**{**{k: v for k, v in collate(batch).items() if k != "labels"}, "use_cache": False}).logits
+
+    first = logits(feats)
     changed = [feats[0], {"input_ids": [5] * 5, "labels": [5] * 5}, feats[2]]
-    second = model(**{k: v for k, v in collate(changed).items() if k != "labels"}, use_cache=False).logits
+    second = logits(changed)
     assert torch.allclose(first[0, :9], second[0, :9], atol=1e-6)
     assert torch.allclose(first[0, 14:], second[0, 14:], atol=1e-6)
     assert not torch.allclose(first[0, 9:14], second[0, 9:14])
@@ -197,3 +208,26 @@ def test_trainer_with_fast_path_reproduces_plain_trainer_losses(tmp_path, monkey
     assert plain[0] > 0
     for a, b in zip(plain, fast):
         assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (plain, fast)
+
+
+def test_packed_boundaries_only_for_rows_of_restarting_positions():
+    assert fast_path.packed_boundaries(torch.tensor([[0, 1, 2, 0, 1, 0]])) == [0, 3, 5, 6]
+    assert fast_path.packed_boundaries(torch.tensor([[0, 1, 2, 3]])) is None  # one sequence
+    assert fast_path.packed_boundaries(torch.tensor([[1, 1, 0, 1]])) is None  # left-padded generation
+    assert fast_path.packed_boundaries(torch.tensor([[0, 1], [0, 1]])) is None  # a padded batch
+    assert fast_path.packed_boundaries(None) is None
+
+
+def test_fast_path_on_by_default_for_sft_and_pt_only():
+    from tunery.config import parse_config
+
+    def cfg(**extra):
+        return parse_config("train", {"model_name_or_path": "x", "stage": "sft", "output_dir": "out", **extra})
+
+    assert fast_path.fast_path_enabled(cfg())
+    assert fast_path.fast_path_enabled(cfg(stage="pt", packing=False))
+    assert not fast_path.fast_path_enabled(cfg(stage="dpo"))
+    assert not fast_path.fast_path_enabled(cfg(packing=True))
+    assert not fast_path.fast_path_enabled(cfg(predict_with_generate=True))
+    trainer_cls, collator = fast_path.fast_trainer_parts(cfg(stage="dpo"), tiny_llama(), object)
+    assert trainer_cls is object and collator is None

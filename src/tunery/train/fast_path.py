@@ -44,9 +44,16 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling",
 def padding_free_collator() -> Any:
     """A collator that concatenates a batch into one row with restarting position ids.
 
-    It also returns the sequence boundaries (``cu_seq_lens_q``/``_k``, ``max_length_q``/``_k``),
-    which the ``tunery_packed_sdpa`` kernel uses to attend within each example.
+    ``tunery.data.collator``'s when present (one padding-free collator in the project), else
+    transformers' DataCollatorWithFlattening. The ``tunery_packed_sdpa`` kernel finds the example
+    boundaries from ``cu_seq_lens_q`` when a collator sends them, else from the restarting positions.
     """
+    try:  # the data pipeline's own padding-free collator (it also sends use_cache: False)
+        from tunery.data.collator import padding_free_collator as data_padding_free_collator
+    except ImportError:
+        data_padding_free_collator = None
+    if data_padding_free_collator is not None:
+        return data_padding_free_collator()
     from transformers import DataCollatorWithFlattening
 
     return DataCollatorWithFlattening(return_flash_attn_kwargs=True)
@@ -75,9 +82,14 @@ def packed_sdpa_attention(
     bounds = kwargs.pop("cu_seq_lens_q", None)
     for name in ("cu_seq_lens_k", "max_length_q", "max_length_k"):
         kwargs.pop(name, None)
-    if bounds is None or query.shape[0] != 1 or key.shape[2] != query.shape[2]:
+    edges = None
+    if query.shape[0] == 1 and key.shape[2] == query.shape[2]:
+        if bounds is not None:
+            edges = bounds.tolist() if isinstance(bounds, torch.Tensor) else list(bounds)
+        else:
+            edges = packed_boundaries(kwargs.get("position_ids"))
+    if edges is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    edges = bounds.tolist() if isinstance(bounds, torch.Tensor) else list(bounds)
     outputs = []
     for start, end in zip(edges[:-1], edges[1:]):
         if end <= start:
@@ -95,6 +107,25 @@ def packed_sdpa_attention(
         )
         outputs.append(out)
     return torch.cat(outputs, dim=1), None
+
+
+def packed_boundaries(position_ids: torch.Tensor | None) -> list[int] | None:
+    """``[0, end_1, end_2, ..., T]`` for one row of packed examples (positions restart at 0), else None.
+
+    Only a row whose positions are exactly ``0..n_1-1, 0..n_2-1, ...`` with at least two examples
+    counts as packed; anything else (a single sequence, left-padded generation) returns None.
+    """
+    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[0] != 1:
+        return None
+    pos = position_ids[0]
+    if pos.numel() < 2 or int(pos[0]) != 0:
+        return None
+    steps = pos[1:] - pos[:-1]
+    restarts = pos[1:] == 0
+    if not bool(((steps == 1) | restarts).all()) or not bool(restarts.any()):
+        return None
+    starts = (restarts.nonzero().flatten() + 1).tolist()
+    return [0, *starts, pos.numel()]
 
 
 def register_packed_attention() -> str:
@@ -282,6 +313,36 @@ def with_fast_loss(trainer_cls: type) -> type:
     if issubclass(trainer_cls, FastLossMixin):
         return trainer_cls
     return type(f"Fast{trainer_cls.__name__}", (FastLossMixin, trainer_cls), {})
+
+
+FAST_PATH_STAGES = ("pt", "sft")
+
+
+def fast_path_enabled(cfg: Any) -> bool:
+    """Whether a run takes the fast path: on by default for pt/sft, off where it could change a result.
+
+    Off when ``fast_path: false`` is set, for other stages, when prediction needs generation
+    (left-padded batches), and when the data pipeline already packs rows (``packing``/``neat_packing``).
+    """
+    finetuning, data, training = cfg.finetuning, cfg.data, getattr(cfg, "training", None)
+    if not getattr(finetuning, "fast_path", True) or finetuning.stage not in FAST_PATH_STAGES:
+        return False
+    if getattr(data, "packing", None) or getattr(data, "neat_packing", False):
+        return False
+    return not (training is not None and getattr(training, "predict_with_generate", False))
+
+
+def fast_trainer_parts(cfg: Any, model: torch.nn.Module, trainer_cls: type) -> tuple[type, Any | None]:
+    """The hook for ``build_trainer``: ``(trainer class, collator or None)``.
+
+    With the fast path on, the model attends per packed example, the trainer class gets the chunked
+    loss and the collator is padding-free; otherwise ``(trainer_cls, None)`` and the caller keeps
+    its padded collator. Call it after the model is prepared (adapters attached).
+    """
+    if not fast_path_enabled(cfg):
+        return trainer_cls, None
+    enable_packed_attention(model)
+    return with_fast_loss(trainer_cls), padding_free_collator()
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
