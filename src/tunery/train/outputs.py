@@ -130,7 +130,16 @@ def write_model_card(trainer: Any, cfg: Any) -> None:
         trainer.create_model_card(model_name=os.path.basename(os.path.normpath(trainer.args.output_dir)),
                                   dataset=cfg.data.dataset, tags=tags)
     except Exception as exc:  # noqa: BLE001 - a card is a courtesy; never fail a finished run over it
-        logger.warning("model card not written: %s", exc)
+        logger.warning("model card not written by transformers: %s", exc)
+    # peft rewrites the card of an adapter; say how the run was made, in a section of our own.
+    section = (
+        "\n\n## Trained with Tunery\n\n"
+        f"- base model: {cfg.model.model_name_or_path}\n- stage: {cfg.finetuning.stage}\n"
+        f"- finetuning type: {cfg.finetuning.finetuning_type}\n- datasets: {cfg.data.dataset}\n\n"
+        f"Reproduce with `tunery train {CONFIG_FILE}` (the resolved settings saved beside this card).\n"
+    )
+    with open(os.path.join(trainer.args.output_dir, "README.md"), "a", encoding="utf-8") as f:
+        f.write(section)
 
 
 def save_results(trainer: Any, cfg: Any, train_metrics: dict[str, Any], plot_keys: tuple[str, ...]) -> None:
