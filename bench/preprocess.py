@@ -88,7 +88,7 @@ def run_once(data_dir: str, name: str, tokenizer, template_name: str, workers: i
     t0 = time.perf_counter()
     records, report = load_mixed(name, cfg.data, "sft", 42)
     t1 = time.perf_counter()
-    tokenized, statuses = process_records(records, tokenizer, template, "sft", settings_for(cfg.data, "sft"),
+    tokenized, statuses, _ = process_records(records, tokenizer, template, "sft", settings_for(cfg.data, "sft"),
                                           num_workers=workers, batch_size=1000)
     t2 = time.perf_counter()
     n = len(records)

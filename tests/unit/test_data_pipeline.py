@@ -26,7 +26,7 @@ def tok():
 def template(tok):
     from tunery.data.template import get_template
 
-    return get_template("auto", tok)
+    return get_template("chatml", tok)  # the tiny tokenizer's own template has no tool support
 
 
 def cfg_for(reference_dir, **kw):
@@ -143,3 +143,20 @@ def test_no_dataset_is_a_config_error(tok, template):
 
     with pytest.raises(ConfigError, match="no dataset"):
         get_dataset(parse_config("data", {}), tok, template, "sft")
+
+
+def test_examples_the_template_rejects_are_skipped_and_reported(tmp_path, tok, template):
+    from tests.unit.test_data_processors import PickyTemplate
+    from tunery.errors import DataError
+
+    rows = [{"instruction": "hello", "output": "hi"}, {"instruction": "forbidden", "output": "x"}]
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"a": {"file_name": "a.json"}}))
+    cfg = parse_config("data", {"dataset": "a", "dataset_dir": str(tmp_path)})
+    module = get_dataset(cfg, tok, PickyTemplate(template), "sft")
+    assert len(module.train_dataset) == 1 and module.stats.skipped_invalid == 1
+    assert module.stats.problems[0].endswith("a.json row 1: the tokenizer's chat template rejected this conversation (field 'messages')")
+    strict = parse_config("data", {"dataset": "a", "dataset_dir": str(tmp_path), "strict": True,
+                                   "overwrite_cache": True})
+    with pytest.raises(DataError, match="template rejected an example: .*a.json row 1"):
+        get_dataset(strict, tok, PickyTemplate(template), "sft")

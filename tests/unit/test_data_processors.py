@@ -154,14 +154,41 @@ def test_unsupervised_is_prompt_with_generation_prompt(tok, template):
     assert cut["_status"] == [TRUNCATED] and cut["input_ids"][0] == out["input_ids"][0][-5:]
 
 
-def test_tool_conversation_masks_tool_output(tok, template):
+def test_tool_conversation_trains_calls_and_replies_not_tool_output(tok):
+    from tunery.data.template import get_template
+
     r = {"messages": [{"role": "user", "content": "weather?"},
                       {"role": "function_call", "content": '{"name": "w", "arguments": {}}'},
                       {"role": "tool", "content": "sunny"},
                       {"role": "assistant", "content": "It is sunny"}],
-         "tools": None, "kto_tag": None, "images": None, "chosen": None, "rejected": None, "_source": {}}
-    input_ids, labels, _ = encode_sft(r, tok, template, ProcessSettings(cutoff_len=1024))
-    runs = trained_text(tok, input_ids, labels).split("¦")
-    # two trained turns: the function call, then the answer; the tool's output is never trained
-    assert len(runs) == 2 and "sunny" not in runs[0] and runs[0].endswith("<|im_end|>")
-    assert runs[1] == "It is sunny<|im_end|>"
+         "tools": '[{"name": "w", "parameters": {}}]', "kto_tag": None, "images": None, "chosen": None,
+         "rejected": None, "_source": {}}
+    input_ids, labels, _ = encode_sft(r, tok, get_template("chatml", tok), ProcessSettings(cutoff_len=1024))
+    assert trained_text(tok, input_ids, labels).split("¦") == [
+        '<tool_call>\n{"name": "w", "arguments": {}}\n</tool_call><|im_end|>', "It is sunny<|im_end|>"]
+
+
+class PickyTemplate:
+    """Wraps a real template but rejects any conversation mentioning 'forbidden', like a strict chat template."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def encode(self, tokenizer, messages, tools=None, add_generation_prompt=False):
+        from tunery.errors import DataError
+
+        if any("forbidden" in m["content"] for m in messages):
+            raise DataError("the tokenizer's chat template rejected this conversation", field="messages")
+        return self.inner.encode(tokenizer, messages, tools, add_generation_prompt)
+
+
+def test_template_rejection_becomes_a_failed_row_with_its_source(tok, template):
+    from tunery.data.processors import FAILED
+
+    bad = rec("forbidden", "x")
+    bad["_source"] = {"file": "data.json", "row": 7}
+    out = process_batch(batch(rec("Hello", "Hi"), bad), stage="sft", tokenizer=tok, template=PickyTemplate(template),
+                        settings=ProcessSettings(cutoff_len=512))
+    assert out["_status"] == [OK, FAILED] and out["input_ids"][1] == []
+    assert out["_error"] == ["", "data.json row 7: the tokenizer's chat template rejected this conversation (field 'messages')"]
+    assert len(out["input_ids"][0]) > 0

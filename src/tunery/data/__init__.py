@@ -11,7 +11,15 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tunery.data.processors import COLUMNS, IGNORE_INDEX, REPLY_CUT, TRUNCATED, ProcessSettings, stage_kind
+from tunery.data.processors import (
+    COLUMNS,
+    FAILED,
+    IGNORE_INDEX,
+    REPLY_CUT,
+    TRUNCATED,
+    ProcessSettings,
+    stage_kind,
+)
 from tunery.logging import get_logger
 
 logger = get_logger(__name__)
@@ -86,35 +94,51 @@ def load_records(cfg: Any, stage: str = "unsupervised", which: str = "dataset") 
 
 def process_records(records, tokenizer, template, stage: str, settings: ProcessSettings, *,
                     num_workers: int | None = None, batch_size: int = 1000, streaming: bool = False):
-    """Tokenize a Dataset of canonical records; returns (tokenized dataset, Counter of statuses)."""
+    """Tokenize a Dataset of canonical records; returns (tokenized dataset, Counter of statuses, first errors)."""
     from functools import partial
 
     from tunery.data.processors import process_batch
 
     fn = partial(process_batch, stage=stage, tokenizer=tokenizer, template=template, settings=settings)
+    def keep(status: int) -> bool:
+        return status not in (REPLY_CUT, FAILED)
+
     if streaming:
         tokenized = records.map(fn, batched=True, batch_size=batch_size, remove_columns=list(records.column_names or []))
-        tokenized = tokenized.filter(lambda s: s != REPLY_CUT, input_columns="_status").remove_columns("_status")
-        return tokenized, Counter()
+        tokenized = tokenized.filter(keep, input_columns="_status").remove_columns(["_status", "_error"])
+        return tokenized, Counter(), []
     workers = num_workers if num_workers and num_workers > 1 and len(records) >= 2 * batch_size else None
     tokenized = records.map(fn, batched=True, batch_size=batch_size, num_proc=workers,
                             remove_columns=records.column_names, desc=f"Tokenizing ({stage})",
                             load_from_cache_file=False)
     statuses = Counter(tokenized["_status"])
-    if statuses[REPLY_CUT]:
-        tokenized = tokenized.filter(lambda s: s != REPLY_CUT, input_columns="_status", num_proc=workers)
-    return tokenized.remove_columns("_status"), statuses
+    errors: list[str] = []
+    if statuses[FAILED]:
+        errors = [e for e in tokenized["_error"] if e][:5]
+    if statuses[REPLY_CUT] or statuses[FAILED]:
+        tokenized = tokenized.filter(keep, input_columns="_status", num_proc=workers)
+    return tokenized.remove_columns(["_status", "_error"]), statuses, errors
 
 
 def _tokenize_split(records, tokenizer, template, stage, settings, data_args, stats: DataStats):
     if records is None:
         return None
     streaming = bool(data_args.streaming)
-    tokenized, statuses = process_records(
+    tokenized, statuses, errors = process_records(
         records, tokenizer, template, stage, settings, num_workers=data_args.preprocessing_num_workers,
         batch_size=data_args.preprocessing_batch_size or 1000, streaming=streaming)
     stats.truncated += statuses[TRUNCATED]
     stats.reply_cut += statuses[REPLY_CUT]
+    if statuses[FAILED]:
+        if data_args.strict:
+            from tunery.errors import DataError
+
+            raise DataError(f"the template rejected an example: {errors[0]}",
+                            hint="fix the example, or drop strict: true to skip such examples")
+        stats.skipped_invalid += statuses[FAILED]
+        stats.problems += errors[: max(0, 5 - len(stats.problems))]
+        logger.warning("skipped %d examples the template could not render; first: %s", statuses[FAILED],
+                       "; ".join(errors))
     if settings.packing and not streaming:
         from tunery.data.packing import pack_dataset
 

@@ -163,9 +163,11 @@ def preview_records(records: list[dict[str, Any]], tokenizer, template, stage: s
                 "text": tokenizer.decode(ids, skip_special_tokens=False),
                 "marked_text": marked_text(tokenizer, ids, labels),
                 "num_tokens": len(ids), "num_trained": sum(1 for x in labels if x != IGNORE_INDEX),
-                "status": ["ok", "truncated", "reply_cut"][row["_status"]],
+                "status": ["ok", "truncated", "reply_cut", "failed"][row["_status"]],
                 "input_ids": ids, "labels": labels,
             }
+            if row.get("_error"):
+                entry["error"] = row["_error"]
             if kind == "unsupervised":
                 entry["reference_ids"] = row["labels"]
             out.append(entry)

@@ -3,8 +3,9 @@
 Labels are -100 where a token is not trained. The template decides the text and which tokens
 belong to assistant turns (``Encoded.turns``); this module only decides, per stage, which of those
 turns are trained and how an over-long example is cut. Every batch function returns a ``_status``
-column (OK / TRUNCATED / REPLY_CUT) so counts survive ``datasets.map`` worker processes; rows whose
-reply was cut away entirely are dropped afterwards and counted, never trained on silently.
+column (OK / TRUNCATED / REPLY_CUT / FAILED) and an ``_error`` column so counts and reasons survive
+``datasets.map`` worker processes; rows whose reply was cut away entirely, or that the template
+rejects, are dropped afterwards and counted, never trained on silently and never a crash.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from tunery.data.converters import ASSISTANT, FUNCTION_CALL, SYSTEM
 
 IGNORE_INDEX = -100
-OK, TRUNCATED, REPLY_CUT = 0, 1, 2
+OK, TRUNCATED, REPLY_CUT, FAILED = 0, 1, 2, 3
 PAIRWISE_STAGES = ("rm", "dpo", "orpo", "simpo")
 STAGE_KIND = {"pt": "pt", "sft": "sft", "rm": "pairwise", "dpo": "pairwise", "orpo": "pairwise",
               "simpo": "pairwise", "kto": "kto", "unsupervised": "unsupervised", "ppo": "unsupervised",
@@ -270,5 +271,32 @@ COLUMNS = {
 
 
 def process_batch(batch: dict[str, list], *, stage: str, tokenizer, template, settings: ProcessSettings) -> dict[str, list]:
-    """The ``datasets.map`` function: canonical records in, the stage's columns plus ``_status`` out."""
-    return PROCESSORS[stage_kind(stage)](batch, tokenizer=tokenizer, template=template, settings=settings)
+    """The ``datasets.map`` function: canonical records in, the stage's columns plus ``_status``/``_error`` out.
+
+    When the template rejects an example (e.g. a chat template that refuses a role), the batch is
+    redone one example at a time and the rejected ones become FAILED rows carrying the reason.
+    """
+    from tunery.errors import TuneryError
+
+    kind = stage_kind(stage)
+    fn = PROCESSORS[kind]
+    try:
+        out = fn(batch, tokenizer=tokenizer, template=template, settings=settings)
+        out["_error"] = [""] * len(out["_status"])
+        return out
+    except TuneryError:
+        pass
+    merged: dict[str, list] = {key: [] for key in [*COLUMNS[kind], "_status", "_error"]}
+    for i in range(len(batch["messages"])):
+        single = {key: [values[i]] for key, values in batch.items()}
+        try:
+            out = fn(single, tokenizer=tokenizer, template=template, settings=settings)
+            out["_error"] = [""] * len(out["_status"])
+        except TuneryError as exc:
+            source = (single.get("_source") or [None])[0] or {}
+            where = f"{source.get('file', '?')} row {source.get('row', '?')}"
+            out = {key: [False if key == "label" else []] for key in COLUMNS[kind]}
+            out.update({"_status": [FAILED], "_error": [f"{where}: {exc.message}"]})
+        for key in merged:
+            merged[key] += out[key]
+    return merged
