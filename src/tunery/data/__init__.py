@@ -25,7 +25,7 @@ from tunery.logging import get_logger
 logger = get_logger(__name__)
 
 __all__ = ["IGNORE_INDEX", "DataStats", "DatasetModule", "get_collator", "get_dataset", "load_records",
-           "process_records", "resolve_packing"]
+           "process_records", "resolve_packing", "trl_view"]
 
 
 @dataclass
@@ -280,3 +280,21 @@ def get_collator(stage: str, tokenizer, cfg: Any):
 
 
 COLUMNS_PER_STAGE = COLUMNS
+
+# trl 1.16's pre-tokenized column names: DPOTrainer wants the replies apart from the prompt,
+# RewardTrainer whole sequences, KTOTrainer prompt + completion + label.
+TRL_COLUMNS = {
+    "dpo": {"prompt_ids": "prompt_ids", "chosen_ids": "chosen_ids", "rejected_ids": "rejected_ids"},
+    "rm": {"chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"},
+    "kto": {"prompt_ids": "prompt_ids", "completion_ids": "completion_ids", "label": "label"},
+}
+
+
+def trl_view(dataset, stage: str):
+    """The dataset with only the columns (and names) trl's trainer for ``stage`` reads; others unchanged."""
+    mapping = TRL_COLUMNS.get(stage)
+    if dataset is None or mapping is None:
+        return dataset
+    dataset = dataset.select_columns(list(mapping))
+    renames = {old: new for old, new in mapping.items() if old != new}
+    return dataset.rename_columns(renames) if renames else dataset
