@@ -71,7 +71,10 @@ def derive_pieces(render: Render, bos_token: str | None = None) -> ChatPieces:
     head = _strip_suffix(head, user_prefix, "the text before the first user message")
     sys_head, sys_after, _ = _split(render([{"role": "system", "content": _SYS}, user1], True), [_SYS, _U1])
     system_suffix = _strip_suffix(sys_after, user_prefix, "the text after the system message")
-    bos = bos_token if bos_token and sys_head.startswith(bos_token) and head.startswith(bos_token) else ""
+    # a BOS written by the template goes before everything, unless the same token also opens every
+    # turn (SmolLM2's tokenizer calls <|im_start|> its BOS): then it belongs to the role prefixes
+    bos = bos_token if (bos_token and bos_token not in user_prefix and sys_head.startswith(bos_token)
+                        and head.startswith(bos_token)) else ""
     system_prefix = sys_head[len(bos):]
     default_system = None
     if head != bos:  # the template writes a system block of its own when none is given
