@@ -20,6 +20,7 @@ class Plan:
     steps: int
     skipped: int
     truncated: int
+    reply_cut: int
     estimate: Estimate
     notes: list[str] = field(default_factory=list)
 
@@ -27,7 +28,8 @@ class Plan:
         out = [
             f"plan: stage {self.stage}, finetuning_type {self.finetuning_type}, model {self.model}",
             f"examples after filtering: {self.examples:,} train, {self.eval_examples:,} eval "
-            f"({self.skipped} skipped as invalid, {self.truncated} truncated)",
+            f"({self.skipped} skipped as invalid, {self.reply_cut} dropped: reply beyond cutoff_len, "
+            f"{self.truncated} truncated)",
             f"tokens: {self.tokens:,} in the training set, {self.trained_tokens:,} of them trained on (labels)",
             f"optimizer steps: {self.steps:,}",
         ]
@@ -71,7 +73,8 @@ def build_plan(cfg: Any) -> Plan:
                             flops=measured_matmul_flops())
     return Plan(stage=stage, finetuning_type=cfg.finetuning.finetuning_type, model=str(cfg.model.model_name_or_path),
                 examples=examples, eval_examples=eval_examples, tokens=tokens, trained_tokens=trained, steps=steps,
-                skipped=data.stats.skipped_invalid, truncated=data.stats.truncated, estimate=estimate)
+                skipped=data.stats.skipped_invalid, truncated=data.stats.truncated,
+                reply_cut=data.stats.reply_cut, estimate=estimate)
 
 
 def print_plan(cfg: Any) -> Plan:

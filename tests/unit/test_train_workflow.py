@@ -1,0 +1,85 @@
+"""tunery train's routing: stage dispatch, prediction hand-off, dry run and estimate."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+
+from tests.unit.train_utils import train_config
+from tunery.errors import ConfigError
+from tunery.train import workflow
+
+
+def test_stage_not_built_yet_is_a_plain_error(monkeypatch):
+    monkeypatch.setitem(workflow.STAGES, "ppo", ("tunery.train.no_such_stage_module",))
+    with pytest.raises(ConfigError, match="stage ppo is not built yet"):
+        workflow.stage_module("ppo")
+    with pytest.raises(ConfigError, match="unknown stage"):
+        workflow.stage_module("nope")
+    assert workflow.stage_module("sft").__name__ == "tunery.train.sft"
+    assert workflow.stage_module("pt").__name__ == "tunery.train.pt"
+
+
+def test_stage_module_falls_back_for_orpo(monkeypatch):
+    fake = types.ModuleType("tunery.train.fake_dpo")
+    monkeypatch.setitem(sys.modules, "tunery.train.fake_dpo", fake)
+    monkeypatch.setitem(workflow.STAGES, "orpo", ("tunery.train.no_orpo_module", "tunery.train.fake_dpo"))
+    assert workflow.stage_module("orpo") is fake
+
+
+def test_do_predict_routes_to_batch_prediction(monkeypatch, tmp_path):
+    calls = []
+    fake = types.ModuleType("tunery.inference.predict")
+    fake.run_predict = lambda cfg: calls.append(cfg) or {}
+    monkeypatch.setitem(sys.modules, "tunery.inference.predict", fake)
+    cfg = train_config(tmp_path / "model", tmp_path / "out", do_train=False, do_predict=True,
+                       predict_with_generate=True)
+    assert workflow.run_train(cfg) == 0
+    assert calls == [cfg] and cfg.training.predict_with_generate
+
+
+def test_prediction_after_training_uses_the_trained_model(tmp_path):
+    cfg = train_config(tmp_path / "model", tmp_path / "out", adapter_name_or_path="a1,a2")
+    workflow.point_at_trained_model(cfg)
+    assert cfg.model.adapters == ["a1", str(tmp_path / "out")]  # a2 was continued into out
+    cfg = train_config(tmp_path / "model", tmp_path / "out", finetuning_type="full")
+    workflow.point_at_trained_model(cfg)
+    assert cfg.model.model_name_or_path == str(tmp_path / "out")
+
+
+def test_estimate_counts_exact_parameters_without_loading_weights(tiny_chatml_model, tmp_path):
+    from tunery.train.estimate import GIB, estimate_run, steps_for
+
+    lora = estimate_run(train_config(tiny_chatml_model, tmp_path, lora_rank=8), tokens_per_step=512, longest_row=128)
+    assert (lora.trainable, lora.total) == (16_384, 160_832)
+    full = estimate_run(train_config(tiny_chatml_model, tmp_path, finetuning_type="full"), tokens_per_step=512,
+                        longest_row=128, flops=1e11)
+    assert full.trainable == full.total == 144_448
+    assert full.optimizer == 8 * full.total and full.seconds_per_step and full.seconds_per_step > 0
+    assert full.peak_bytes > lora.peak_bytes > 0.5 * GIB
+    checkpointed = estimate_run(train_config(tiny_chatml_model, tmp_path, disable_gradient_checkpointing=False),
+                                tokens_per_step=512, longest_row=128)
+    assert checkpointed.activations < lora.activations
+    args = train_config(tiny_chatml_model, tmp_path, max_steps=-1, num_train_epochs=2.0,
+                        per_device_train_batch_size=4, gradient_accumulation_steps=2).training
+    assert steps_for(17, args) == 6
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tiny_chatml_model, reference_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    cfg = train_config(tiny_chatml_model, out, dataset="alpaca_en_demo", dataset_dir=str(reference_dir / "lf" / "data"),
+                       max_samples=12, cutoff_len=64, dry_run=True, max_steps=-1, num_train_epochs=1.0)
+    assert workflow.run_train(cfg) == 0
+    text = capsys.readouterr().out
+    import math
+    import re
+
+    found = re.search(r"examples after filtering: (\d+) train.*?(\d+) dropped: reply beyond cutoff_len", text)
+    assert found, text
+    kept, dropped = int(found.group(1)), int(found.group(2))
+    assert kept + dropped == 12 and kept > 0
+    assert f"optimizer steps: {math.ceil(kept / 4)}" in text and "trainable of 160,832" in text
+    assert "estimated peak memory" in text and "precision: float32" in text
+    assert not out.exists()
