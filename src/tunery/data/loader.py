@@ -79,7 +79,7 @@ def _ext(path: str) -> str:
     return path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
 
 
-def read_json_rows(path: str, report: ValidationReport) -> Iterator[dict[str, Any]]:
+def read_json_rows(path: str) -> Iterator[dict[str, Any]]:
     """Rows of a .json (array, or JSON lines despite the name) or .jsonl file; bad lines are reported."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
@@ -92,7 +92,7 @@ def read_json_rows(path: str, report: ValidationReport) -> Iterator[dict[str, An
         yield from rows
         return
     if stripped.startswith("{") and _ext(path) == "json":
-        try:  # a single object: either one example or {"train": [...]}-like wrappers are not supported
+        try:  # a single JSON object is one example; otherwise the file is JSON lines
             obj = json.loads(text)
             yield obj
             return
@@ -136,8 +136,7 @@ def load_hub(attr: DatasetAttr, streaming: bool, cache_dir: str | None = None, t
         ) from exc
 
 
-def raw_rows(attr: DatasetAttr, report: ValidationReport, data_args: Any = None,
-             model_args: Any = None) -> Iterator[tuple[str, int, dict[str, Any]]]:
+def raw_rows(attr: DatasetAttr, model_args: Any = None) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """(file, row index, raw row) for every row of one dataset, not streamed."""
     if attr.load_from in ("hf_hub", "ms_hub"):
         ds = load_hub(attr, False, getattr(model_args, "cache_dir", None), getattr(model_args, "hf_hub_token", None))
@@ -149,7 +148,7 @@ def raw_rows(attr: DatasetAttr, report: ValidationReport, data_args: Any = None,
                         field="script_url", hint="convert it to a json/parquet file and use file_name")
     for path in data_files(attr):
         if _ext(path) in ("json", "jsonl"):
-            for i, row in enumerate(read_json_rows(path, report)):
+            for i, row in enumerate(read_json_rows(path)):
                 yield path, i, row
         else:
             from datasets import load_dataset
@@ -167,12 +166,12 @@ def raw_rows(attr: DatasetAttr, report: ValidationReport, data_args: Any = None,
 # ---------------------------------------------------------------- records
 
 def load_dataset_records(attr: DatasetAttr, stage: str, *, strict: bool = False, seed: int = 42,
-                         max_samples: int | None = None, data_args: Any = None, model_args: Any = None,
+                         max_samples: int | None = None, model_args: Any = None,
                          keep_problems: int = 5) -> tuple[list[dict[str, Any]], ValidationReport]:
     """Canonical records of one dataset, with invalid rows skipped and reported."""
     report = ValidationReport(keep=keep_problems)
     records: list[dict[str, Any]] = []
-    for file, index, row in raw_rows(attr, report, data_args, model_args):
+    for file, index, row in raw_rows(attr, model_args):
         if max_samples is not None and attr.num_samples is None and len(records) >= max_samples:
             break
         report.total += 1
