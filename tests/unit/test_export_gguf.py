@@ -234,3 +234,38 @@ def test_sentencepiece_style_vocab_and_tied_embeddings_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, AutoModelForCausalLM.from_pretrained(base)(ids).logits,
                                    atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "mistral"])
+def test_other_llama_family_architectures_round_trip(arch, tmp_path):
+    """Qwen2 (q/k/v biases, no Q/K permutation, tied embeddings) and Mistral (written as llama)."""
+    from gguf import GGUFReader
+    from transformers import (
+        AutoModelForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    from tests.fixtures.tiny_models import build_tokenizer
+    from tunery.export.gguf_writer import write_gguf
+
+    tokenizer = build_tokenizer("chatml")
+    sizes = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    torch.manual_seed(0)
+    if arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**sizes, tie_word_embeddings=True))
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("bias"):
+                    param.normal_(0, 0.1)  # zero biases would hide a dropped or misplaced bias
+    else:
+        model = MistralForCausalLM(MistralConfig(**sizes, sliding_window=None))
+    path = write_gguf(model.eval(), tokenizer, tmp_path / f"{arch}.gguf", "f32", chat_template=tokenizer.chat_template)
+    assert GGUFReader(path).fields["general.architecture"].contents() == ("qwen2" if arch == "qwen2" else "llama")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).eval()
+    ids = torch.tensor([tokenizer(TEXTS[0])["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=1e-5, rtol=1e-5)

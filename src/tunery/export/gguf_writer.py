@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
-# transformers model_type -> llama.cpp architecture. Mistral is written as llama (as llama.cpp
-# does); a "mistral" in general.name tells transformers' loader to rebuild a MistralConfig.
+# transformers model_type -> llama.cpp architecture. Mistral is written as llama, as llama.cpp's
+# converter does (same tensors and math; transformers reads it back as a LlamaForCausalLM).
 ARCHITECTURES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
 
 
@@ -115,8 +115,10 @@ def write_gguf(
     n_kv = getattr(config, "num_key_value_heads", None) or n_head
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_head
     n_vocab = model.get_input_embeddings().weight.shape[0]
-    if model_type == "mistral" and "mistral" not in name.lower():
-        name = f"{name}-mistral"
+    window = getattr(config, "sliding_window", None)
+    if model_type == "mistral" and window and window < config.max_position_embeddings:
+        logger.warning("llama.cpp attends over the whole context: the model's sliding window of %d tokens is not "
+                       "kept in the GGUF (outputs differ only on prompts longer than the window)", window)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
