@@ -164,3 +164,31 @@ def test_cli_handler_exports_from_yaml(tiny_chatml_model, adapters, tmp_path, ca
     assert main([str(cfg_file), "--export_legacy_format", "false"]) == 0
     assert (out / "model.safetensors").is_file()
     assert str(out) in capsys.readouterr().out
+
+
+def test_push_to_hub_uploads_the_export_folder(tiny_chatml_model, tmp_path, monkeypatch):
+    """export_hub_model_id runs the real upload code against a recording stand-in for the Hub client."""
+    import huggingface_hub
+
+    from tunery.export.workflow import run_export
+
+    calls = []
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, exist_ok=False):
+            calls.append(("create", repo_id, exist_ok))
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            calls.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return type("Info", (), {"commit_url": f"https://hub/{repo_id}/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    out = tmp_path / "pushed"
+    cfg = export_cfg(tiny_chatml_model, out, export_hub_model_id="me/tiny-merged", hf_hub_token="hf_x")
+    result = run_export(cfg)
+    assert calls[0] == ("token", "hf_x") and calls[1] == ("create", "me/tiny-merged", True)
+    assert calls[2][0] == "upload" and {"README.md", "model.safetensors", "config.json"} <= set(calls[2][2])
+    assert result.hub_url == "https://hub/me/tiny-merged/commit/1"
