@@ -192,3 +192,15 @@ def test_push_to_hub_uploads_the_export_folder(tiny_chatml_model, tmp_path, monk
     assert calls[0] == ("token", "hf_x") and calls[1] == ("create", "me/tiny-merged", True)
     assert calls[2][0] == "upload" and {"README.md", "model.safetensors", "config.json"} <= set(calls[2][2])
     assert result.hub_url == "https://hub/me/tiny-merged/commit/1"
+
+
+def test_llamafactory_merge_examples_parse(reference_dir):
+    from tunery.config import load_config
+
+    files = sorted((reference_dir / "lf" / "examples" / "merge_lora").glob("*.yaml"))
+    assert files
+    for path in files:
+        cfg, rest = load_config("export", [str(path)])
+        assert not rest and cfg.export.export_dir and cfg.export.export_size == 5, path.name
+        if "gptq" in path.name:
+            assert cfg.export.export_quantization_bit == 4 and cfg.export.export_quantization_dataset
