@@ -9,6 +9,7 @@ steps, which the round-trip tests rely on.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,7 +123,10 @@ def write_gguf(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(path, arch_name)
+    # tensors spool to a temporary file as they are converted, so peak memory stays near one copy
+    # of the model (the merged weights) instead of two
+    partial = path.with_name(path.name + ".partial")  # renamed when complete: no half-written .gguf
+    writer = gguf.GGUFWriter(partial, arch_name, use_temp_file=True)
     writer.add_name(name)
     writer.add_context_length(int(config.max_position_embeddings))
     writer.add_embedding_length(int(config.hidden_size))
@@ -147,12 +151,17 @@ def write_gguf(
     if chat_template:
         writer.add_chat_template(chat_template)
 
-    _add_tensors(writer, model, gguf.get_tensor_name_map(arch, n_layers), gguf_type, permute=arch_name == "llama",
-                 n_head=n_head, n_kv=n_kv)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    try:
+        _add_tensors(writer, model, gguf.get_tensor_name_map(arch, n_layers), gguf_type,
+                     permute=arch_name == "llama", n_head=n_head, n_kv=n_kv)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(partial, path)
+    finally:
+        writer.close()
+        partial.unlink(missing_ok=True)
     logger.info("wrote %s (%s, %.1f MB)", path, gguf_type, path.stat().st_size / 1e6)
     return path
 
