@@ -269,3 +269,28 @@ def test_other_llama_family_architectures_round_trip(arch, tmp_path):
     ids = torch.tensor([tokenizer(TEXTS[0])["input_ids"]])
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_llama31_rope_scaling_is_written_as_rope_freqs(tmp_path):
+    """llama.cpp divides the unscaled frequencies by rope_freqs: that must give the model's own inv_freq."""
+    from gguf import GGUFReader
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.fixtures.tiny_models import build_tokenizer
+    from tunery.export.gguf_writer import write_gguf
+
+    tokenizer = build_tokenizer("llama")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=131072,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    )
+    model = LlamaForCausalLM(config)
+    path = write_gguf(model, tokenizer, tmp_path / "l31.gguf", "f16")
+    tensors = {t.name: t for t in GGUFReader(path).tensors}
+    factors = torch.from_numpy(np.array(tensors["rope_freqs.weight"].data, dtype=np.float32))
+    head_dim = 16
+    unscaled = 1.0 / (500000.0 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    assert factors[0] == 1.0 and factors[-1] == 8.0  # high frequencies kept, low ones stretched by the factor
+    torch.testing.assert_close(unscaled / factors, model.model.rotary_emb.inv_freq.float(), rtol=1e-6, atol=0)

@@ -49,17 +49,31 @@ def _rope_theta(config) -> float:
 
 
 def _check_rope(config) -> dict | None:
-    """Only unscaled and linear RoPE have a GGUF form both llama.cpp and transformers read back."""
+    """Unscaled, linear and Llama-3.1-style RoPE have a GGUF form llama.cpp reads; others are refused."""
     params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     rope_type = params.get("rope_type") or params.get("type") or "default"
     if rope_type == "default":
         return None
-    if rope_type == "linear":
-        return params
+    if rope_type in ("linear", "llama3"):
+        return {**params, "rope_type": rope_type}
     raise ModelError(
         f"GGUF export does not support rope scaling '{rope_type}' yet",
         hint="export to safetensors (export_format: safetensors) and convert with llama.cpp's convert_hf_to_gguf.py",
     )
+
+
+def llama3_rope_factors(config) -> np.ndarray:
+    """Per-frequency divisors llama.cpp applies from the ``rope_freqs`` tensor (Llama 3.1 scaling).
+
+    transformers computes the scaled inverse frequencies; llama.cpp divides the unscaled ones by
+    these factors, so factor = unscaled / scaled, taken from transformers' own RoPE code.
+    """
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config, device="cpu")
+    dim = scaled.shape[0] * 2
+    unscaled = 1.0 / (_rope_theta(config) ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    return (unscaled / scaled.float()).numpy().astype(np.float32)
 
 
 def _tensor_for_type(data: np.ndarray, gguf_type: str):
@@ -139,7 +153,7 @@ def write_gguf(
         writer.add_key_length(int(head_dim))
         writer.add_value_length(int(head_dim))
     writer.add_rope_freq_base(_rope_theta(config))
-    if rope_scaling is not None:
+    if rope_scaling is not None and rope_scaling["rope_type"] == "linear":
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(float(rope_scaling["factor"]))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
@@ -152,6 +166,9 @@ def write_gguf(
         writer.add_chat_template(chat_template)
 
     try:
+        if rope_scaling is not None and rope_scaling["rope_type"] == "llama3":
+            # llama.cpp reads Llama 3.1 scaling from this tensor (transformers' GGUF loader ignores it)
+            writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", llama3_rope_factors(config))
         _add_tensors(writer, model, gguf.get_tensor_name_map(arch, n_layers), gguf_type,
                      permute=arch_name == "llama", n_head=n_head, n_kv=n_kv)
         writer.write_header_to_file()
