@@ -51,14 +51,19 @@ class ChatSession:
     def ask(self, text: str) -> str:
         self.history.append({"role": "user", "content": text})
         reply = ""
+        stream = None
         try:
-            for piece in self.engine.stream_chat(self.history, system=self.system):
+            stream = self.engine.stream_chat(self.history, system=self.system)
+            for piece in stream:
                 reply += piece
                 self.out.write(piece)
                 self.out.flush()
         except BaseException:
             self.history.pop()  # a failed or interrupted turn is not part of the conversation
             raise
+        finally:
+            if stream is not None:
+                stream.close()  # on Ctrl-C this stops the generation thread at once
         self.out.write("\n")
         self.history.append({"role": "assistant", "content": reply})
         return reply
