@@ -9,6 +9,7 @@ pieces the way the emitted Go template does, so tests can check it against the r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,11 @@ class ChatPieces:
     assistant_prefix: str
     assistant_suffix: str
     default_system: str | None = None
+    generation_prompt: str | None = None  # what opens the reply to generate (default: assistant_prefix)
+
+    @property
+    def reply_prefix(self) -> str:
+        return self.assistant_prefix if self.generation_prompt is None else self.generation_prompt
 
 
 def _split(text: str, markers: list[str]) -> list[str]:
@@ -56,35 +62,38 @@ def derive_pieces(render: Render, bos_token: str | None = None) -> ChatPieces:
     user1 = {"role": "user", "content": _U1}
     asst1 = {"role": "assistant", "content": _A1}
     user2 = {"role": "user", "content": _U2}
-    # the generation prompt is exactly what add_generation_prompt appends
     without_prompt = render([user1], False)
     with_prompt = render([user1], True)
     if not with_prompt.startswith(without_prompt):
         raise ModelError("cannot derive an Ollama template: the generation prompt is not appended at the end")
-    assistant_prefix = with_prompt[len(without_prompt):]
-    head, u1_after, a1_after, u2_after = _split(render([user1, asst1, user2], True), [_U1, _A1, _U2])
+    # the generation prompt is exactly what add_generation_prompt appends; it may differ from the
+    # assistant header inside the history (Qwen3 without thinking adds an empty think block)
+    generation_prompt = with_prompt[len(without_prompt):]
+    user_suffix = _split(without_prompt, [_U1])[1]
+    head, u1_after, a1_after, _ = _split(render([user1, asst1, user2], True), [_U1, _A1, _U2])
+    if not u1_after.startswith(user_suffix):
+        raise ModelError("cannot derive an Ollama template: the text after a user message is not a fixed string")
+    assistant_prefix = u1_after[len(user_suffix):]
     assistant_suffix = _split(render([user1, asst1], False), [_U1, _A1])[2]
-    user_suffix = _strip_suffix(u1_after, assistant_prefix, "the text after a user message")
     if not a1_after.startswith(assistant_suffix):
         raise ModelError("cannot derive an Ollama template: the end of an assistant turn changes with what follows")
     user_prefix = a1_after[len(assistant_suffix):]
     head = _strip_suffix(head, user_prefix, "the text before the first user message")
     sys_head, sys_after, _ = _split(render([{"role": "system", "content": _SYS}, user1], True), [_SYS, _U1])
     system_suffix = _strip_suffix(sys_after, user_prefix, "the text after the system message")
-    # a BOS written by the template goes before everything, unless the same token also opens every
-    # turn (SmolLM2's tokenizer calls <|im_start|> its BOS): then it belongs to the role prefixes
-    bos = bos_token if (bos_token and bos_token not in user_prefix and sys_head.startswith(bos_token)
-                        and head.startswith(bos_token)) else ""
-    system_prefix = sys_head[len(bos):]
     default_system = None
-    if head != bos:  # the template writes a system block of its own when none is given
-        block = head[len(bos):]
-        if block.startswith(system_prefix) and block.endswith(system_suffix):
-            default_system = block[len(system_prefix): len(block) - len(system_suffix)]
-        else:
-            bos = head  # fixed text before every conversation
-    pieces = ChatPieces(bos, system_prefix, system_suffix, user_prefix, user_suffix, assistant_prefix,
-                        assistant_suffix, default_system)
+    if head.startswith(sys_head) and head.endswith(system_suffix) and len(head) >= len(sys_head) + len(system_suffix):
+        # the template writes a system block of its own when none is given
+        default_system = head[len(sys_head): len(head) - len(system_suffix)]
+        # a BOS written by the template goes before everything, unless the same token also opens
+        # every turn (SmolLM2's tokenizer calls <|im_start|> its BOS): then it is part of the prefix
+        bos = bos_token if bos_token and bos_token not in user_prefix and sys_head.startswith(bos_token) else ""
+    else:
+        bos = os.path.commonprefix([head, sys_head])  # fixed text before the first message, e.g. BOS
+        if head != bos:
+            raise ModelError("cannot derive an Ollama template: the text before the first message is not fixed")
+    pieces = ChatPieces(bos, sys_head[len(bos):], system_suffix, user_prefix, user_suffix, assistant_prefix,
+                        assistant_suffix, default_system, generation_prompt)
     _verify(render, pieces)
     return pieces
 
@@ -122,7 +131,7 @@ def render_like_ollama(pieces: ChatPieces, messages: list[dict]) -> str:
         elif role == "assistant":
             out.append(pieces.assistant_prefix + content + ("" if last else pieces.assistant_suffix))
         if last and role != "assistant":
-            out.append(pieces.assistant_prefix)
+            out.append(pieces.reply_prefix)
     return "".join(out)
 
 
@@ -142,7 +151,7 @@ def go_template(pieces: ChatPieces) -> str:
         f'{{{{ else if eq .Role "assistant" }}}}{g(pieces.assistant_prefix)}{{{{ .Content }}}}'
         f"{{{{ if not $last }}}}{g(pieces.assistant_suffix)}{{{{ end }}}}"
         "{{ end }}"
-        f'{{{{ if and $last (ne .Role "assistant") }}}}{g(pieces.assistant_prefix)}{{{{ end }}}}'
+        f'{{{{ if and $last (ne .Role "assistant") }}}}{g(pieces.reply_prefix)}{{{{ end }}}}'
         "{{ end }}"
     )
 

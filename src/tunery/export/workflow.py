@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from tunery.errors import ConfigError, ResourceError
 from tunery.export import merge
+from tunery.export.chat_template import align_chat_template
 from tunery.logging import get_logger
 
 if TYPE_CHECKING:
@@ -76,8 +77,10 @@ def run_export(cfg: RunConfig) -> ExportResult:
     """Merge the adapters into the base and write the export configured in ``cfg.export``."""
     out = validate(cfg)
     model, tokenizer = merge.load_merged(cfg)
+    template = _tunery_template(cfg, tokenizer)
+    align_chat_template(tokenizer, template)
     if cfg.export.export_format == "gguf":
-        result = _export_gguf(cfg, model, tokenizer, out)
+        result = _export_gguf(cfg, model, tokenizer, template, out)
     else:
         result = _export_checkpoint(cfg, model, tokenizer, out)
     merge.write_model_card(out, cfg, _settings(cfg, result))
@@ -121,11 +124,11 @@ def _export_checkpoint(cfg: RunConfig, model: PreTrainedModel, tokenizer: PreTra
     return result
 
 
-def _export_gguf(cfg: RunConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> ExportResult:
+def _export_gguf(cfg: RunConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template,
+                 out: Path) -> ExportResult:
     from tunery.export.gguf_writer import write_gguf
     from tunery.export.modelfile import write_modelfile
 
-    template = _tunery_template(cfg, tokenizer)
     gguf_type = cfg.export.export_gguf_type
     gguf_path = out / f"{out.name}-{gguf_type}.gguf"
     stop_ids = _stop_ids(template, tokenizer)
@@ -144,7 +147,13 @@ def _tunery_template(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase):
         from tunery.data.template import get_template
     except ImportError:  # the data layer is optional for a bare export
         return None
-    return get_template(cfg.data.template, tokenizer, cfg.data)
+    try:
+        return get_template(cfg.data.template, tokenizer, cfg.data)
+    except ConfigError as exc:
+        # an export must not fail over a LLaMA-Factory template name Tunery lacks: the tokenizer's
+        # own chat template is what serving uses anyway
+        logger.warning("%s; exporting with the tokenizer's own chat template", exc)
+        return None
 
 
 def _stop_ids(template, tokenizer: PreTrainedTokenizerBase) -> list[int]:
