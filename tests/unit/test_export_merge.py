@@ -204,3 +204,10 @@ def test_llamafactory_merge_examples_parse(reference_dir):
         assert not rest and cfg.export.export_dir and cfg.export.export_size == 5, path.name
         if "gptq" in path.name:
             assert cfg.export.export_quantization_bit == 4 and cfg.export.export_quantization_dataset
+
+
+def test_quantized_base_without_adapters_points_to_export_quantization(tmp_path):
+    from tunery.export.workflow import run_export
+
+    with pytest.raises(ConfigError, match="export_quantization_bit: 8"):
+        run_export(export_cfg(tmp_path, tmp_path / "out", quantization_bit=8))

@@ -33,6 +33,12 @@ def refuse_quantized_base(cfg: RunConfig) -> None:
     bits = cfg.model.quantization_bit
     if bits is None:
         return
+    if not cfg.model.adapters:
+        raise ConfigError(
+            f"quantization_bit: {bits} quantizes a model while it loads for training or chat; an export "
+            "would save those on-the-fly quantized weights",
+            hint=f"remove quantization_bit and set export_quantization_bit: {bits} to write a quantized export",
+        )
     raise ConfigError(
         f"cannot merge adapters into a {bits}-bit quantized base (quantization_bit: {bits}): the merged "
         "weights would be re-rounded to the quantization grid and lose most of what the adapter learned",
