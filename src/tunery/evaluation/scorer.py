@@ -33,9 +33,10 @@ def letter_token_ids(
 ) -> list[int]:
     """The token id each answer letter starts with when it follows this prompt.
 
-    Tried in order, keeping the first way that gives distinct ids: the token right after the prompt
-    when ``prompt + separator + letter`` is tokenized (exact in context), then the letter with its
-    separator alone, then the bare letter.
+    Per letter, the first of these that decodes to the letter itself: the token right after the prompt
+    when ``prompt + separator + letter`` is tokenized (exact in context), the last token of
+    ``separator + letter``, the last token of the bare letter. (A tokenizer may split " A" into " "
+    and "A": the lone space says nothing about the choice.)
     """
     n = len(prompt_ids)
 
@@ -47,18 +48,20 @@ def letter_token_ids(
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[-1] if ids else None
 
-    candidates = [
-        [in_context(letter) for letter in letters],
-        [last_token(separator + letter) for letter in letters],
-        [last_token(letter) for letter in letters],
-    ]
-    for ids in candidates:
-        if None not in ids and len(set(ids)) == len(ids):
-            return ids  # type: ignore[return-value]
-    raise ModelError(
-        f"the tokenizer gives no distinct token for each choice letter {', '.join(letters)}",
-        hint="this model cannot be scored by next-token letter probabilities; try another template",
-    )
+    chosen = []
+    for letter in letters:
+        for token in (in_context(letter), last_token(separator + letter), last_token(letter)):
+            if token is not None and tokenizer.decode([token]).strip() == letter:
+                chosen.append(token)
+                break
+        else:
+            chosen.append(None)
+    if None in chosen or len(set(chosen)) != len(chosen):
+        raise ModelError(
+            f"the tokenizer gives no distinct token for each choice letter {', '.join(letters)}",
+            hint="this model cannot be scored by next-token letter probabilities; try another template",
+        )
+    return chosen  # type: ignore[return-value]
 
 
 def _accepts(model: torch.nn.Module, name: str) -> bool:
@@ -67,6 +70,14 @@ def _accepts(model: torch.nn.Module, name: str) -> bool:
         return name in inspect.signature(inner.forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def cache_argument(model: torch.nn.Module) -> str | None:
+    """The forward argument taking a key/value cache: ``cache`` (transformers >= 5.2x) or the older name."""
+    for name in ("cache", "past_key_values"):
+        if _accepts(model, name):
+            return name
+    return None
 
 
 def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
@@ -83,7 +94,9 @@ def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
 def prefix_cache(model: torch.nn.Module, prefix: Sequence[int]) -> Any:
     """The key/value cache of a prefix shared by many prompts (the header and the shots)."""
     device = next(model.parameters()).device
-    return model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True).past_key_values
+    out = model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True)
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 @torch.inference_mode()
@@ -108,7 +121,7 @@ def next_token_log_probs(
     if cache is not None:
         cache = copy.deepcopy(cache)  # the forward pass appends to it; the prefix is reused by the next batch
         cache.batch_repeat_interleave(len(batch))
-        kwargs["past_key_values"] = cache
+        kwargs[cache_argument(model) or "past_key_values"] = cache
         kwargs["position_ids"] = (prefix_len + torch.arange(width)).unsqueeze(0).expand(len(batch), -1).to(device)
     if _accepts(model, "logits_to_keep"):
         # only the last real position of each row: the full logits of a 5-shot batch are large
@@ -152,7 +165,7 @@ def score_prompts(
     groups = groups if groups is not None else [list(range(len(prompts)))]
     letters = torch.tensor(list(letter_ids), dtype=torch.long)
     results: list[LetterScores | None] = [None] * len(prompts)
-    use_cache = _accepts(model, "past_key_values")
+    use_cache = cache_argument(model) is not None
     batches = list(_batches(prompts, groups, max(1, batch_size), min_prefix if use_cache else 10**9))
     if progress:
         from tqdm import tqdm
