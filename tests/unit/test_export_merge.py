@@ -211,3 +211,39 @@ def test_quantized_base_without_adapters_points_to_export_quantization(tmp_path)
 
     with pytest.raises(ConfigError, match="export_quantization_bit: 8"):
         run_export(export_cfg(tmp_path, tmp_path / "out", quantization_bit=8))
+
+
+def test_adapter_trained_with_added_tokens_merges_into_resized_base(tiny_chatml_model, tmp_path):
+    """Training added a token and saved the tokenizer + full embeddings beside the adapter."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunery.export.workflow import run_export
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chatml_model)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|tool|>"]}, replace_extra_special_tokens=False)
+    model = AutoModelForCausalLM.from_pretrained(tiny_chatml_model)
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    torch.manual_seed(5)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                                                  modules_to_save=["embed_tokens", "lm_head"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "modules_to_save" in name:
+                param.add_(torch.randn_like(param) * 0.05)
+    adapter = tmp_path / "adapter-with-tokens"
+    peft_model.save_pretrained(adapter)
+    tokenizer.save_pretrained(adapter)
+
+    out = tmp_path / "merged"
+    run_export(export_cfg(tiny_chatml_model, out, [adapter]))
+    exported_tokenizer = AutoTokenizer.from_pretrained(out)
+    assert "<|tool|>" in exported_tokenizer.get_vocab()
+    ids = exported_tokenizer("call <|tool|> now", return_tensors="pt")["input_ids"]
+    assert tokenizer.convert_tokens_to_ids("<|tool|>") in ids[0].tolist()
+    base = AutoModelForCausalLM.from_pretrained(tiny_chatml_model)
+    base.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    reference = PeftModel.from_pretrained(base, adapter).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(out)(ids).logits, reference(ids).logits,
+                                   atol=1e-5, rtol=1e-5)

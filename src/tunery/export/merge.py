@@ -91,12 +91,47 @@ def load_merged(cfg: RunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBas
     base_args = dataclasses.replace(cfg.model, adapter_name_or_path=None)
     tokenizer = load_tokenizer(base_args)
     model = load_model(tokenizer, base_args, cfg.finetuning, is_trainable=False)
+    trained_tokenizer = adapter_tokenizer(cfg.model.adapters)
+    if trained_tokenizer is not None and len(trained_tokenizer) != len(tokenizer):
+        tokenizer = trained_tokenizer
+        _match_vocab(model, cfg.model.adapters[-1], len(tokenizer))
     if cfg.export.export_device == "auto" and torch.cuda.is_available():
         model = model.to("cuda")
     model = merge_adapters(model, cfg.model.adapters)
     model.eval()
     model.requires_grad_(False)
     return model, tokenizer
+
+
+def adapter_tokenizer(adapters: list[str]) -> PreTrainedTokenizerBase | None:
+    """The tokenizer training saved beside the last adapter, if any (it has the tokens training added)."""
+    if not adapters or not (Path(adapters[-1]) / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(adapters[-1])
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring the tokenizer saved with adapter %s: %s", adapters[-1], exc)
+        return None
+
+
+def _match_vocab(model: PreTrainedModel, adapter: str, n_tokens: int) -> None:
+    """Resize the base embeddings to the rows the adapter's saved embeddings have (training resized them)."""
+    from safetensors import safe_open
+
+    rows = None
+    weights = Path(adapter) / "adapter_model.safetensors"
+    if weights.is_file():
+        with safe_open(str(weights), framework="pt") as f:
+            for key in f.keys():
+                if "embed_tokens" in key and key.endswith("weight") and "lora_" not in key:
+                    rows = f.get_slice(key).get_shape()[0]
+                    break
+    target = rows or n_tokens
+    if model.get_input_embeddings().weight.shape[0] != target:
+        model.resize_token_embeddings(target)
+        logger.info("resized the base embeddings to %d rows to match adapter %s", target, adapter)
 
 
 def shard_size(export_args: ExportArguments) -> int:
