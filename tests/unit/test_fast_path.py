@@ -224,10 +224,12 @@ def test_fast_path_on_by_default_for_sft_and_pt_only():
     def cfg(**extra):
         return parse_config("train", {"model_name_or_path": "x", "stage": "sft", "output_dir": "out", **extra})
 
-    assert fast_path.fast_path_enabled(cfg())
-    assert fast_path.fast_path_enabled(cfg(stage="pt", packing=False))
+    assert fast_path.fast_path_enabled(cfg()) and fast_path.padding_free_applies(cfg())
+    assert fast_path.fast_path_enabled(cfg(stage="pt"))
     assert not fast_path.fast_path_enabled(cfg(stage="dpo"))
-    assert not fast_path.fast_path_enabled(cfg(packing=True))
-    assert not fast_path.fast_path_enabled(cfg(predict_with_generate=True))
+    assert not fast_path.padding_free_applies(cfg(packing=True))
+    assert not fast_path.padding_free_applies(cfg(predict_with_generate=True))
     trainer_cls, collator = fast_path.fast_trainer_parts(cfg(stage="dpo"), tiny_llama(), object)
     assert trainer_cls is object and collator is None
+    trainer_cls, collator = fast_path.fast_trainer_parts(cfg(packing=True), tiny_llama(), object)
+    assert issubclass(trainer_cls, fast_path.FastLossMixin) and collator is None

@@ -319,30 +319,35 @@ FAST_PATH_STAGES = ("pt", "sft")
 
 
 def fast_path_enabled(cfg: Any) -> bool:
-    """Whether a run takes the fast path: on by default for pt/sft, off where it could change a result.
+    """Whether a run takes the fast loss and packed attention: on by default for pt/sft.
 
-    Off when ``fast_path: false`` is set, for other stages, when prediction needs generation
-    (left-padded batches), and when the data pipeline already packs rows (``packing``/``neat_packing``).
+    Off with ``fast_path: false`` and for the other stages (their losses are not token CE).
     """
-    finetuning, data, training = cfg.finetuning, cfg.data, getattr(cfg, "training", None)
-    if not getattr(finetuning, "fast_path", True) or finetuning.stage not in FAST_PATH_STAGES:
-        return False
+    finetuning = cfg.finetuning
+    return bool(getattr(finetuning, "fast_path", True)) and finetuning.stage in FAST_PATH_STAGES
+
+
+def padding_free_applies(cfg: Any) -> bool:
+    """Padding-free batches, unless rows are already packed by the data pipeline (``packing``,
+    ``neat_packing``) or prediction needs left-padded batches for generation."""
+    data, training = cfg.data, getattr(cfg, "training", None)
     if getattr(data, "packing", None) or getattr(data, "neat_packing", False):
         return False
     return not (training is not None and getattr(training, "predict_with_generate", False))
 
 
 def fast_trainer_parts(cfg: Any, model: torch.nn.Module, trainer_cls: type) -> tuple[type, Any | None]:
-    """The hook for ``build_trainer``: ``(trainer class, collator or None)``.
+    """The hook for the pt/sft trainer: ``(trainer class, padding-free collator or None)``.
 
-    With the fast path on, the model attends per packed example, the trainer class gets the chunked
-    loss and the collator is padding-free; otherwise ``(trainer_cls, None)`` and the caller keeps
-    its padded collator. Call it after the model is prepared (adapters attached).
+    With the fast path on, the model attends per packed example and the trainer class gets the
+    chunked loss; the collator is padding-free where :func:`padding_free_applies`, else None and
+    the caller keeps its own (padded or packed) collator. Call it after the model is prepared.
     """
     if not fast_path_enabled(cfg):
         return trainer_cls, None
     enable_packed_attention(model)
-    return with_fast_loss(trainer_cls), padding_free_collator()
+    collator = padding_free_collator() if padding_free_applies(cfg) else None
+    return with_fast_loss(trainer_cls), collator
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

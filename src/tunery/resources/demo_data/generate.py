@@ -7,6 +7,7 @@ Two skills the base SmolLM2-135M-Instruct does not have, in English and Chinese:
 - ``demo_units``: metric unit conversions by 10/100/1000 answered with just the number and unit
   ("7000 m", "7000米"), so replies can be checked exactly.
 
+``demo_pretrain`` is plain text (``{"text": ...}``) for the ``pt`` example config.
 ``demo_heldout`` holds prompts for the before/after comparison that are NOT in the training files:
 other phrasings of the identity question and conversions of numbers never used in training.
 """
@@ -131,13 +132,35 @@ def build() -> dict[str, list[dict]]:
     rng.shuffle(units)
     train_prompts = {r["instruction"] for r in identity + units}
     assert not train_prompts & {r["instruction"] for r in heldout}, "a held-out prompt leaked into training"
-    return {"identity.json": identity, "unit_conversion.json": units, "heldout.json": heldout}
+    return {"identity.json": identity, "unit_conversion.json": units, "heldout.json": heldout,
+            "pretrain.json": pretrain_texts(rng)}
+
+
+def pretrain_texts(rng: random.Random) -> list[dict[str, str]]:
+    """Plain text for the ``pt`` example: short paragraphs about Tuna and the metric system."""
+    texts = []
+    for i in range(60):
+        factor, frm, to, (from_name, to_name), (from_zh, to_zh) = UNITS[i % len(UNITS)]
+        x, y = rng.randint(1, 99), rng.randint(1, 99)
+        if i % 2 == 0:
+            texts.append(
+                f"{NAME} is an AI assistant made by {MAKER}. In the metric system one {from_name[:-1]} is "
+                f"{factor} {to_name}, so {x} {from_name} are {x * factor} {to_name} and {y} {from_name} are "
+                f"{y * factor} {to_name}."
+            )
+        else:
+            texts.append(
+                f"{NAME} 是由 {MAKER_ZH}开发的人工智能助手。1{from_zh}等于{factor}{to_zh}，所以{x}{from_zh}等于"
+                f"{x * factor}{to_zh}，{y}{from_zh}等于{y * factor}{to_zh}。"
+            )
+    return [{"text": t} for t in texts]
 
 
 DATASET_INFO = {
     "demo_identity": {"file_name": "identity.json"},
     "demo_units": {"file_name": "unit_conversion.json"},
     "demo_heldout": {"file_name": "heldout.json"},
+    "demo_pretrain": {"file_name": "pretrain.json", "columns": {"prompt": "text"}},
 }
 
 
