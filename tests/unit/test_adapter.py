@@ -128,3 +128,19 @@ def test_upcast_layernorms_only_touches_norms():
     assert dtypes["model.norm.weight"] == torch.float32
     assert dtypes["model.layers.0.input_layernorm.weight"] == torch.float32
     assert dtypes["model.layers.0.mlp.up_proj.weight"] == torch.bfloat16
+
+
+def test_resize_vocab_trains_embeddings_beside_lora(tiny_chatml_model, tmp_path):
+    model, cfg = _load(tiny_chatml_model, tmp_path, add_special_tokens="<tool_a>,<tool_b>")
+    assert cfg.model.resize_vocab  # turned on because tokens were added
+    assert set(model.peft_config["default"].modules_to_save) >= {"embed_tokens", "lm_head"}
+    names = _trainable(model)
+    assert any("embed_tokens.modules_to_save" in n for n in names)
+    assert model.get_input_embeddings().weight.shape[0] % 64 == 0
+
+
+def test_train_from_scratch_starts_from_random_weights(tiny_chatml_model, tmp_path):
+    scratch, _ = _load(tiny_chatml_model, tmp_path, finetuning_type="full", train_from_scratch=True)
+    loaded, _ = _load(tiny_chatml_model, tmp_path, finetuning_type="full")
+    assert scratch.model.layers[0].mlp.up_proj.weight.shape == loaded.model.layers[0].mlp.up_proj.weight.shape
+    assert not torch.allclose(scratch.model.layers[0].mlp.up_proj.weight, loaded.model.layers[0].mlp.up_proj.weight)

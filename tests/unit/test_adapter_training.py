@@ -19,12 +19,12 @@ def _assert_loss_falls(output_dir, steps: int) -> None:
     [
         {"finetuning_type": "full", "learning_rate": 3e-3},
         {"finetuning_type": "freeze", "freeze_trainable_layers": 1, "freeze_extra_modules": "lm_head"},
-        {"finetuning_type": "lora", "lora_rank": 8, "lora_alpha": 32},
+        {"finetuning_type": "lora", "lora_rank": 8, "lora_alpha": 32, "neftune_noise_alpha": 5.0},
         {"finetuning_type": "lora", "use_dora": True, "use_rslora": True, "lora_alpha": 32},
         {"finetuning_type": "lora", "pissa_init": True, "pissa_convert": True, "lora_alpha": 32},
         {"finetuning_type": "lora", "loraplus_lr_ratio": 16.0, "learning_rate": 3e-3},
     ],
-    ids=["full", "freeze", "lora", "dora-rslora", "pissa", "loraplus"],
+    ids=["full", "freeze", "lora-neftune", "dora-rslora", "pissa", "loraplus"],
 )
 def test_finetuning_type_trains_and_loss_falls(tiny_chatml_model, tmp_path, overrides):
     cfg = train_config(tiny_chatml_model, tmp_path / "out", **overrides)
