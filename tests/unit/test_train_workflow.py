@@ -83,3 +83,26 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tiny_chatml_model, reference
     assert f"optimizer steps: {math.ceil(kept / 4)}" in text and "trainable of 160,832" in text
     assert "estimated peak memory" in text and "precision: float32" in text
     assert not out.exists()
+
+
+def test_missing_reporter_package_is_a_dependency_error(tmp_path):
+    import importlib.util
+
+    from tunery.errors import DependencyError
+    from tunery.train.trainer import configure_training_args
+
+    if importlib.util.find_spec("swanlab") is not None:
+        pytest.skip("swanlab is installed here")
+    cfg = train_config(tmp_path / "model", tmp_path / "out", report_to="swanlab")
+    with pytest.raises(DependencyError, match="swanlab"):
+        configure_training_args(cfg.training)
+
+
+def test_estimate_command_without_data(tiny_chatml_model, capsys):
+    from tunery.train.estimate import main
+
+    assert main(["--model_name_or_path", str(tiny_chatml_model), "--finetuning_type", "full",
+                 "--cutoff_len", "128", "--max_steps", "10", "--output_dir", "unused"]) == 0
+    text = capsys.readouterr().out
+    assert "assuming every row is cutoff_len=128" in text
+    assert "144,448 trainable of 144,448" in text and "for 10 steps" in text
