@@ -140,3 +140,49 @@ def test_hub_rows_of_both_shapes_become_our_csv(tmp_path):
         ("1+1?", ("1", "2", "3", "4"), "B"),
         ("问", ("甲", "乙", "丙", "丁"), "D"),
     ]
+
+
+def test_hub_parquet_path_writes_a_cached_task(tmp_path, monkeypatch):
+    """cais/mmlu path: datasets.load_dataset per subject (faked here: no network), CSVs in the cache."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(repo, name=None, split=None):
+        calls.append((repo, name, split))
+        return [{"question": f"{name} {split}?", "subject": name, "choices": ["w", "x", "y", "z"], "answer": 2}]
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("TUNERY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    task = load_task("mmlu_test", str(tmp_path), n_shot=1)
+    assert len(task.subjects) == 57 and task.folder == tmp_path / "cache" / "eval_tasks" / "mmlu"
+    assert {split for _, _, split in calls} == {"test", "dev"} and calls[0][0] == "cais/mmlu"
+    algebra = next(s for s in task.subjects if s.key == "abstract_algebra")
+    assert (algebra.category, algebra.questions[0].question, algebra.questions[0].answer) == ("STEM", "abstract_algebra test?", "C")
+    assert algebra.shots[0].question == "abstract_algebra dev?"
+    monkeypatch.setattr(datasets, "load_dataset", None)  # the second time it comes from the cache
+    assert load_task("mmlu_test", str(tmp_path), n_shot=1).num_questions == 57
+
+
+def test_hub_archive_path_unpacks_the_public_csv_files(tmp_path, monkeypatch):
+    """C-Eval/CMMLU path: the repo's zip of CSV folders (faked download), unpacked into the cache."""
+    import zipfile
+
+    import huggingface_hub
+
+    archive = tmp_path / "cmmlu.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("dev/agronomy.csv", ",Question,A,B,C,D,Answer\n0,农?,a,b,c,d,B\n")
+        zf.writestr("test/agronomy.csv", ",Question,A,B,C,D,Answer\n0,农学?,a,b,c,d,D\n1,二?,a,b,c,d,A\n")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("TUNERY_CACHE", str(tmp_path / "cache"))
+    seen = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, repo_type: seen.append((repo, name, repo_type)) or str(archive))
+    task = load_task("cmmlu_test", str(tmp_path), n_shot=5)
+    assert seen == [("haonan-li/cmmlu", "cmmlu_v1_0_1.zip", "dataset")]
+    (subject,) = task.subjects
+    assert (subject.name, subject.category) == ("农学", "Other")
+    assert [q.answer for q in subject.questions] == ["D", "A"] and len(subject.shots) == 1

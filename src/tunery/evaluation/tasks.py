@@ -243,7 +243,8 @@ def load_task(
             file=str(folder),
             hint="add dev/<subject>_dev.csv files, or set n_shot: 0",
         )
-    mapping = read_mapping(folder)
+    # a local copy of a known benchmark (e.g. MMLU's data.tar unpacked) gets Tunery's subject mapping
+    mapping = read_mapping(folder) or read_mapping(packaged_tasks_dir() / name)
     dev_files = subject_files(dev_dir) if dev_dir is not None else {}
     subjects = []
     unmapped = []
