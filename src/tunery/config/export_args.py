@@ -9,9 +9,13 @@ from typing import Literal
 @dataclass
 class ExportArguments:
     export_dir: str | None = field(default=None, metadata={"help": "Where the exported model is written."})
-    export_size: int = field(default=5, metadata={"help": "Max GB per safetensors shard."})
+    export_size: float = field(default=5, metadata={"help": "Max GB per shard (fractions allowed, e.g. 0.5)."})
     export_device: Literal["cpu", "auto"] = field(default="cpu", metadata={"help": "Device used for merging."})
     export_quantization_bit: int | None = field(default=None, metadata={"help": "Quantize the export to 4 or 8 bit."})
+    export_quantization_method: Literal["auto", "bnb", "gptq"] = field(
+        default="auto",
+        metadata={"help": "Library for export_quantization_bit: auto (GPTQ with a calibration dataset when installed, else bitsandbytes), bnb, gptq."},
+    )
     export_quantization_dataset: str | None = field(default=None, metadata={"help": "Calibration data file."})
     export_quantization_nsamples: int = field(default=128, metadata={"help": "Calibration samples."})
     export_quantization_maxlen: int = field(default=1024, metadata={"help": "Calibration sample length."})
