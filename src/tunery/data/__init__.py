@@ -228,9 +228,11 @@ def _report(stats: DataStats, train, evaluation, settings: ProcessSettings, data
         logger.warning("%d examples were dropped: their reply did not fit in cutoff_len=%d (raise cutoff_len)",
                        stats.reply_cut, settings.cutoff_len)
     if train is not None and stats.train_examples == 0 and not data_args.streaming:
+        first = f" First problem: {stats.problems[0]}" if stats.problems else ""
         raise DataError(
             f"no training example left: {stats.reply_cut} replies did not fit in cutoff_len={settings.cutoff_len}, "
-            f"{stats.skipped_invalid} examples were invalid", hint="raise cutoff_len or check the dataset")
+            f"{stats.skipped_invalid} examples were invalid.{first}",
+            hint="raise cutoff_len, or run `tunery data check` / `tunery data preview` to see what is wrong")
 
 
 def _write_stats(path: str, stats: DataStats) -> None:
