@@ -173,3 +173,20 @@ def test_trl_view_gives_trl_column_names(reference_dir, tok, template):
     assert rm[0]["chosen_ids"] == pairs[0]["prompt_ids"] + pairs[0]["chosen_ids"]
     kto = get_dataset(cfg_for(reference_dir, dataset="kto_en_demo", max_samples=3), tok, template, "kto").train_dataset
     assert trl_view(kto, "kto").column_names == ["prompt_ids", "completion_ids", "label"]
+
+
+@pytest.mark.slow
+def test_smollm2_sft_trains_exactly_the_replies(reference_dir, smollm2_path):
+    """The real tokenizer and its ChatML template: trained tokens are each reply plus <|im_end|>."""
+    from transformers import AutoTokenizer
+
+    from tunery.data.template import get_template
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    cfg = cfg_for(reference_dir, dataset="alpaca_en_demo", max_samples=5, cutoff_len=2048)
+    module = get_dataset(cfg, tokenizer, get_template("auto", tokenizer), "sft")
+    records = load_records(cfg, stage="sft")
+    for row, record in zip(module.train_dataset, records):
+        trained = [t for t, label in zip(row["input_ids"], row["labels"]) if label != IGNORE_INDEX]
+        assert tokenizer.decode(trained) == record["messages"][-1]["content"] + "<|im_end|>"
+        assert tokenizer.decode(row["input_ids"]) == tokenizer.apply_chat_template(record["messages"], tokenize=False)
