@@ -190,3 +190,15 @@ def test_smollm2_sft_trains_exactly_the_replies(reference_dir, smollm2_path):
         trained = [t for t, label in zip(row["input_ids"], row["labels"]) if label != IGNORE_INDEX]
         assert tokenizer.decode(trained) == record["messages"][-1]["content"] + "<|im_end|>"
         assert tokenizer.decode(row["input_ids"]) == tokenizer.apply_chat_template(record["messages"], tokenize=False)
+
+
+def test_eval_on_each_dataset_gives_one_eval_set_per_name(reference_dir, tok, template):
+    cfg = cfg_for(reference_dir, dataset="identity", eval_dataset="alpaca_en_demo,identity", max_samples=3,
+                  eval_on_each_dataset=True)
+    module = get_dataset(cfg, tok, template, "sft")
+    assert set(module.eval_dataset) == {"alpaca_en_demo", "identity"}
+    assert len(module.eval_dataset["alpaca_en_demo"]) == 3 and module.stats.eval_examples == 6
+    assert module.eval_dataset["identity"]["input_ids"] == module.train_dataset["input_ids"]
+    cached = get_dataset(cfg, tok, template, "sft")
+    assert cached.stats.from_cache and set(cached.eval_dataset) == {"alpaca_en_demo", "identity"}
+    assert cached.eval_dataset["alpaca_en_demo"]["input_ids"] == module.eval_dataset["alpaca_en_demo"]["input_ids"]

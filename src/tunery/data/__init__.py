@@ -41,6 +41,7 @@ class DataStats:
     packed_rows: int | None = None
     problems: list[str] = field(default_factory=list)
     from_cache: bool = False
+    eval_names: list[str] | None = None  # set when eval_on_each_dataset gives one eval set per name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,7 +49,11 @@ class DataStats:
 
 @dataclass
 class DatasetModule:
-    """Tokenized ``train_dataset`` / ``eval_dataset`` (datasets.Dataset, or IterableDataset when streaming)."""
+    """Tokenized ``train_dataset`` / ``eval_dataset`` (datasets.Dataset, or IterableDataset when streaming).
+
+    With ``eval_on_each_dataset`` and several eval datasets, ``eval_dataset`` is a dict name -> Dataset
+    (transformers' Trainer evaluates each and prefixes the metrics with the name).
+    """
 
     train_dataset: Any = None
     eval_dataset: Any = None
@@ -182,15 +187,22 @@ def get_dataset(cfg: Any, tokenizer, template, stage: str) -> DatasetModule:
             hit = cache.load_cached(key)
             if hit is not None:
                 data, stats_dict = hit
-                stats = DataStats(**{**stats_dict, "from_cache": True})
                 logger.info("loaded tokenized data from cache %s", cache.cache_dir() / key)
-                return DatasetModule(data["train"] if "train" in data else None,
-                                     data["validation"] if "validation" in data else None, stats)
+                return _module_from_saved(data, DataStats(**{**stats_dict, "from_cache": True}))
 
     stats = DataStats()
     train_records, report = load_mixed(data_args.dataset, data_args, kind, seed, getattr(cfg, "model", None))
-    eval_records, eval_report = load_mixed(data_args.eval_dataset, data_args, kind, seed, getattr(cfg, "model", None))
-    report.merge(eval_report)
+    eval_names = [n.strip() for n in (data_args.eval_dataset or "").split(",") if n.strip()]
+    if getattr(data_args, "eval_on_each_dataset", False) and len(eval_names) > 1:
+        stats.eval_names = eval_names
+        eval_records = {}
+        for name in eval_names:
+            eval_records[name], eval_report = load_mixed(name, data_args, kind, seed, getattr(cfg, "model", None))
+            report.merge(eval_report)
+    else:
+        eval_records, eval_report = load_mixed(data_args.eval_dataset, data_args, kind, seed,
+                                               getattr(cfg, "model", None))
+        report.merge(eval_report)
     stats.total, stats.skipped_invalid = report.total, report.skipped
     stats.problems = [str(p) for p in report.problems]
     if train_records is not None and eval_records is None and data_args.val_size:
@@ -200,13 +212,21 @@ def get_dataset(cfg: Any, tokenizer, template, stage: str) -> DatasetModule:
         logger.warning("packing is not available with streaming; documents are concatenated instead")
         settings = ProcessSettings(settings.cutoff_len, settings.train_on_prompt, settings.mask_history, False)
     train = _tokenize_split(train_records, tokenizer, template, stage, settings, data_args, stats)
-    evaluation = _tokenize_split(eval_records, tokenizer, template, stage, settings, data_args, stats)
+    if isinstance(eval_records, dict):
+        evaluation = {name: _tokenize_split(records, tokenizer, template, stage, settings, data_args, stats)
+                      for name, records in eval_records.items()}
+    else:
+        evaluation = _tokenize_split(eval_records, tokenizer, template, stage, settings, data_args, stats)
     _report(stats, train, evaluation, settings, data_args)
     module = DatasetModule(train, evaluation, stats)
     if key is not None:
         from datasets import DatasetDict
 
-        parts = {name: ds for name, ds in (("train", train), ("validation", evaluation)) if ds is not None}
+        parts = {"train": train} if train is not None else {}
+        if isinstance(evaluation, dict):
+            parts.update({f"validation_{i}": evaluation[name] for i, name in enumerate(stats.eval_names)})
+        elif evaluation is not None:
+            parts["validation"] = evaluation
         cache.save_cached(key, DatasetDict(parts), stats.to_dict())
         if data_args.tokenized_path:
             DatasetDict(parts).save_to_disk(data_args.tokenized_path)
@@ -218,7 +238,8 @@ def _report(stats: DataStats, train, evaluation, settings: ProcessSettings, data
     from tunery.errors import DataError
 
     stats.train_examples = len(train) if hasattr(train, "__len__") else 0
-    stats.eval_examples = len(evaluation) if evaluation is not None and hasattr(evaluation, "__len__") else 0
+    parts = evaluation.values() if isinstance(evaluation, dict) else [evaluation]
+    stats.eval_examples = sum(len(e) for e in parts if e is not None and hasattr(e, "__len__"))
     if settings.packing:
         stats.packed_rows = stats.train_examples
     if stats.truncated:
@@ -257,8 +278,18 @@ def _load_tokenized_path(path: str) -> DatasetModule | None:
     stats.from_cache = True
     logger.info("loaded tokenized data from tokenized_path=%s", path)
     if hasattr(data, "keys"):
-        return DatasetModule(data.get("train"), data.get("validation"), stats)
+        return _module_from_saved(data, stats)
     return DatasetModule(data, None, stats)
+
+
+def _module_from_saved(data, stats: DataStats) -> DatasetModule:
+    """A DatasetModule from a saved DatasetDict (train, validation or validation_<i> per eval name)."""
+    train = data["train"] if "train" in data else None
+    if stats.eval_names:
+        evaluation = {name: data[f"validation_{i}"] for i, name in enumerate(stats.eval_names)}
+    else:
+        evaluation = data["validation"] if "validation" in data else None
+    return DatasetModule(train, evaluation, stats)
 
 
 def get_collator(stage: str, tokenizer, cfg: Any):
