@@ -390,6 +390,7 @@ def test_do_train_false_alone_does_not_train(tiny_chatml_model, data_dir, tmp_pa
 
 @pytest.mark.parametrize("stage,datasets,extra", [
     ("pt", "my_pt", []),
+    ("rm", "my_pref_alpaca,my_pref_sharegpt", []),
     ("dpo", "my_pref_alpaca,my_pref_sharegpt", ["--pref_beta", "0.1"]),
 ])
 def test_other_stages_train_on_the_tutorial_formats(tiny_chatml_model, data_dir, tutorial_env, tmp_path,
@@ -451,17 +452,23 @@ def test_eval_yaml_mmlu_offline_is_one_clear_error(trained, tiny_chatml_model, t
     assert not (tmp_path / "eval").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hub unreachable and HF_HUB_OFFLINE unset: evaluation/hub_tasks.py:download_task reads MMLU's subjects from "
-    "resources/eval_tasks/mmlu/mapping.json, which is not shipped, so it 'downloads 0 subjects', leaves empty "
-    "folders in the cache and fails with the misleading \"task 'mmlu' has no 'test' split\"; ship the mapping "
-    "(57 subjects) and raise DataError when the subject list is empty"))
 @pytest.mark.parametrize("split_args", [[], ["--split", "validation"]])
-def test_eval_flags_mmlu_hub_unreachable_is_one_clear_error(tiny_chatml_model, tmp_path, split_args):
+def test_eval_flags_mmlu_offline_is_one_clear_error(tiny_chatml_model, tmp_path, monkeypatch, capsys, split_args):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TUNERY_CACHE", str(tmp_path / "cache"))
+    code = tunery(["eval", "--model_name_or_path", str(tiny_chatml_model), "--template", "fewshot", "--task",
+                   "mmlu_test", *split_args, "--lang", "en", "--n_shot", "5", "--batch_size", "1"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tunery: error:")]
+    assert code == 2 and len(errors) == 1
+    assert "mmlu" in errors[0] and "offline" in errors[0]
+
+
+def test_eval_mmlu_with_the_hub_unreachable_is_one_clear_error(tiny_chatml_model, tmp_path):
+    """No internet and HF_HUB_OFFLINE unset (the usual case on an air-gapped machine)."""
     env = {"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9",
            "TUNERY_CACHE": str(tmp_path / "cache")}
     result = cli("eval", "--model_name_or_path", str(tiny_chatml_model), "--template", "fewshot", "--task",
-                 "mmlu_test", *split_args, "--lang", "en", "--n_shot", "5", "--batch_size", "1", env=env)
+                 "mmlu_test", "--split", "validation", "--lang", "en", "--n_shot", "5", "--batch_size", "1", env=env)
     error = one_error_line(result)
     assert "could not download task 'mmlu'" in error
     assert "downloaded 0 subjects" not in result.stderr
