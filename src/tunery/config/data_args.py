@@ -36,6 +36,10 @@ class DataArguments:
     packing: bool | None = field(
         default=None, metadata={"help": "Pack examples into cutoff_len rows (default: on for pt, off otherwise)."}
     )
+    padding_free: bool = field(
+        default=False,
+        metadata={"help": "Flatten each batch into one row without padding (sft/pt without packing); position ids restart per example, no cross-example attention."},
+    )
     neat_packing: bool = field(default=False, metadata={"help": "Packing without cross-example attention."})
     tool_format: str | None = field(default=None, metadata={"help": "Tool-call format override."})
     default_system: str | None = field(default=None, metadata={"help": "System prompt used when none is given."})
