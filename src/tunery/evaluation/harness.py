@@ -57,6 +57,7 @@ def run_harness(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
         "random_seed": ev.seed,
         "numpy_random_seed": ev.seed,
         "torch_random_seed": ev.seed,
+        "fewshot_random_seed": ev.seed,
         "limit": getattr(cfg.data, "max_samples", None),
     }
     if "n_shot" in cfg.raw:  # otherwise each harness task keeps its own default number of shots
