@@ -29,12 +29,13 @@ PROMPTS = [
 ]
 
 
-def run(engine, prompts, batch_size: int, max_new_tokens: int) -> tuple[float, list[str]]:
+def run(engine, prompts, batch_size: int, max_new_tokens: int) -> tuple[float, list[str], int]:
+    """Seconds, reply texts, and generated tokens (up to each reply's end-of-turn)."""
     from tunery.inference.predict import generate_all
 
     start = time.perf_counter()
     replies = generate_all(engine, prompts, batch_size, progress=False, max_new_tokens=max_new_tokens)
-    return time.perf_counter() - start, [r.text for r in replies]
+    return time.perf_counter() - start, [r.text for r in replies], sum(r.completion_tokens for r in replies)
 
 
 def main() -> int:
@@ -61,10 +62,11 @@ def main() -> int:
     run(engine, prompts[:2], 2, 4)  # warm-up: first-call allocations are not part of either side
     batched_s, single_s = [], []
     batched_out = single_out = None
+    load_before = os.getloadavg()[0]
     for i in range(args.repeats):
-        t, batched_out = run(engine, prompts, args.batch_size, args.max_new_tokens)
+        t, batched_out, tokens = run(engine, prompts, args.batch_size, args.max_new_tokens)
         batched_s.append(t)
-        t, single_out = run(engine, prompts, 1, args.max_new_tokens)
+        t, single_out, _ = run(engine, prompts, 1, args.max_new_tokens)
         single_s.append(t)
         print(f"repeat {i + 1}: batched {batched_s[-1]:.1f}s, one by one {single_s[-1]:.1f}s", file=sys.stderr)
     same = sum(a == b for a, b in zip(batched_out, single_out))
@@ -81,6 +83,8 @@ def main() -> int:
         "speedup": round(statistics.median(single_s) / statistics.median(batched_s), 2),
         "batched_runs_s": [round(t, 2) for t in batched_s],
         "one_by_one_runs_s": [round(t, 2) for t in single_s],
+        "reply_tokens_total": tokens,
+        "load_average_1min_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "identical_outputs": f"{same}/{len(prompts)}",
         "differing_examples": [
             {"prompt": questions[i], "batched": a, "one_by_one": b}

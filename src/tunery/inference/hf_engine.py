@@ -119,6 +119,9 @@ class HuggingFaceEngine(Engine):
         end = next((i for i, t in enumerate(tokens) if t in stop_ids), None)
         finish = "stop" if end is not None else "length"
         kept = tokens if end is None else tokens[:end]
+        pad = self.tokenizer.pad_token_id
+        while end is None and kept and kept[-1] == pad:  # a row stopped by a stop string is padded after it
+            kept = kept[:-1]
         count = len(kept) + (1 if end is not None else 0)
         text = self.tokenizer.decode(kept, skip_special_tokens=self.skip_special_tokens)
         text, hit = cut_at_stop(text, stops)
