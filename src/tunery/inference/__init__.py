@@ -1,1 +1,8 @@
-"""Inference workflows: engines (HF, vLLM), chat, batch prediction and its metrics."""
+"""Inference workflows: engines (HF, vLLM), chat, batch prediction and its metrics.
+
+``load_engine(cfg)`` is the entry point chat, predict, the API server and the web UI share.
+"""
+
+from tunery.inference.engine import Engine, Response, TextStream, load_engine
+
+__all__ = ["Engine", "Response", "TextStream", "load_engine"]
