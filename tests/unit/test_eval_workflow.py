@@ -111,3 +111,12 @@ def test_used_save_dir_is_refused_before_loading(tmp_path):
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(ResourceError, match="save_dir"):
         run_eval(config("/nonexistent/model", tmp_path))
+
+
+def test_nothing_to_evaluate_is_a_config_error():
+    from tunery.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="nothing to evaluate"):
+        run_eval(parse_config("eval", {"model_name_or_path": "x"}))
+    with pytest.raises(ConfigError, match="n_shot"):
+        run_eval(parse_config("eval", {"model_name_or_path": "x", "task": "sample_en_test", "n_shot": -1}))
