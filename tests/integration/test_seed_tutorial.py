@@ -312,12 +312,16 @@ def test_tutorial_train_command_writes_the_promised_outputs(trained):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "training_args.yaml stores include_num_input_tokens_seen as the string 'True' instead of a boolean "
-    "(transformers 5 types it str|bool and keeps the string); config/parser.py should coerce 'true'/'false' "
-    "strings for str|bool fields"))
-def test_training_args_yaml_keeps_booleans(trained):
-    settings = yaml.safe_load((trained["out"] / "training_args.yaml").read_text())
-    assert settings["include_num_input_tokens_seen"] is True
+    "--include_num_input_tokens_seen True/False reaches transformers as the strings 'True'/'False' (the field is "
+    "typed str|bool and config/parser.py:coerce keeps strings), so transformers never maps them to 'all'/'no': "
+    "'False' still counts tokens (it only checks == 'no') and training_args.yaml stores 'True' as a string; "
+    "coerce should turn true/false words into bools for fields whose union admits bool"))
+@pytest.mark.parametrize("flag,expected", [("True", "all"), ("False", "no")])
+def test_include_num_input_tokens_seen_true_false(tmp_path, flag, expected):
+    from tunery.config import load_config
+
+    cfg, _ = load_config("train", ["--include_num_input_tokens_seen", flag, "--output_dir", str(tmp_path)])
+    assert cfg.training.include_num_input_tokens_seen == expected
 
 
 def test_deepspeed_without_the_package_is_one_clear_error(tiny_chatml_model, data_dir, tmp_path):
