@@ -131,3 +131,18 @@ def test_generate_replies_on_a_tiny_model(tiny_chatml_model):
     model = load_model(tokenizer, cfg.model)
     replies = demo.generate_replies(model, tokenizer, get_template("auto", tokenizer), ["hello", "2 + 2 = ?", "你好"])
     assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
+
+
+def test_demo_main_end_to_end_on_a_tiny_model(tiny_chatml_model, tmp_path, capsys):
+    """Score, train two steps through run_train, score base + adapter, write the results and table."""
+    out = tmp_path / "demo"
+    code = demo.main(["--model_name_or_path", str(tiny_chatml_model), "--max_steps", "2", "--output_dir", str(out),
+                      "--plot_loss", "false"])
+    assert code == 0
+    results = json.loads((out / "demo_results.json").read_text(encoding="utf-8"))
+    assert set(results) >= {"before", "after", "seconds", "replies"}
+    assert len(results["replies"]) == len(demo.load_heldout())
+    for side in ("before", "after"):
+        assert 0.0 <= results[side]["identity_match"] <= 1.0 and 0.0 <= results[side]["units_exact"] <= 1.0
+    assert (out / "adapter_config.json").is_file()
+    assert "held-out prompts" in capsys.readouterr().out
