@@ -120,3 +120,17 @@ def test_nothing_to_evaluate_is_a_config_error():
         run_eval(parse_config("eval", {"model_name_or_path": "x"}))
     with pytest.raises(ConfigError, match="n_shot"):
         run_eval(parse_config("eval", {"model_name_or_path": "x", "task": "sample_en_test", "n_shot": -1}))
+
+
+def test_a_two_choice_question_is_decided_among_its_own_letters():
+    from tunery.evaluation.scorer import LetterScores
+    from tunery.evaluation.tasks import Question
+    from tunery.evaluation.workflow import _record
+
+    question = Question(subject="s", question="yes or no?", choices=("yes", "no"), answer="B")
+    score = LetterScores(token_probs=[0.1, 0.3, 0.5, 0.1], choice_probs=[0.1, 0.3, 0.5, 0.1], predicted=2)
+    request = {"question": question, "subject": "s", "subject_name": "s", "category": "Other", "n_shot": 0,
+               "prompt": "p"}
+    rec = _record(request, score, "ABCD")
+    assert rec["predicted"] == "B" and rec["correct"] is True
+    assert rec["probabilities"] == {"A": 0.25, "B": 0.75}

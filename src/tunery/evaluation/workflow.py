@@ -127,9 +127,13 @@ def run_mc_eval(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
 
 
 def _record(request: dict, score: Any, letters: str) -> dict[str, Any]:
+    """The predictions.jsonl line of one question; a question with fewer choices than the widest one
+    is decided among its own letters only."""
     question = request["question"]
     used = letters[: len(question.choices)]
-    predicted = letters[score.predicted]
+    token_probs = score.token_probs[: len(used)]
+    total = sum(token_probs) or 1.0
+    predicted = used[max(range(len(used)), key=lambda k: token_probs[k])]
     return {
         "subject": request["subject"],
         "subject_name": request["subject_name"],
@@ -143,8 +147,8 @@ def _record(request: dict, score: Any, letters: str) -> dict[str, Any]:
         "gold": question.answer,
         "predicted": predicted,
         "correct": predicted == question.answer,
-        "probabilities": {k: round(p, 6) for k, p in zip(letters, score.choice_probs)},
-        "token_probabilities": {k: p for k, p in zip(letters, score.token_probs)},
+        "probabilities": {k: round(p / total, 6) for k, p in zip(used, token_probs)},
+        "token_probabilities": dict(zip(used, token_probs)),
     }
 
 
