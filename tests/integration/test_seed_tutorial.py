@@ -311,11 +311,6 @@ def test_tutorial_train_command_writes_the_promised_outputs(trained):
     assert settings["dataset"] == "my_alpaca,my_sharegpt" and settings["lora_rank"] == 8
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "--include_num_input_tokens_seen True/False reaches transformers as the strings 'True'/'False' (the field is "
-    "typed str|bool and config/parser.py:coerce keeps strings), so transformers never maps them to 'all'/'no': "
-    "'False' still counts tokens (it only checks == 'no') and training_args.yaml stores 'True' as a string; "
-    "coerce should turn true/false words into bools for fields whose union admits bool"))
 @pytest.mark.parametrize("flag,expected", [("True", "all"), ("False", "no")])
 def test_include_num_input_tokens_seen_true_false(tmp_path, flag, expected):
     from tunery.config import load_config
@@ -635,10 +630,6 @@ def test_batch_evaluation_4bit_variant(trained, tiny_chatml_model, data_dir, tut
 # ---------------------------------------------------------------------------------------------
 # Section 6: troubleshooting
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "custom metrics: inference/predict.py reads `metrics` and `compute_metrics` (Scorer plug-ins), but no "
-    "config group declares them, so `--metrics` / `--compute_metrics` fail with \"unknown setting\"; add "
-    "metrics: str|None and compute_metrics: str|None to config/data_args.py (or a predict group)"))
 def test_custom_metric_from_the_command_line(tiny_chatml_model, data_dir, tutorial_env, tmp_path):
     plugin = tmp_path / "my_metric.py"
     plugin.write_text("def length_ratio(prediction, label):\n"
@@ -675,10 +666,6 @@ def test_matching_template_renders_like_the_model_own(tiny_chatml_model, tmp_pat
     assert tok.convert_tokens_to_ids("<|im_end|>") in get_template("auto", tok).stop_token_ids(tok)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a builtin template that disagrees with the model's own chat template is not reported: check_template "
-    "exists (data/templates/check.py) but no workflow calls it; call it in data/template.py:get_template (or "
-    "in train/workflow.py:run_stage and inference/engine.py:load_engine) and log a warning naming both templates"))
 def test_wrong_template_is_reported_before_chat(tiny_chatml_model, tutorial_env):
     with tunery_logs() as logs:
         code = tunery(["chat", "--model_name_or_path", str(tiny_chatml_model), "--template", "llama3",

@@ -182,3 +182,15 @@ def test_llamafactory_merge_and_inference_yamls_parse(reference_dir):
         raw.pop("infer_backend", None) if raw.get("infer_backend") not in ("huggingface", "vllm") else None
         cfg = parse_config("chat", raw, source=path)
         assert cfg.model.model_name_or_path == raw["model_name_or_path"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [(False, False), ("False", False), ("true", True), (True, True)])
+def test_str_or_bool_fields_take_booleans(value, expected):
+    """include_num_input_tokens_seen is typed str | bool in transformers: false must not become 'False'."""
+    cfg = parse_config("train", {"include_num_input_tokens_seen": value})
+    assert cfg.training.include_num_input_tokens_seen in ((expected, "all") if expected else (False, "no"))
+
+
+def test_prediction_metric_settings():
+    cfg = parse_config("predict", {"metrics": "bleu,f1", "compute_metrics": "m.py:fn"})
+    assert cfg.data.metrics == "bleu,f1" and cfg.data.compute_metrics == "m.py:fn"

@@ -79,3 +79,25 @@ def test_every_official_builtin_passes_the_check_against_its_official_template(r
         if name != "llama3":  # and a builtin of another family is caught
             assert check_template(build_builtin("llama3"), OfficialTokenizer(entry)) is not None, name
     assert checked >= 20
+
+
+def test_get_template_warns_when_a_builtin_disagrees_with_the_model(tiny_chatml_model, caplog):
+    import logging
+
+    from transformers import AutoTokenizer
+
+    from tunery.data.template import get_template
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chatml_model)
+    logging.getLogger("tunery").propagate = True
+    try:
+        with caplog.at_level(logging.WARNING, logger="tunery"):
+            get_template("llama3", tokenizer)
+        assert "renders differently" in caplog.text and "llama3" in caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="tunery"):
+            get_template("auto", tokenizer)
+            get_template("fewshot", tokenizer)
+        assert "renders differently" not in caplog.text
+    finally:
+        logging.getLogger("tunery").propagate = False

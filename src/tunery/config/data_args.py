@@ -46,4 +46,11 @@ class DataArguments:
     enable_thinking: bool | None = field(default=True, metadata={"help": "Thinking mode for reasoning templates."})
     tokenized_path: str | None = field(default=None, metadata={"help": "Save/load tokenized data here."})
     data_shared_file_system: bool = field(default=False, metadata={"help": "Data on a shared file system."})
+    metrics: str | None = field(
+        default=None,
+        metadata={"help": "Prediction metrics, comma separated: bleu, rouge, exact_match, f1, accuracy (default: bleu,rouge)."},
+    )
+    compute_metrics: str | None = field(
+        default=None, metadata={"help": "Custom per-sample metric: path/file.py:function or package.module:function."}
+    )
     strict: bool = field(default=False, metadata={"help": "Fail on the first invalid example instead of skipping it."})

@@ -156,6 +156,10 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"'{key}' must be a mapping (JSON object), got {value!r}")
         return value
     if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if bool in options and (isinstance(value, bool) or str(value).strip().lower() in ("true", "false")):
+            # str | bool fields (include_num_input_tokens_seen): a YAML false is a bool, not the word.
+            return value if isinstance(value, bool) else str(value).strip().lower() == "true"
         errors = []
         for option in typing.get_args(tp):
             try:

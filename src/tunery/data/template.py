@@ -43,8 +43,28 @@ def get_template(name_or_auto: str | None, tokenizer, data_args: Any = None) -> 
         close = difflib.get_close_matches(name, list(BUILTINS), n=3)
         hint = f"did you mean {', '.join(close)}?" if close else f"choose auto or one of: {', '.join(BUILTINS)}"
         raise ConfigError(f"unknown template '{name}'", hint=hint)
-    return build_builtin(name, tokenizer, default_system=default_system, enable_thinking=enable_thinking,
-                         tool_format=tool_format)
+    template = build_builtin(name, tokenizer, default_system=default_system, enable_thinking=enable_thinking,
+                             tool_format=tool_format)
+    if name not in NO_MISMATCH_CHECK and getattr(tokenizer, "chat_template", None):
+        _warn_on_mismatch(template, tokenizer)
+    return template
+
+
+# Templates chosen on purpose to differ from a chat model's own format (plain few-shot text).
+NO_MISMATCH_CHECK = ("fewshot", "empty")
+
+
+def _warn_on_mismatch(template: Template, tokenizer) -> None:
+    """Report, before anything is trained or generated, a builtin that disagrees with the model."""
+    from tunery.logging import get_logger
+
+    diff = check_template(template, tokenizer)
+    if diff:
+        get_logger(__name__).warning(
+            "template '%s' renders differently from this tokenizer's own chat template: the model was "
+            "trained on the other format, so replies may never stop or degrade. Use template: auto "
+            "unless this is intended.\n%s", template.name, diff,
+        )
 
 
 def list_templates() -> list[str]:
