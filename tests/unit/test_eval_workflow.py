@@ -134,3 +134,21 @@ def test_a_two_choice_question_is_decided_among_its_own_letters():
     rec = _record(request, score, "ABCD")
     assert rec["predicted"] == "B" and rec["correct"] is True
     assert rec["probabilities"] == {"A": 0.25, "B": 0.75}
+
+
+def test_default_system_replaces_the_chat_templates_own(tiny_chatml_model):
+    from transformers import AutoTokenizer
+
+    from tunery.config import DataArguments
+    from tunery.evaluation.encoding import make_encoder
+    from tunery.evaluation.prompts import get_style
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chatml_model)
+    encoder = make_encoder("auto", tokenizer, DataArguments(default_system="Answer with one letter."), get_style("en"))
+    text, ids = encoder.encode("Q?\nAnswer:")
+    assert text == ("<|im_start|>system\nAnswer with one letter.<|im_end|>\n<|im_start|>user\nQ?\nAnswer:<|im_end|>\n"
+                    "<|im_start|>assistant\n")
+    assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
+    plain = make_encoder("fewshot", tokenizer, DataArguments(), get_style("en"))
+    assert plain.encode("Q?\nAnswer:") == ("Q?\nAnswer:", tokenizer("Q?\nAnswer:")["input_ids"])
+    assert plain.letter_separator == " " and encoder.letter_separator == ""
