@@ -310,7 +310,8 @@ class PPOTrainer(_base_trainer()):
             mean_kl = sum(b["kl"] for b in buffer) / len(buffer)
             self.kl_ctl.update(mean_kl, self.args.per_device_train_batch_size * mini_batches)
             self.state.global_step += 1
-            self.state.epoch = self.state.global_step / steps * self.args.num_train_epochs
+            prompts_seen = self.state.global_step * self.args.per_device_train_batch_size * mini_batches
+            self.state.epoch = prompts_seen / max(len(self.train_dataset), 1)
             self.state.num_input_tokens_seen += int(sum(b["mask"].sum() for b in buffer))
             total_loss += stats["loss"]
             self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)

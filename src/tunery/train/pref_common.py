@@ -104,18 +104,23 @@ def to_kto_columns(dataset: Dataset) -> Dataset:
 
 
 def to_prompt_columns(dataset: Dataset) -> Dataset:
-    """Column ``prompt_ids`` (generation prompt appended) for the online stages ppo and grpo."""
+    """Column ``prompt_ids`` (generation prompt appended) for the online stages ppo and grpo.
+
+    Tunery's prompt-only rows (stage kind "unsupervised") hold the prompt in ``input_ids`` and the
+    reference reply, if any, in ``labels``; sft-style rows (prompt masked in ``labels``) also work.
+    """
     cols = set(dataset.column_names)
     if "prompt_ids" in cols:
-        return dataset
-    if {"input_ids", "labels"} <= cols:
-        return dataset.map(
-            lambda ex: {"prompt_ids": _split_labelled(ex["input_ids"], ex["labels"])[0]},
-            remove_columns=dataset.column_names,
-        )
-    if "input_ids" in cols:
-        return dataset.rename_column("input_ids", "prompt_ids")
-    raise DataError(f"prompt dataset has columns {sorted(cols)}; expected prompt_ids or input_ids")
+        return dataset.select_columns(["prompt_ids"])
+    if "input_ids" not in cols:
+        raise DataError(f"prompt dataset has columns {sorted(cols)}; expected prompt_ids or input_ids")
+
+    def prompt(example: dict[str, Any]) -> dict[str, Any]:
+        ids, labels = example["input_ids"], example.get("labels") or []
+        masked = len(labels) == len(ids) and labels and labels[0] == IGNORE_INDEX
+        return {"prompt_ids": _split_labelled(ids, labels)[0] if masked else list(ids)}
+
+    return dataset.map(prompt, remove_columns=dataset.column_names)
 
 
 # ---------------------------------------------------------------------------- models
