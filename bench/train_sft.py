@@ -138,7 +138,9 @@ def run_worker(kind: str, data_path: str, out_path: str, steps: int, gc: bool) -
     data = [json.loads(line) for line in Path(data_path).read_text().splitlines()]
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as tmp:
         trainer = (build_tunery if kind == "tunery" else build_trl)(data, tmp, steps, gc)
+        cpu_start = cpu_seconds()
         result = trainer.train()
+        cpu = cpu_seconds() - cpu_start
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     used = data[: steps * BATCH]
     useful = sum(len(r["input_ids"]) for r in used)
@@ -148,27 +150,44 @@ def run_worker(kind: str, data_path: str, out_path: str, steps: int, gc: bool) -
     report = {
         "kind": kind, "gradient_checkpointing": gc, "train_seconds": seconds, "useful_tokens": useful,
         "padded_tokens": padded, "useful_tokens_per_s": useful / seconds,
+        "train_cpu_seconds": cpu, "useful_tokens_per_cpu_s": useful / cpu, "threads": torch_threads(),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "final_loss": losses[-1], "mean_loss_last10": statistics.fmean(losses[-10:]), "losses": losses,
     }
     Path(out_path).write_text(json.dumps(report))
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process: on a busy shared machine, with one thread, this is
+    close to the time the work takes on a core of its own (wall time is mostly waiting there)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 # ---------------------------------------------------------------------------------------- driver
-def matmul_peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> float:
-    """Best fp32 GEMM rate of 3 tries on ``threads`` threads (2 n^3 FLOPs per product)."""
+def matmul_peak_gflops(threads: int, n: int = 2048, reps: int = 8) -> dict[str, float]:
+    """Best fp32 GEMM rate of 3 tries on ``threads`` threads (2 n^3 FLOPs per product),
+    per wall second and per CPU second of one thread (the latter only meaningful for 1 thread)."""
     import torch
 
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    best = 0.0
+    best_wall = best_cpu = 0.0
     for _ in range(3):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         for _ in range(reps):
             a @ b
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
-    return best
+        flops = 2 * n**3 * reps
+        best_wall = max(best_wall, flops / (time.perf_counter() - start) / 1e9)
+        best_cpu = max(best_cpu, flops / max(cpu_seconds() - cpu_start, 1e-9) / 1e9 * threads)
+    return {"per_wall_s": best_wall, "per_cpu_s_x_threads": best_cpu}
 
 
 def median_of(runs: list[dict], key: str) -> float:
@@ -184,6 +203,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gc", action="store_true", help="worker: gradient checkpointing on")
     parser.add_argument("--arms", default="tunery,trl:gc", help="sides, name[:gc], comma separated")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the sides of a round at the same time (a busy machine then loads both alike)")
     opts = parser.parse_args()
     if opts.worker:
         run_worker(opts.worker, opts.data, opts.out, opts.steps, opts.gc)
@@ -196,6 +217,7 @@ def main() -> int:
     threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 2))
     rows, source = load_rows()
     data = tokenize(rows, AutoTokenizer.from_pretrained(model_dir()))
+    load_before = os.getloadavg()
     peak_before = matmul_peak_gflops(threads)
     arms = [a.strip() for a in opts.arms.split(",") if a.strip()]
     runs: dict[str, list[dict]] = {a: [] for a in arms}
@@ -204,17 +226,26 @@ def main() -> int:
         data_path.write_text("\n".join(json.dumps(r) for r in data))
         for rep in range(opts.repeats):
             order = arms if rep % 2 == 0 else list(reversed(arms))  # A B, B A, ... against drift
+            jobs = []
             for arm in order:
                 kind, _, flag = arm.partition(":")
                 out = Path(tmp) / f"{arm.replace(':', '_')}-{rep}.json"
                 cmd = [sys.executable, __file__, "--worker", kind, "--data", str(data_path), "--out", str(out),
                        "--steps", str(opts.steps)] + (["--gc"] if flag == "gc" else [])
-                subprocess.run(cmd, check=True)
+                jobs.append((arm, out, subprocess.Popen(cmd)))
+                if not opts.parallel:
+                    jobs[-1][2].wait()
+            for arm, out, proc in jobs:
+                if proc.wait() != 0:
+                    raise SystemExit(f"{arm} worker failed")
                 run = json.loads(out.read_text())
                 runs[arm].append(run)
                 print(f"[{rep}] {arm:10s} {run['train_seconds']:7.1f} s  {run['useful_tokens_per_s']:6.1f} tok/s  "
+                      f"cpu {run['train_cpu_seconds']:7.1f} s  {run['useful_tokens_per_cpu_s']:6.1f} tok/cpu-s  "
                       f"RSS {run['peak_rss_gib']:.2f} GiB  loss {run['final_loss']:.4f}", flush=True)
-    peak = max(peak_before, matmul_peak_gflops(threads))
+    peak_after = matmul_peak_gflops(threads)
+    peak = max(peak_before["per_wall_s"], peak_after["per_wall_s"])
+    peak_cpu = max(peak_before["per_cpu_s_x_threads"], peak_after["per_cpu_s_x_threads"])
     summary = {
         arm: {
             "train_seconds_median": median_of(rs, "train_seconds"),
@@ -222,6 +253,10 @@ def main() -> int:
             "peak_rss_gib_median": median_of(rs, "peak_rss_gib"),
             "final_loss_median": median_of(rs, "final_loss"),
             "share_of_fp32_peak": median_of(rs, "useful_tokens_per_s") * FLOPS_PER_TOKEN / (peak * 1e9),
+            "train_cpu_seconds_median": median_of(rs, "train_cpu_seconds"),
+            "useful_tokens_per_cpu_s_median": median_of(rs, "useful_tokens_per_cpu_s"),
+            "share_of_fp32_peak_cpu_time": median_of(rs, "useful_tokens_per_cpu_s") * FLOPS_PER_TOKEN
+            / (peak_cpu / threads * 1e9),
         }
         for arm, rs in runs.items()
     }
@@ -233,17 +268,22 @@ def main() -> int:
                      "useful_tokens": sample["useful_tokens"], "padded_tokens_baseline": sample["padded_tokens"],
                      "padding_share_baseline": 1 - sample["useful_tokens"] / sample["padded_tokens"]},
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads,
-                    "fp32_matmul_peak_gflops": peak, "note": "shared, noisy machine: medians of alternating runs"},
+                    "fp32_matmul_peak_gflops": peak, "fp32_matmul_peak_gflops_per_cpu_s": peak_cpu,
+                    "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "parallel_sides": opts.parallel,
+                    "note": "shared, noisy machine: medians of alternating runs; with a high load, compare the "
+                            "CPU-time figures (one thread each), which do not count time spent waiting"},
         "summary": summary,
         "speedup_tokens_per_s": summary[fast]["useful_tokens_per_s_median"] / summary[base]["useful_tokens_per_s_median"],
+        "speedup_tokens_per_cpu_s": summary[fast]["useful_tokens_per_cpu_s_median"]
+        / summary[base]["useful_tokens_per_cpu_s_median"],
         "final_loss_rel_diff": abs(summary[fast]["final_loss_median"] / summary[base]["final_loss_median"] - 1),
         "peak_rss_ratio": summary[fast]["peak_rss_gib_median"] / summary[base]["peak_rss_gib_median"],
         "runs": runs,
     }
     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("summary", "speedup_tokens_per_s", "final_loss_rel_diff",
-                                             "peak_rss_ratio")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("summary", "speedup_tokens_per_s", "speedup_tokens_per_cpu_s",
+                                             "final_loss_rel_diff", "peak_rss_ratio")}, indent=2))
     print(f"fp32 matmul peak {peak:.0f} GFLOP/s on {threads} threads; results in {opts.out}")
     return 0
 

@@ -233,3 +233,8 @@ def test_fast_path_on_by_default_for_sft_and_pt_only():
     assert trainer_cls is object and collator is None
     trainer_cls, collator = fast_path.fast_trainer_parts(cfg(packing=True), tiny_llama(), object)
     assert issubclass(trainer_cls, fast_path.FastLossMixin) and collator is None
+    sft = cfg()
+    model = tiny_llama()
+    trainer_cls, collator = fast_path.fast_trainer_parts(sft, model, object)
+    assert collator is not None and model.config._attn_implementation == fast_path.PACKED_ATTENTION
+    assert sft.training.include_num_input_tokens_seen == "all"  # no pads in a padding-free row

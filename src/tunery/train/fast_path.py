@@ -341,12 +341,21 @@ def fast_trainer_parts(cfg: Any, model: torch.nn.Module, trainer_cls: type) -> t
 
     With the fast path on, the model attends per packed example and the trainer class gets the
     chunked loss; the collator is padding-free where :func:`padding_free_applies`, else None and
-    the caller keeps its own (padded or packed) collator. Call it after the model is prepared.
+    the caller keeps its own (padded or packed) collator. Call it after the model is prepared
+    and before the trainer is built (it sets how the Trainer counts tokens for padding-free rows).
     """
     if not fast_path_enabled(cfg):
         return trainer_cls, None
     enable_packed_attention(model)
-    collator = padding_free_collator() if padding_free_applies(cfg) else None
+    collator = None
+    if padding_free_applies(cfg):
+        collator = padding_free_collator()
+        training = getattr(cfg, "training", None)
+        if training is not None:
+            # A padding-free row has no pad tokens, but the Trainer's "non_padding" count (there is
+            # no attention mask) drops every token equal to pad_token_id, which is often eos: the
+            # logged throughput would miss the real end-of-turn tokens. Every token is useful here.
+            training.include_num_input_tokens_seen = "all"
     return with_fast_loss(trainer_cls), collator
 
 
