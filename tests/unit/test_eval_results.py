@@ -46,3 +46,13 @@ def test_table_and_files(tmp_path):
     assert (tmp_path / "results.log").read_text() == table + "\n"
     rows = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and rows[0] == {"subject": "algebra", "subject_name": "Algebra", "category": "STEM", "correct": True}
+
+
+def test_table_aligns_chinese_subject_names():
+    from tunery.evaluation.results import _width
+
+    rows = [{"subject": "a", "subject_name": "中国历史", "category": "Humanities", "correct": True},
+            {"subject": "b", "subject_name": "geography", "category": "Other", "correct": False}]
+    lines = format_table(aggregate(rows)).splitlines()
+    ends = {_width(line) for line in lines if "%" not in line and line.strip("-")}
+    assert len(ends) == 1  # every row is as wide on screen as the header

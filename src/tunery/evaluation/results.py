@@ -8,6 +8,7 @@ in the group), so a subject weighs as much as it has questions, as in MMLU's and
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,15 @@ def aggregate(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _width(text: str) -> int:
+    """Terminal columns of ``text``: CJK characters take two (str.ljust would misalign them)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
 def format_table(results: Mapping[str, Any], *, with_subjects: bool = True) -> str:
     """A fixed-width text table: average, each category, then each subject."""
     rows = [("Average", results["average"], results["correct"], results["num_questions"])]
@@ -58,10 +68,10 @@ def format_table(results: Mapping[str, Any], *, with_subjects: bool = True) -> s
             (f"  {s['name']} ({s['category']})", s["accuracy"], s["correct"], s["total"])
             for s in results["subjects"].values()
         ]
-    width = max(len("Group"), *(len(r[0]) for r in rows))
-    lines = [f"{'Group'.ljust(width)}  {'Accuracy':>8}  {'Correct':>9}", "-" * (width + 21)]
+    width = max(len("Group"), *(_width(r[0]) for r in rows))
+    lines = [f"{_pad('Group', width)}  {'Accuracy':>8}  {'Correct':>9}", "-" * (width + 21)]
     for i, (name, acc, correct, total) in enumerate(rows):
-        lines.append(f"{name.ljust(width)}  {acc:8.2f}  {f'{correct}/{total}':>9}")
+        lines.append(f"{_pad(name, width)}  {acc:8.2f}  {f'{correct}/{total}':>9}")
         if i == len(results["categories"]):
             lines.append("-" * (width + 21))
     return "\n".join(lines)
