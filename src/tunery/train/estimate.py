@@ -4,7 +4,9 @@ Parameter counts are exact: the model is built on the meta device (no weights re
 the same adapter setup as the real run. Memory and time are formulas, stated here so a user can
 check them:
 
-- weights: parameters x bytes of the load dtype (4-bit: 0.5625 bytes with scales, 8-bit: 1);
+- weights: parameters x bytes of the load dtype; with quantization the linear layers take 0.5625
+  (4-bit with scales) or 1 (8-bit) byte per weight, embeddings and norms keep the load dtype, and
+  loading briefly holds those layers in full precision too;
 - gradients + AdamW states: trainable x (4 + 8) bytes (fp32 master copies);
 - activations per token and layer (fp32): about (8 x hidden + 3 x intermediate) values without
   gradient checkpointing; with it, one hidden state per layer plus one full layer recomputed;
@@ -29,7 +31,9 @@ from tunery.logging import get_logger
 logger = get_logger(__name__)
 
 GIB = 1024**3
-RUNTIME_OVERHEAD = int(0.6 * GIB)  # torch, tokenizer, Python: measured RSS of an idle training process
+# torch, transformers, datasets, tokenizer: calibrated so LoRA SFT of SmolLM2-135M (batch 2, rows of
+# ~85 tokens, no checkpointing) predicts the 1.84 GiB peak RSS measured by bench/train_qlora_memory.py.
+RUNTIME_OVERHEAD = int(1.0 * GIB)
 EFFICIENCY = 0.35
 
 
@@ -46,10 +50,12 @@ class Estimate:
     tokens_per_step: int
     flops_per_token: float
     seconds_per_step: float | None = None
+    load_weights: int = 0  # a quantized base is read in full precision before it is quantized
 
     @property
     def peak_bytes(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.logits + RUNTIME_OVERHEAD
+        training = self.weights + self.gradients + self.optimizer + self.activations + self.logits
+        return max(training, self.weights + self.load_weights) + RUNTIME_OVERHEAD
 
     def lines(self, steps: int | None = None) -> list[str]:
         out = [
@@ -67,8 +73,14 @@ class Estimate:
         return out
 
 
-def planned_model(cfg: Any) -> tuple[Any, int, int]:
-    """(config, trainable, total) with the run's adapter setup applied to a weightless model."""
+def quantizable_parameters(model: torch.nn.Module) -> int:
+    """Weights of the linear layers bitsandbytes quantizes (all but the output head)."""
+    head = model.get_output_embeddings()
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+
+
+def planned_model(cfg: Any) -> tuple[Any, int, int, int]:
+    """(config, trainable, total, quantizable) with the run's adapter setup applied to a weightless model."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from tunery.model.adapter import prepare_for_training
@@ -83,9 +95,10 @@ def planned_model(cfg: Any) -> tuple[Any, int, int]:
     model_args.quantization_bit, model_args.adapter_name_or_path = None, None
     model_args.disable_gradient_checkpointing, model_args.print_param_status = True, False
     ft.pissa_init = False
+    quantizable = quantizable_parameters(model)
     model = prepare_for_training(model, model_args, ft, None)
     trainable, total = count_parameters(model)
-    return config, trainable, total
+    return config, trainable, total, quantizable
 
 
 def measured_matmul_flops(seconds: float = 0.3) -> float:
@@ -99,20 +112,20 @@ def measured_matmul_flops(seconds: float = 0.3) -> float:
     return 2 * 1024**3 * count / (time.perf_counter() - start)
 
 
-def weight_bytes(model_args: Any, dtype: torch.dtype) -> float:
-    bits = model_args.quantization_bit
-    if bits == 4:
-        return 0.5625
-    if bits == 8:
-        return 1.0
-    return torch.tensor([], dtype=dtype).element_size()
+def weight_bytes(model_args: Any, dtype: torch.dtype, total: int, quantizable: int) -> int:
+    """Bytes of the loaded weights: quantized linear layers, the rest (embeddings, norms) in ``dtype``."""
+    full = torch.tensor([], dtype=dtype).element_size()
+    per_quantized = {4: 0.5625, 8: 1.0}.get(model_args.quantization_bit or 0)
+    if per_quantized is None:
+        return total * full
+    return int(quantizable * per_quantized + (total - quantizable) * full)
 
 
 def estimate_run(cfg: Any, *, tokens_per_step: int, longest_row: int, flops: float | None = None) -> Estimate:
     """Memory and time of one optimizer step of ``cfg`` with ``tokens_per_step`` tokens."""
     from tunery.model.loader import pick_dtype
 
-    config, trainable, total = planned_model(cfg)
+    config, trainable, total, quantizable = planned_model(cfg)
     dtype = pick_dtype(cfg.model, cfg.training)
     hidden = getattr(config, "hidden_size", 0)
     inter = getattr(config, "intermediate_size", 4 * hidden)
@@ -134,9 +147,10 @@ def estimate_run(cfg: Any, *, tokens_per_step: int, longest_row: int, flops: flo
         seconds = tokens_per_step * flops_per_token / (flops * EFFICIENCY)
     return Estimate(
         trainable=trainable, total=total, dtype=str(dtype).replace("torch.", ""),
-        weights=int(total * weight_bytes(cfg.model, dtype)), gradients=trainable * 4, optimizer=trainable * 8,
+        weights=weight_bytes(cfg.model, dtype, total, quantizable), gradients=trainable * 4, optimizer=trainable * 8,
         activations=int(activations), logits=int(micro_tokens * vocab * 4 * 3),
         tokens_per_step=tokens_per_step, flops_per_token=flops_per_token, seconds_per_step=seconds,
+        load_weights=quantizable * torch.tensor([], dtype=dtype).element_size() if cfg.model.quantization_bit else 0,
     )
 
 
