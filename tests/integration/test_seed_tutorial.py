@@ -587,12 +587,6 @@ def test_batch_prediction_writes_predictions_and_scores(predicted):
     assert results["predict_samples"] == 4
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a --do_predict run writes only generated_predictions.jsonl, predict_results.json and all_results.json; "
-    "the tutorial also promises training_args.yaml (the settings of the run) and trainer_log.jsonl "
-    "(prediction progress). Fix in train/workflow.py:run_prediction (cfg.save(output_dir/training_args.yaml)) "
-    "and inference/predict.py:generate_all (append {current_steps,total_steps,percentage,elapsed_time,"
-    "remaining_time} rows to trainer_log.jsonl per batch)"))
 def test_batch_prediction_writes_run_settings_and_log(predicted):
     out = predicted["out"]
     settings = yaml.safe_load((out / "training_args.yaml").read_text())

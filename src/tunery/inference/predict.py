@@ -82,8 +82,28 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+class ProgressLog:
+    """Prediction progress as trainer_log.jsonl rows, so the web UI and scripts follow it like training."""
+
+    def __init__(self, output_dir: str, total: int) -> None:
+        self.path = Path(output_dir) / "trainer_log.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.total, self.start = total, time.perf_counter()
+
+    def __call__(self, done: int) -> None:
+        from tunery.train.callbacks import format_seconds
+
+        elapsed = time.perf_counter() - self.start
+        remaining = elapsed / done * (self.total - done) if done else 0.0
+        row = {"current_steps": done, "total_steps": self.total, "percentage": round(100 * done / self.total, 2),
+               "elapsed_time": format_seconds(elapsed), "remaining_time": format_seconds(remaining),
+               "stage": "predict"}
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
 def generate_all(engine: Engine, prompts: list[list[int]], batch_size: int, progress: bool = True,
-                 **gen: Any) -> list[Response]:
+                 on_progress: Any = None, **gen: Any) -> list[Response]:
     """One reply per prompt, in input order, in batches that halve after an out-of-memory error.
 
     Prompts run longest first: batches hold similar lengths (less padding), and a batch too big
@@ -115,6 +135,8 @@ def generate_all(engine: Engine, prompts: list[list[int]], batch_size: int, prog
                 results[i] = reply
             done += len(chunk)
             bar.update(len(chunk))
+            if on_progress is not None:
+                on_progress(done)
     return results  # type: ignore[return-value]
 
 
@@ -184,7 +206,12 @@ def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = 
         gen["num_beams"] = cfg.data.eval_num_beams
     batch_size = int(getattr(cfg.training, "per_device_eval_batch_size", 8) or 8)
     start = time.perf_counter()
-    replies = generate_all(engine, prompts, batch_size, progress=progress, **gen)
+    out = Path(cfg.training.output_dir)
+    if not (out / "training_args.yaml").is_file():  # a training run in the same folder wrote its own
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(str(out / "training_args.yaml"))
+    replies = generate_all(engine, prompts, batch_size, progress=progress,
+                           on_progress=ProgressLog(str(out), len(prompts)), **gen)
     runtime = time.perf_counter() - start
     rows, per_sample = [], []
     for ids, label, reply in zip(prompts, labels, replies):
