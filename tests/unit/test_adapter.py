@@ -144,3 +144,9 @@ def test_train_from_scratch_starts_from_random_weights(tiny_chatml_model, tmp_pa
     loaded, _ = _load(tiny_chatml_model, tmp_path, finetuning_type="full")
     assert scratch.model.layers[0].mlp.up_proj.weight.shape == loaded.model.layers[0].mlp.up_proj.weight.shape
     assert not torch.allclose(scratch.model.layers[0].mlp.up_proj.weight, loaded.model.layers[0].mlp.up_proj.weight)
+
+
+def test_rope_scaling_reaches_the_model_config(tiny_chatml_model, tmp_path):
+    model, _ = _load(tiny_chatml_model, tmp_path, rope_scaling="linear")
+    rope = model.get_base_model().config.rope_parameters
+    assert rope["rope_type"] == "linear" and rope["factor"] == 2.0 and "rope_theta" in rope
