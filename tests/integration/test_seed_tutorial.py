@@ -373,11 +373,6 @@ def test_do_train_false_with_do_eval_evaluates_only(trained, tiny_chatml_model, 
     assert not (out / "adapter_model.safetensors").exists() and not list(out.glob("checkpoint-*"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`--do_train False` with neither do_eval nor do_predict trains anyway: train/workflow.py:run_train sets "
-    "do_train = True whenever all three are false, even when the user wrote do_train: false; it should only "
-    "default do_train when the key is absent from cfg.raw, and otherwise raise ConfigError('nothing to do: "
-    "do_train is false and neither do_eval nor do_predict is set')"))
 def test_do_train_false_alone_does_not_train(tiny_chatml_model, data_dir, tmp_path):
     out = tmp_path / "nothing"
     tokens = train_tokens(tiny_chatml_model, data_dir, out, "--max_steps", "1")
