@@ -80,8 +80,15 @@ def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval
         train_dataset = to_reward_columns(train_dataset)
     if eval_dataset is not None:
         eval_dataset = to_reward_columns(eval_dataset)
-    return build(cfg, model, tokenizer, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                 trainer_cls=RewardTrainer, args=args, callbacks=callbacks)
+    trainer = build(cfg, model, tokenizer, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                    trainer_cls=RewardTrainer, args=args, callbacks=callbacks)
+    # With a quantized base, trl casts every trainable weight to bf16 (QLoRA's recipe); LoRA layers
+    # cast their inputs, but the score head is a plain Linear fed the compute dtype, so it goes back.
+    compute = trainer.model.get_input_embeddings().weight.dtype
+    for name, param in trainer.model.named_parameters():
+        if param.requires_grad and f"{SCORE_HEAD}." in name:
+            param.data = param.data.to(compute)
+    return trainer
 
 
 def run(cfg: Any, tokenizer: Any, template: Any, callbacks: list | None = None) -> Any:
