@@ -159,8 +159,8 @@ def score_prompts(
     """Scores for every prompt, in input order.
 
     ``groups`` lists prompts that share a long prefix (one subject's header and shots): that prefix
-    runs through the model once per group and each batch continues from its cache, which makes a
-    5-shot evaluation cost about as much as a 0-shot one.
+    runs through the model once per group and each batch continues from its cache (about half the
+    compute of a 5-shot run on the sample task).
     """
     groups = groups if groups is not None else [list(range(len(prompts)))]
     letters = torch.tensor(list(letter_ids), dtype=torch.long)
