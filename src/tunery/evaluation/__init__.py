@@ -1,6 +1,8 @@
 """Few-shot multiple-choice evaluation (MMLU / C-Eval / CMMLU format) and the lm-eval bridge.
 
-``tasks`` finds and reads task folders, ``prompts`` builds the exact prompt text, ``scorer`` reads the
-model's next-token probabilities of the choice letters, ``results`` aggregates and writes the files,
-``workflow`` ties them together for ``tunery eval``. See docs/eval.md.
+``tasks`` finds and reads task folders (``hub_tasks`` fetches the public benchmarks), ``prompts``
+builds the exact prompt text, ``encoding`` turns it into token ids (plain or through a chat template),
+``scorer`` reads the next-token probabilities of the choice letters, ``results`` aggregates and
+writes the files, ``harness`` runs lm-eval tasks, and ``workflow`` ties them together for
+``tunery eval``. See docs/eval.md.
 """
