@@ -110,9 +110,18 @@ def test_every_example_config_parses_for_its_command(path, monkeypatch):
     monkeypatch.chdir(ROOT)  # dataset_dir and output paths are relative to the repository
     cfg, rest = load_config(COMMAND_OF[path.parent.name], [str(path)])
     assert cfg.model.model_name_or_path == "smollm2-135m-instruct"
-    if getattr(cfg, "data", None) is not None and cfg.data.dataset:
-        info = json.loads((ROOT / cfg.data.dataset_dir / "dataset_info.json").read_text())
+    info_file = ROOT / cfg.data.dataset_dir / "dataset_info.json" if getattr(cfg, "data", None) else None
+    if info_file is not None and cfg.data.dataset and info_file.is_file():  # data/ is the user's own folder
+        info = json.loads(info_file.read_text())
         assert all(name in info for name in cfg.data.dataset.split(","))
+
+
+def test_every_config_using_the_demo_data_names_known_datasets():
+    info = json.loads((demo.DEMO_DATA / "dataset_info.json").read_text())
+    for path in EXAMPLES.glob("*/*.yaml"):
+        cfg = yaml.safe_load(path.read_text())
+        if cfg.get("dataset_dir") == "src/tunery/resources/demo_data":
+            assert all(name in info for name in cfg["dataset"].split(",")), path
 
 
 def test_examples_readme_lists_every_config():
