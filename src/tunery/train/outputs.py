@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shutil
@@ -126,9 +127,11 @@ def write_model_card(trainer: Any, cfg: Any) -> None:
     tags = ["tunery", cfg.finetuning.stage, cfg.finetuning.finetuning_type]
     if getattr(trainer.model, "peft_config", None):
         tags.append("lora")
+    kwargs: dict[str, Any] = {"model_name": os.path.basename(os.path.normpath(trainer.args.output_dir)), "tags": tags}
+    if "dataset" in inspect.signature(trainer.create_model_card).parameters:  # trl's trainers take no dataset
+        kwargs["dataset"] = cfg.data.dataset
     try:
-        trainer.create_model_card(model_name=os.path.basename(os.path.normpath(trainer.args.output_dir)),
-                                  dataset=cfg.data.dataset, tags=tags)
+        trainer.create_model_card(**kwargs)
     except Exception as exc:  # noqa: BLE001 - a card is a courtesy; never fail a finished run over it
         logger.warning("model card not written by transformers: %s", exc)
     # peft rewrites the card of an adapter; say how the run was made, in a section of our own.
