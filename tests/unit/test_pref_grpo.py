@@ -82,8 +82,8 @@ def test_reward_functions_load_from_files_and_modules(tmp_path):
     funcs = load_reward_funcs(f"{path}:length, tests.unit.test_pref_grpo:_exclaims")
     scores = score_texts_with(funcs, ["p", "p"], ["ab!", "c"])
     assert scores.tolist() == [4.0, 1.0]
-    for bad, message in [("nofunc", "form"), (f"{tmp_path}/missing.py:f", "not found"),
-                         (f"{path}:nothere", "not a function"), ("no_such_module_xyz:f", "cannot import")]:
+    for bad, message in [("nofunc", "does not name a function"), (f"{tmp_path}/missing.py:f", "does not exist"),
+                         (f"{path}:nothere", "not a function"), ("no_such_module_xyz:f", "cannot be imported")]:
         with pytest.raises(ConfigError, match=message):
             load_reward_funcs(bad)
 

@@ -11,16 +11,13 @@ the plug-in loading are Tunery's.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
 import string
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from tunery.errors import ConfigError, require
+from tunery.plugins import load_callable
 
 BUILTIN_METRICS = ("bleu", "rouge", "exact_match", "f1", "accuracy")
 DEFAULT_METRICS = ("bleu", "rouge")
@@ -128,33 +125,7 @@ CustomMetric = Callable[[str, str], "float | dict[str, float]"]
 
 def load_custom_metric(spec: str) -> tuple[str, CustomMetric]:
     """``path/to/file.py:function`` or ``package.module:function`` -> (name, callable)."""
-    if ":" not in spec:
-        raise ConfigError(
-            f"compute_metrics '{spec}' does not name a function",
-            hint="write it as path/to/file.py:function or package.module:function",
-        )
-    target, func_name = spec.rsplit(":", 1)
-    if target.endswith(".py"):
-        path = Path(target).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"compute_metrics file {path} does not exist", hint="check the path (relative to where you run tunery)")
-        module_name = f"tunery_user_metric_{abs(hash(str(path.resolve())))}"
-        spec_obj = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec_obj)
-        sys.modules[module_name] = module
-        try:
-            spec_obj.loader.exec_module(module)
-        except Exception as exc:
-            raise ConfigError(f"compute_metrics file {path} failed to import: {type(exc).__name__}: {exc}") from exc
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ConfigError(f"compute_metrics module '{target}' cannot be imported: {exc}") from exc
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ConfigError(f"compute_metrics: '{func_name}' is not a function in {target}")
-    return func_name, func
+    return load_callable(spec, "compute_metrics")
 
 
 def call_custom_metric(name: str, func: CustomMetric, prediction: str, label: str) -> SampleScores:

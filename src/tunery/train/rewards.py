@@ -12,8 +12,6 @@ A *scorer* turns full sequences (prompt + reply token ids) into one number each:
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -23,6 +21,7 @@ import torch
 
 from tunery.errors import ConfigError, ModelError
 from tunery.logging import get_logger
+from tunery.plugins import load_callable
 
 logger = get_logger(__name__)
 
@@ -200,25 +199,7 @@ def load_reward_scorer(cfg: Any, tokenizer: Any, policy: Any = None) -> Callable
 # ---------------------------------------------------------------------------- reward functions
 def load_reward_func(spec: str) -> Callable[..., list[float]]:
     """``path/file.py:function`` or ``package.module:function`` -> the function."""
-    target, sep, name = spec.strip().rpartition(":")
-    if not sep or not target or not name:
-        raise ConfigError(f"reward function '{spec}' is not of the form path/file.py:function or module:function")
-    if target.endswith(".py"):
-        if not os.path.isfile(target):
-            raise ConfigError(f"reward function file {target} not found", hint="give a path relative to where you run")
-        module_name = "tunery_reward_" + os.path.splitext(os.path.basename(target))[0]
-        module_spec = importlib.util.spec_from_file_location(module_name, target)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ConfigError(f"cannot import reward function module '{target}': {exc}") from exc
-    func = getattr(module, name, None)
-    if not callable(func):
-        raise ConfigError(f"'{name}' is not a function in {target}")
-    return func
+    return load_callable(spec, "reward_funcs")[1]
 
 
 def load_reward_funcs(specs: str | None) -> list[Callable[..., list[float]]]:
