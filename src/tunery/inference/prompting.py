@@ -41,15 +41,17 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
 
 
 def normalize_tools(tools: Any) -> list[dict] | None:
-    """Tool schemas as a list (a JSON string is parsed); None when there are none."""
-    if tools is None or tools == "" or tools == []:
-        return None
-    if isinstance(tools, str):
-        try:
-            tools = json.loads(tools)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"tools is not valid JSON: {exc.msg}") from exc
-    return tools if isinstance(tools, list) else [tools]
+    """Tool schemas as a list (a JSON string is parsed); None when there are none.
+
+    The template layer owns the parsing; a bad value here is a bad request, so a ConfigError.
+    """
+    from tunery.data.templates.base import parse_tools
+    from tunery.errors import DataError
+
+    try:
+        return parse_tools(tools)
+    except DataError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from exc
 
 
 def template_supports_tools(template: Any, tokenizer: Any) -> bool:
