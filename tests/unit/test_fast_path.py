@@ -238,3 +238,26 @@ def test_fast_path_on_by_default_for_sft_and_pt_only():
     trainer_cls, collator = fast_path.fast_trainer_parts(sft, model, object)
     assert collator is not None and model.config._attn_implementation == fast_path.PACKED_ATTENTION
     assert sft.training.include_num_input_tokens_seen == "all"  # no pads in a padding-free row
+
+
+def test_sft_trainer_parts_take_the_fast_path_by_default(tiny_chatml_model):
+    """`tunery train` (stage sft) uses the chunked loss and padding-free batches unless fast_path: false."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+
+    from tunery.config import parse_config
+    from tunery.train.fast_path import FastLossMixin
+    from tunery.train.sft import trainer_parts
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chatml_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_chatml_model)
+    cfg = parse_config("train", {"stage": "sft", "output_dir": "unused"})
+    trainer_cls, collator = trainer_parts(cfg, model, tokenizer, "sft")
+    assert issubclass(trainer_cls, FastLossMixin)
+    batch = collator([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}])
+    assert batch["input_ids"].shape == (1, 5) and batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    plain = parse_config("train", {"stage": "sft", "fast_path": False, "output_dir": "unused"})
+    trainer_cls, collator = trainer_parts(plain, model, tokenizer, "sft")
+    assert trainer_cls is Trainer
+    pt = parse_config("train", {"stage": "pt", "output_dir": "unused"})
+    _, collator = trainer_parts(pt, model, tokenizer, "pt")
+    assert type(collator).__name__ == "PackedCollator"  # pt rows are packed already: not re-flattened

@@ -88,6 +88,10 @@ class FinetuningArguments:
     freeze_multi_modal_projector: bool = field(default=True, metadata={"help": "Multimodal: freeze the projector."})
     freeze_language_model: bool = field(default=False, metadata={"help": "Multimodal: freeze the LLM."})
     use_llama_pro: bool = field(default=False, metadata={"help": "LLaMA Pro block expansion (unsupported)."})
+    fast_path: bool = field(
+        default=True,
+        metadata={"help": "pt/sft: padding-free batches, per-example attention and a chunked loss (same losses, less time and memory); false = the library's padded path."},
+    )
     dry_run: bool = field(default=False, metadata={"help": "Resolve model and data, print the plan, do not train."})
 
     def __post_init__(self) -> None:

@@ -330,8 +330,10 @@ def fast_path_enabled(cfg: Any) -> bool:
 def padding_free_applies(cfg: Any) -> bool:
     """Padding-free batches, unless rows are already packed by the data pipeline (``packing``,
     ``neat_packing``) or prediction needs left-padded batches for generation."""
+    from tunery.data import resolve_packing
+
     data, training = cfg.data, getattr(cfg, "training", None)
-    if getattr(data, "packing", None) or getattr(data, "neat_packing", False):
+    if resolve_packing(data, cfg.finetuning.stage):  # pt packs by default: rows are already full
         return False
     return not (training is not None and getattr(training, "predict_with_generate", False))
 

@@ -22,8 +22,10 @@ def trainer_parts(cfg: Any, model: Any, tokenizer: Any, stage: str) -> tuple[typ
     from transformers import Trainer
 
     from tunery.data import get_collator
+    from tunery.train.fast_path import fast_trainer_parts
 
-    return Trainer, get_collator(stage, tokenizer, cfg)
+    trainer_cls, collator = fast_trainer_parts(cfg, model, Trainer)  # fast_path: true (the default)
+    return trainer_cls, collator or get_collator(stage, tokenizer, cfg)
 
 
 def run_causal_lm(cfg: Any, tokenizer: Any, template: Any, stage: str, callbacks: list | None = None) -> TrainOutcome:
