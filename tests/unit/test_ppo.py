@@ -137,3 +137,41 @@ def test_api_scorer_posts_texts_and_reads_scores(tiny_chatml_model):
             scorer.score_texts(["bad", "x"])
     finally:
         server.shutdown()
+
+
+def test_ppo_resume_matches_the_uninterrupted_run(tiny_chatml_model, tmp_path):
+    """4 steps straight vs 2 steps, a checkpoint, and 2 resumed steps: the same per-step losses."""
+    from tunery.model.loader import load_model, load_tokenizer
+    from tunery.train.ppo import PPO_STATE_FILE, VALUE_HEAD_FILE, build_trainer
+
+    def scorer(sequences):
+        return torch.tensor([float(seq[-1] < LOW) for seq in sequences])
+
+    from transformers import TrainerCallback
+
+    class StopAtStep2(TrainerCallback):  # the run is cut off after step 2, as SIGTERM would do
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                control.should_training_stop = True
+
+    def train(out, max_steps, resume=None, callbacks=None):
+        cfg = config(tiny_chatml_model, out, stage="ppo", max_steps=max_steps, per_device_train_batch_size=4,
+                     max_new_tokens=2, ppo_epochs=1, learning_rate=1e-2, save_strategy="steps", save_steps=2,
+                     logging_steps=1)
+        tokenizer = load_tokenizer(cfg.model)
+        model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=True, training_args=cfg.training)
+        trainer = build_trainer(cfg, model, tokenizer, pairwise_dataset(tokenizer), scorer, callbacks=callbacks)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    straight = train(tmp_path / "a", 4)
+    first = train(tmp_path / "b", 4, callbacks=[StopAtStep2()])
+    assert first.state.global_step == 2
+    checkpoint = tmp_path / "b" / "checkpoint-2"
+    for name in (VALUE_HEAD_FILE, PPO_STATE_FILE, "optimizer.pt", "trainer_state.json"):
+        assert (checkpoint / name).is_file(), name
+    resumed = train(tmp_path / "b", 4, resume=str(checkpoint))
+    assert resumed.state.global_step == 4
+    losses = logged(straight, "loss")
+    assert logged(first, "loss") == pytest.approx(losses[:2], abs=1e-4)
+    assert logged(resumed, "loss")[-2:] == pytest.approx(losses[2:], abs=1e-4)

@@ -14,6 +14,7 @@ second copy sits in memory; ``ref_model`` (or a frozen copy for full/freeze) oth
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from tunery.train.pref_common import is_peft, to_prompt_columns
 
 logger = get_logger(__name__)
 
+PPO_STATE_FILE = "ppo_state.json"  # adaptive KL coefficient and score statistics, for resuming
 VALUE_HEAD_FILE = "value_head.safetensors"
 PLOT_KEYS = ("loss", "reward", "kl")
 
@@ -294,14 +296,15 @@ class PPOTrainer(_base_trainer()):
         steps = self.total_steps()
         self.create_optimizer_and_scheduler(num_training_steps=steps)
         if resume_from_checkpoint:
-            logger.warning("ppo cannot resume from a checkpoint yet; %s is ignored, training starts at step 0",
-                           resume_from_checkpoint)
+            self._resume(resume_from_checkpoint)
         self.state.max_steps = steps
         self.state.logging_steps = self.args.logging_steps
         self.state.save_steps = self.args.save_steps
         self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
         mini_batches = self.args.gradient_accumulation_steps * self.ppo.ppo_buffer_size
         prompts = self._prompt_batches()
+        for _ in range(self.state.global_step * mini_batches):  # the prompts a resumed run already used
+            next(prompts)
         total_loss, start_step = 0.0, self.state.global_step
         while self.state.global_step < steps and not self.control.should_training_stop:
             self.control = self.callback_handler.on_step_begin(self.args, self.state, self.control)
@@ -329,6 +332,39 @@ class PPOTrainer(_base_trainer()):
         done = max(self.state.global_step - start_step, 1)
         return TrainOutput(self.state.global_step, total_loss / done, {"train_loss": total_loss / done})
 
+    def _resume(self, checkpoint: str) -> None:
+        """Policy, value head, optimizer, scheduler, step, RNG and KL coefficient from ``checkpoint``.
+
+        Trainer's own resume cannot do it: the checkpoint holds the policy in its sft format (model
+        or adapter) plus the value head, not the wrapper's state dict.
+        """
+        from safetensors.torch import load_file
+        from transformers import TrainerState
+
+        policy = self.model.policy
+        if is_peft(policy):
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(policy, load_file(os.path.join(checkpoint, "adapter_model.safetensors")))
+        else:
+            from transformers.trainer_utils import load_sharded_checkpoint
+
+            if os.path.isfile(os.path.join(checkpoint, "model.safetensors")):
+                policy.load_state_dict(load_file(os.path.join(checkpoint, "model.safetensors")), strict=False)
+            else:
+                load_sharded_checkpoint(policy, checkpoint, strict=False)
+        self.model.v_head.load_state_dict(load_file(os.path.join(checkpoint, VALUE_HEAD_FILE)))
+        self._load_optimizer_and_scheduler(checkpoint)
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        self._load_rng_state(checkpoint)
+        state_file = os.path.join(checkpoint, PPO_STATE_FILE)
+        if os.path.isfile(state_file):
+            with open(state_file, encoding="utf-8") as f:
+                saved = json.load(f)
+            self.kl_ctl.value = saved["kl_coef"]
+            self.score_moments.mean, self.score_moments.var, self.score_moments.count = saved["score_moments"]
+        logger.info("ppo resumed from %s at step %d", checkpoint, self.state.global_step)
+
     # ----------------------------------------------------------------- saving
     def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
         """The policy (model or adapter) as sft saves it, plus the value head beside it."""
@@ -341,6 +377,9 @@ class PPOTrainer(_base_trainer()):
                   os.path.join(output_dir, VALUE_HEAD_FILE))
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
+        moments = self.score_moments
+        with open(os.path.join(output_dir, PPO_STATE_FILE), "w", encoding="utf-8") as f:
+            json.dump({"kl_coef": self.kl_ctl.value, "score_moments": [moments.mean, moments.var, moments.count]}, f)
 
 
 def prompt_collator(features: list[dict[str, Any]]) -> dict[str, Any]:
