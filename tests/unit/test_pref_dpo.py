@@ -75,3 +75,21 @@ def test_full_finetuning_uses_a_frozen_reference_and_writes_outputs(tiny_chatml_
     assert len(lines) == 4 and all("rewards/accuracies" in r and "rewards/margins" in r for r in lines)
     assert (out / "train_results.json").is_file() and (out / "model.safetensors").is_file()
     assert (out / "training_rewards_accuracies.png").is_file()
+
+
+def test_freeze_finetuning_trains_only_the_last_layers(tiny_chatml_model, tmp_path):
+    """finetuning_type: freeze with a preference stage: the last layer learns, the rest stays put."""
+    import torch
+
+    from tunery.train.dpo import build_trainer
+
+    cfg, tokenizer, model = _setup(tiny_chatml_model, tmp_path, finetuning_type="freeze", freeze_trainable_layers=1,
+                                   learning_rate=5e-3, max_steps=6)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    data = pairwise_dataset(tokenizer)
+    start = mean_margin(model, data)
+    trainer = build_trainer(cfg, model, tokenizer, data)
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed and all(".layers.1." in n for n in changed), sorted(changed)
+    assert mean_margin(model, data) > start
