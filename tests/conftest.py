@@ -58,3 +58,18 @@ def reference_dir() -> Path:
     if not REFERENCE_DIR.is_dir():
         pytest.skip(f"reference data not found at {REFERENCE_DIR} (only present beside the dev checkout and CI)")
     return REFERENCE_DIR
+
+
+@pytest.fixture(autouse=True)
+def _restore_tunery_cache():
+    """Put TUNERY_CACHE back to the session's value after every test.
+
+    A test that monkeypatches it and then runs `datasets.map(num_proc=2)` left the variable behind
+    (pytest's undo did not reach the environment the later tests saw), which sent later tests to a
+    deleted tmp cache.
+    """
+    yield
+    if SESSION_CACHE is None:
+        os.environ.pop("TUNERY_CACHE", None)
+    else:
+        os.environ["TUNERY_CACHE"] = SESSION_CACHE
