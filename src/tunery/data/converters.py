@@ -89,10 +89,8 @@ def convert_alpaca(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
     pre-training: one user message holding the document.
     """
     record = empty_record()
-    messages: list[dict[str, str]] = []
-    system_col = attr.column("system")
-    if system_col and row.get(system_col):
-        messages.append({"role": SYSTEM, "content": as_text(row[system_col], system_col)})
+    system = _system_column(row, attr)
+    messages: list[dict[str, str]] = [{"role": SYSTEM, "content": system}] if system else []
     history_col = attr.column("history")
     if history_col and row.get(history_col):
         history = row[history_col]
@@ -167,13 +165,27 @@ def _message_content(message: dict[str, Any], attr: DatasetAttr) -> Any:
 
 # ---------------------------------------------------------------- sharegpt
 
-def convert_sharegpt(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
-    """Role rules: optional leading system; then user/observation at odd, assistant/function at even."""
-    record = empty_record()
-    col = attr.column("messages") or "conversations"
+def _message_list(row: dict[str, Any], attr: DatasetAttr, default_col: str) -> tuple[str, list]:
+    """The row's conversation column (sharegpt and OpenAI shapes), which must be a non-empty list."""
+    col = attr.column("messages") or default_col
     raw = row.get(col)
     if not isinstance(raw, list) or not raw:
         raise InvalidExample("messages must be a non-empty list", col)
+    return col, raw
+
+
+def _system_column(row: dict[str, Any], attr: DatasetAttr) -> str | None:
+    """The system prompt from the ``system`` column, when the dataset maps one and the row has it."""
+    system_col = attr.column("system")
+    if system_col and row.get(system_col):
+        return as_text(row[system_col], system_col)
+    return None
+
+
+def convert_sharegpt(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
+    """Role rules: optional leading system; then user/observation at odd, assistant/function at even."""
+    record = empty_record()
+    col, raw = _message_list(row, attr, "conversations")
     tags = attr.tags
     role_map = {
         tags["user_tag"]: USER,
@@ -182,10 +194,7 @@ def convert_sharegpt(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
         tags["function_tag"]: FUNCTION_CALL,
         tags["system_tag"]: SYSTEM,
     }
-    system: str | None = None
-    system_col = attr.column("system")
-    if system_col and row.get(system_col):
-        system = as_text(row[system_col], system_col)
+    system = _system_column(row, attr)
     items = list(raw)
     first = items[0] if isinstance(items[0], dict) else {}
     if first.get(tags["role_tag"]) == tags["system_tag"]:
@@ -245,10 +254,7 @@ def _finish_sharegpt(record: dict[str, Any], row: dict[str, Any], attr: DatasetA
 def convert_openai(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
     """OpenAI chat ``messages``: assistant ``tool_calls`` become function_call turns, ``tool`` stays tool."""
     record = empty_record()
-    col = attr.column("messages") or "messages"
-    raw = row.get(col)
-    if not isinstance(raw, list) or not raw:
-        raise InvalidExample("messages must be a non-empty list", col)
+    col, raw = _message_list(row, attr, "messages")
     tags = attr.tags
     role_map = {
         tags["user_tag"]: USER, "user": USER,
@@ -257,10 +263,8 @@ def convert_openai(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
         tags["system_tag"]: SYSTEM, "system": SYSTEM, "developer": SYSTEM,
         tags["function_tag"]: FUNCTION_CALL,
     }
-    messages: list[dict[str, str]] = []
-    system_col = attr.column("system")
-    if system_col and row.get(system_col):
-        messages.append({"role": SYSTEM, "content": as_text(row[system_col], system_col)})
+    system = _system_column(row, attr)
+    messages: list[dict[str, str]] = [{"role": SYSTEM, "content": system}] if system else []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise InvalidExample(f"message {i + 1} is not an object", col)
