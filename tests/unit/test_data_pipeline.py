@@ -162,19 +162,6 @@ def test_examples_the_template_rejects_are_skipped_and_reported(tmp_path, tok, t
         get_dataset(strict, tok, PickyTemplate(template), "sft")
 
 
-def test_trl_view_gives_trl_column_names(reference_dir, tok, template):
-    from tunery.data import trl_view
-
-    cfg = cfg_for(reference_dir, dataset="dpo_en_demo", max_samples=3)
-    pairs = get_dataset(cfg, tok, template, "dpo").train_dataset
-    assert trl_view(pairs, "dpo").column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]
-    rm = trl_view(pairs, "rm")
-    assert rm.column_names == ["chosen_ids", "rejected_ids"]
-    assert rm[0]["chosen_ids"] == pairs[0]["prompt_ids"] + pairs[0]["chosen_ids"]
-    kto = get_dataset(cfg_for(reference_dir, dataset="kto_en_demo", max_samples=3), tok, template, "kto").train_dataset
-    assert trl_view(kto, "kto").column_names == ["prompt_ids", "completion_ids", "label"]
-
-
 @pytest.mark.slow
 def test_smollm2_sft_trains_exactly_the_replies(reference_dir, smollm2_path):
     """The real tokenizer and its ChatML template: trained tokens are each reply plus <|im_end|>."""

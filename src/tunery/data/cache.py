@@ -17,6 +17,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from tunery.data.loader import data_files
+from tunery.hub import cache_root
 from tunery.logging import get_logger
 
 logger = get_logger(__name__)
@@ -25,8 +27,6 @@ CACHE_VERSION = 1  # bump when processors change their output for the same input
 
 
 def cache_dir() -> Path:
-    from tunery.hub import cache_root
-
     return Path(cache_root()) / "datasets"
 
 
@@ -56,8 +56,6 @@ def template_fingerprint(template) -> str:
 
 def files_fingerprint(attrs: list) -> list:
     """Each dataset's description plus (path, size, mtime) of its local files."""
-    from tunery.data.loader import data_files
-
     out = []
     for attr in attrs:
         entry: dict[str, Any] = {k: v for k, v in vars(attr).items()}

@@ -13,8 +13,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tunery.data.dataset_info import get_dataset_attrs, parse_dataset_attr, read_dataset_info
-from tunery.data.processors import IGNORE_INDEX, ProcessSettings, process_batch, stage_kind
-from tunery.errors import TuneryError
+from tunery.data.loader import load_dataset_records, record_features
+from tunery.data.processors import (
+    IGNORE_INDEX,
+    ProcessSettings,
+    document_ids,
+    document_text,
+    process_batch,
+    stage_kind,
+)
+from tunery.errors import DataError, TuneryError
 
 TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
 
@@ -50,8 +58,6 @@ def full_length(record: dict[str, Any], tokenizer, template, stage: str) -> int:
     """Tokens of the example before any truncation (pairwise: prompt + the longer reply)."""
     kind = stage_kind(stage)
     if kind == "pt":
-        from tunery.data.processors import document_ids, document_text
-
         return len(document_ids(document_text(record), tokenizer))
     if kind == "pairwise":
         return max(len(template.encode(tokenizer, [*record["messages"], record[side]], record.get("tools")).input_ids)
@@ -61,8 +67,6 @@ def full_length(record: dict[str, Any], tokenizer, template, stage: str) -> int:
 
 def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", max_problems: int = 20) -> list[DatasetCheck]:
     """Check the datasets named in ``cfg.data`` (all local entries of dataset_info.json when none is named)."""
-    from tunery.data.loader import load_dataset_records
-
     data_args = cfg.data
     names = ",".join(n for n in (data_args.dataset, data_args.eval_dataset) if n)
     kind = stage_kind(stage)
@@ -72,8 +76,6 @@ def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", 
     else:
         info = read_dataset_info(data_args.dataset_dir)
         if not info:
-            from tunery.errors import DataError
-
             raise DataError(f"no dataset_info.json in '{data_args.dataset_dir}' and no dataset named",
                             hint="pass --dataset_dir DIR (the folder holding dataset_info.json) or --dataset NAME")
         attrs = [parse_dataset_attr(name, entry, data_args.dataset_dir) for name, entry in info.items()]
@@ -144,8 +146,6 @@ def _wrap(text: str, trained: bool) -> str:
 def preview_records(records: list[dict[str, Any]], tokenizer, template, stage: str,
                     settings: ProcessSettings) -> list[dict[str, Any]]:
     """Per example: the rendered text, the marked text, ids, labels and counts, as training sees them."""
-    from tunery.data.loader import record_features
-
     kind = stage_kind(stage)
     out = []
     for record in records:

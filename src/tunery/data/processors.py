@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunery.data.converters import ASSISTANT, FUNCTION_CALL, SYSTEM
+from tunery.errors import ConfigError, TuneryError
 
 IGNORE_INDEX = -100
 OK, TRUNCATED, REPLY_CUT, FAILED = 0, 1, 2, 3
@@ -38,8 +39,6 @@ def stage_kind(stage: str) -> str:
     try:
         return STAGE_KIND[stage]
     except KeyError:
-        from tunery.errors import ConfigError
-
         raise ConfigError(f"no data processor for stage '{stage}'",
                           hint=f"known stages: {', '.join(STAGE_KIND)}") from None
 
@@ -276,8 +275,6 @@ def process_batch(batch: dict[str, list], *, stage: str, tokenizer, template, se
     When the template rejects an example (e.g. a chat template that refuses a role), the batch is
     redone one example at a time and the rejected ones become FAILED rows carrying the reason.
     """
-    from tunery.errors import TuneryError
-
     kind = stage_kind(stage)
     fn = PROCESSORS[kind]
     try:

@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from tunery.data.templates.base import PROMPT_ROLE, Encoded, Segment, Template
+from tunery.data.templates.builtin import BUILTINS, build_builtin
+from tunery.data.templates.check import check_template as _check
 from tunery.data.templates.jinja_auto import AutoTemplate
 from tunery.errors import ConfigError
+from tunery.logging import get_logger
 
 __all__ = ["PROMPT_ROLE", "AutoTemplate", "Encoded", "Segment", "Template", "check_template", "get_template",
            "list_templates", "parse_tool_calls"]
@@ -35,8 +38,6 @@ def get_template(name_or_auto: str | None, tokenizer, data_args: Any = None) -> 
     if name == "auto":
         return AutoTemplate(tokenizer, default_system=default_system, enable_thinking=enable_thinking,
                             tool_format=tool_format)
-    from tunery.data.templates.builtin import BUILTINS, build_builtin
-
     if name not in BUILTINS:
         import difflib
 
@@ -56,8 +57,6 @@ NO_MISMATCH_CHECK = ("fewshot", "empty")
 
 def _warn_on_mismatch(template: Template, tokenizer) -> None:
     """Report, before anything is trained or generated, a builtin that disagrees with the model."""
-    from tunery.logging import get_logger
-
     diff = check_template(template, tokenizer)
     if diff:
         get_logger(__name__).warning(
@@ -69,15 +68,11 @@ def _warn_on_mismatch(template: Template, tokenizer) -> None:
 
 def list_templates() -> list[str]:
     """Every name ``template:`` accepts."""
-    from tunery.data.templates.builtin import BUILTINS
-
     return ["auto", *BUILTINS]
 
 
 def check_template(template: Template, tokenizer) -> str | None:
     """A unified diff when ``template`` renders differently from the tokenizer's own chat template."""
-    from tunery.data.templates.check import check_template as _check
-
     return _check(template, tokenizer)
 
 

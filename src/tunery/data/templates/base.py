@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunery.data.templates.tools import format_calls, parse_calls
 from tunery.errors import DataError
 
 # Untrained text that does not belong to one message (bos, headers, generation prompt) uses this role.
@@ -145,14 +146,10 @@ class Template(ABC):
 
     def format_tool_calls(self, calls: list[dict]) -> str:
         """The assistant text for tool calls ``[{"name", "arguments"}]`` in this template's format."""
-        from tunery.data.templates.tools import format_calls
-
         return format_calls(self.tool_format or "default", calls)
 
     def parse_tool_calls(self, text: str) -> list[dict] | None:
         """Tool calls ``[{"name", "arguments": dict}]`` in a model reply, or None if it is plain text."""
-        from tunery.data.templates.tools import parse_calls
-
         for word in self.stop_words:  # a reply decoded with its end-of-turn token still parses
             text = text.replace(word, "")
         return parse_calls(self.tool_format or "default", text)
