@@ -130,3 +130,29 @@ def test_app_builds_in_both_languages():
     from tunery.webui.app import build_app
 
     assert build_app("en") is not None and build_app("zh") is not None
+
+
+def test_dataset_preview_is_the_data_preview_training_uses(reference_dir, tiny_chatml_model, tmp_path, monkeypatch):
+    """The web UI's preview shows the processors' trained tokens (bold) of `tunery data preview`, entry for entry."""
+    from html import unescape
+
+    from tunery.config import parse_config
+    from tunery.data.checker import preview_dataset
+    from tunery.data.template import get_template
+    from tunery.model.loader import load_tokenizer
+    from tunery.webui.datasets_view import preview
+
+    monkeypatch.setenv("TUNERY_CACHE", str(tmp_path / "cache"))
+    config = {"model_name_or_path": str(tiny_chatml_model), "template": "auto",
+              "dataset_dir": str(reference_dir / "lf" / "data"), "dataset": "identity", "cutoff_len": 40}
+    html = preview(config, count=2)
+    cfg = parse_config("data", config)
+    tokenizer = load_tokenizer(cfg.model)
+    entries = preview_dataset(cfg, tokenizer, get_template("auto", tokenizer, cfg.data), 2)
+    assert len(entries) == 2 and html.count("<h4>") == 2
+    # cutoff_len applies as in training: the first example is cut, and says so
+    assert entries[0]["num_tokens"] == 40 and entries[0]["status"] == "truncated"
+    assert "40 tokens, 7 trained, truncated" in html
+    bold = [unescape(b.split("</b>")[0]) for b in html.split("<b>")[1:]]
+    marked = [m.split("]]")[0] for e in entries for m in e["marked_text"].split("[[")[1:]]
+    assert bold == marked and bold

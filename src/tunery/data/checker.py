@@ -14,6 +14,7 @@ from typing import Any
 
 from tunery.data.dataset_info import get_dataset_attrs, parse_dataset_attr, read_dataset_info
 from tunery.data.loader import load_dataset_records, record_features
+from tunery.data.pipeline import settings_for
 from tunery.data.processors import (
     IGNORE_INDEX,
     ProcessSettings,
@@ -22,7 +23,7 @@ from tunery.data.processors import (
     process_batch,
     stage_kind,
 )
-from tunery.errors import DataError, TuneryError
+from tunery.errors import ConfigError, DataError, TuneryError
 
 TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
 
@@ -124,19 +125,26 @@ def _natural_stage(attr) -> str:
     return "sft"
 
 
-def marked_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
-    """The decoded text with each run of trained tokens wrapped in [[ ]]."""
-    out, run, trained = [], [], None
+def trained_spans(tokenizer, input_ids: list[int], labels: list[int]) -> list[tuple[str, bool]]:
+    """The decoded text as runs of ``(text, trained)``: consecutive tokens with the same trained flag."""
+    out: list[tuple[str, bool]] = []
+    run: list[int] = []
+    trained = None
     for token, label in zip(input_ids, labels):
         is_trained = label != IGNORE_INDEX
         if trained is not None and is_trained != trained:
-            out.append(_wrap(tokenizer.decode(run, skip_special_tokens=False), trained))
+            out.append((tokenizer.decode(run, skip_special_tokens=False), trained))
             run = []
         run.append(token)
         trained = is_trained
     if run:
-        out.append(_wrap(tokenizer.decode(run, skip_special_tokens=False), bool(trained)))
-    return "".join(out)
+        out.append((tokenizer.decode(run, skip_special_tokens=False), bool(trained)))
+    return out
+
+
+def marked_text(tokenizer, input_ids: list[int], labels: list[int]) -> str:
+    """The decoded text with each run of trained tokens wrapped in [[ ]]."""
+    return "".join(_wrap(text, trained) for text, trained in trained_spans(tokenizer, input_ids, labels))
 
 
 def _wrap(text: str, trained: bool) -> str:
@@ -172,3 +180,22 @@ def preview_records(records: list[dict[str, Any]], tokenizer, template, stage: s
                 entry["reference_ids"] = row["labels"]
             out.append(entry)
     return out
+
+
+def preview_dataset(cfg: Any, tokenizer, template, num: int = 3, stage: str | None = None) -> list[dict[str, Any]]:
+    """The first ``num`` examples of ``cfg.data.dataset`` as training sees them (``preview_records`` entries).
+
+    One preview for ``tunery data preview`` and the web UI. ``stage`` defaults to ``cfg.finetuning.stage``;
+    pairwise stages give two entries per example (chosen, rejected). Raises ConfigError when no
+    dataset is named, DataError when a dataset cannot be read.
+    """
+    if not cfg.data.dataset:
+        raise ConfigError("preview needs a dataset", hint="set dataset (--dataset NAME) to a name in dataset_info.json")
+    stage = stage or cfg.finetuning.stage
+    records: list[dict[str, Any]] = []
+    for attr in get_dataset_attrs(cfg.data.dataset, cfg.data.dataset_dir):
+        if len(records) >= num:
+            break
+        recs, _ = load_dataset_records(attr, stage_kind(stage), max_samples=num - len(records))
+        records += recs
+    return preview_records(records[:num], tokenizer, template, stage, settings_for(cfg.data, stage))

@@ -106,28 +106,14 @@ def run_check(cfg, own: dict[str, Any]) -> int:
 
 
 def run_preview(cfg, own: dict[str, Any]) -> int:
-    from tunery.data import settings_for
-    from tunery.data.checker import preview_records
-    from tunery.data.dataset_info import get_dataset_attrs
-    from tunery.data.loader import load_dataset_records
+    from tunery.data.checker import preview_dataset
 
     if not cfg.data.dataset:
         raise ConfigError("preview needs --dataset NAME")
     tokenizer, template = _tokenizer_and_template(cfg)
     if tokenizer is None:
         raise ConfigError("preview needs --model_name_or_path (its tokenizer renders the examples)")
-    num = int(own.get("num", 3))
-    stage = cfg.finetuning.stage
-    records: list[dict] = []
-    from tunery.data.processors import stage_kind
-
-    for attr in get_dataset_attrs(cfg.data.dataset, cfg.data.dataset_dir):
-        if len(records) >= num:
-            break
-        recs, _ = load_dataset_records(attr, stage_kind(stage), max_samples=num - len(records))
-        records += recs
-    settings = settings_for(cfg.data, stage)
-    previews = preview_records(records[:num], tokenizer, template, stage, settings)
+    previews = preview_dataset(cfg, tokenizer, template, int(own.get("num", 3)), cfg.finetuning.stage)
     if own.get("json"):
         print(json.dumps(previews, indent=2, ensure_ascii=False))
         return 0
