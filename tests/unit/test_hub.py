@@ -62,20 +62,3 @@ def test_modelscope_without_package(monkeypatch, tmp_path):
     monkeypatch.setenv("USE_MODELSCOPE_HUB", "1")
     with pytest.raises(DependencyError, match="modelscope"):
         resolve_model("qwen/Qwen2-0.5B", cache_dir=str(tmp_path))
-
-
-def test_gguf_cache_key_follows_the_file(tmp_path):
-    (tmp_path / "a.gguf").write_bytes(b"GGUF1")
-    first = hub.gguf_cache_dir(resolve_model(str(tmp_path / "a.gguf")))
-    (tmp_path / "a.gguf").write_bytes(b"GGUF-longer")
-    second = hub.gguf_cache_dir(resolve_model(str(tmp_path / "a.gguf")))
-    assert first != second
-
-
-@pytest.mark.slow
-def test_smollm2_gguf_is_converted_once(smollm2_path):
-    """The fixture converted the packaged GGUF; resolving again reuses the cached folder."""
-    again = hub.materialize_gguf(resolve_model("smollm2-135m-instruct"))
-    assert again.path == str(smollm2_path)
-    assert (smollm2_path / "config.json").is_file()
-    assert any(smollm2_path.glob("*.safetensors"))

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tunery.config import FinetuningArguments
+from tunery.config.finetuning_args import split_list
 from tunery.errors import ConfigError, ModelError
 from tunery.logging import get_logger
-from tunery.model.loader import count_parameters
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -35,8 +36,6 @@ def prepare_for_training(
     training_args: Any = None,
 ) -> Any:
     """Return the model ready for the Trainer, with only the chosen weights requiring grad."""
-    from tunery.config import FinetuningArguments
-
     finetuning_args = finetuning_args or FinetuningArguments()
     kind = finetuning_args.finetuning_type
     seed = getattr(training_args, "seed", None)
@@ -148,8 +147,6 @@ def apply_freeze(model: PreTrainedModel, finetuning_args: FinetuningArguments) -
 
     peft has no such method; LLaMA-Factory's ``freeze`` semantics are reproduced here.
     """
-    from tunery.config.finetuning_args import split_list
-
     n_layers = decoder_layer_count(model)
     n = finetuning_args.freeze_trainable_layers
     if n == 0 or abs(n) > n_layers:
@@ -201,8 +198,6 @@ def lora_init_weights(finetuning_args: FinetuningArguments) -> bool | str:
 def build_lora_config(model: PreTrainedModel, model_args: ModelArguments, finetuning_args: FinetuningArguments) -> Any:
     """The peft LoraConfig for these settings. ``lora_target: all`` is peft's 'all-linear' (no head)."""
     from peft import LoraConfig, TaskType
-
-    from tunery.config.finetuning_args import split_list
 
     targets = finetuning_args.lora_targets
     target_modules: str | list[str] = "all-linear" if targets in ([], ["all"]) else targets
@@ -279,6 +274,20 @@ def _load_peft(peft_cls: Any, model: Any, path: str, *, is_trainable: bool) -> A
         raise ModelError(
             f"cannot load adapter {path}: {exc}", hint="point adapter_name_or_path at a folder with adapter_config.json"
         ) from exc
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; packed 4-bit weights count as the values they hold."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        quant_state = getattr(param, "quant_state", None)
+        if param.__class__.__name__ == "Params4bit" and quant_state is not None:
+            n = quant_state.shape.numel()
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total
 
 
 def log_parameter_counts(model: torch.nn.Module, *, print_each: bool = False) -> tuple[int, int]:

@@ -11,14 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tunery.errors import ModelError
-from tunery.hub import ResolvedModel, materialize_gguf, resolve_model
+from tunery.errors import ModelError, require
+from tunery.hub import ResolvedModel, resolve_model
 from tunery.logging import get_logger
+from tunery.model.adapter import count_parameters, prepare_for_training
+from tunery.model.gguf_import import materialize_gguf
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from tunery.config import FinetuningArguments, ModelArguments
+
+__all__ = ["count_parameters", "load_adapters", "load_model", "load_tokenizer", "pick_dtype", "quantization_config",
+           "resolve"]  # count_parameters lives in model.adapter (its parameter report uses it)
 
 logger = get_logger(__name__)
 
@@ -97,8 +102,6 @@ def quantization_config(model_args: ModelArguments) -> Any:
         return None
     method = model_args.quantization_method
     if method == "bnb":
-        from tunery.errors import require
-
         require("bitsandbytes", "QLoRA with quantization_method: bnb", "quantization")
         from transformers import BitsAndBytesConfig
 
@@ -114,15 +117,11 @@ def quantization_config(model_args: ModelArguments) -> Any:
             )
         raise ModelError(f"quantization_bit {bits} is not supported by bitsandbytes", hint="use 4 or 8")
     if method == "hqq":
-        from tunery.errors import require
-
         require("hqq", "quantization_method: hqq", package="hqq")
         from transformers import HqqConfig
 
         return HqqConfig(nbits=bits)
     if method == "eetq":
-        from tunery.errors import require
-
         require("eetq", "quantization_method: eetq", package="eetq")
         from transformers import EetqConfig
 
@@ -168,8 +167,6 @@ def load_model(
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if is_trainable:
-        from tunery.model.adapter import prepare_for_training
-
         model = prepare_for_training(model, model_args, finetuning_args, training_args)
     else:
         model = load_adapters(model, model_args)
@@ -210,17 +207,3 @@ def _apply_rope_scaling(config: Any, model_args: ModelArguments) -> None:
 
 def _default_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; packed 4-bit weights count as the values they hold."""
-    trainable = total = 0
-    for param in model.parameters():
-        n = param.numel()
-        quant_state = getattr(param, "quant_state", None)
-        if param.__class__.__name__ == "Params4bit" and quant_state is not None:
-            n = quant_state.shape.numel()
-        total += n
-        if param.requires_grad:
-            trainable += n
-    return trainable, total
