@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tunery.data.template import get_template
 from tunery.evaluation.prompts import PromptStyle
 from tunery.evaluation.scorer import letter_token_ids
 from tunery.logging import get_logger
@@ -66,6 +67,4 @@ def make_encoder(name: str | None, tokenizer: Any, data_args: Any, style: Prompt
     name = resolve_template_name(name, tokenizer)
     if name == PLAIN:
         return PromptEncoder(tokenizer, None, style)
-    from tunery.data.template import get_template
-
     return PromptEncoder(tokenizer, get_template(name, tokenizer, data_args), style)

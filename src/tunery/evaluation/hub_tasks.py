@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tunery.errors import DataError
+from tunery.evaluation.layout import LETTERS, SPLIT_FOLDERS, has_split, packaged_tasks_dir, read_mapping
+from tunery.hub import cache_root
 from tunery.logging import get_logger
 
 logger = get_logger(__name__)
@@ -43,15 +45,11 @@ def hub_offline() -> bool:
 
 
 def cache_folder(name: str) -> Path:
-    from tunery.hub import cache_root
-
     return cache_root() / "eval_tasks" / name
 
 
 def download_task(name: str, split: str, *, need_dev: bool) -> Path:
     """The cached task folder of hub benchmark ``name``, downloading what ``split`` needs."""
-    from tunery.evaluation.tasks import has_split, packaged_tasks_dir
-
     folder = cache_folder(name)
     if has_split(folder, split) and (not need_dev or has_split(folder, "dev")):
         return folder
@@ -70,8 +68,6 @@ def download_task(name: str, split: str, *, need_dev: bool) -> Path:
         if spec.archive:
             _fetch_archive(spec, folder)
         else:
-            from tunery.evaluation.tasks import read_mapping
-
             subjects = sorted(read_mapping(folder))
             for ours, theirs in spec.hub_splits:
                 if ours == split or (need_dev and ours == "dev"):
@@ -107,8 +103,6 @@ def _fetch_archive(spec: HubTask, folder: Path) -> None:
 def _fetch_parquet_split(spec: HubTask, subjects: list[str], ours: str, theirs: str, folder: Path) -> None:
     from datasets import load_dataset
 
-    from tunery.evaluation.tasks import SPLIT_FOLDERS
-
     sub = SPLIT_FOLDERS[ours][0]
     (folder / sub).mkdir(parents=True, exist_ok=True)
     for subject in subjects:
@@ -120,8 +114,6 @@ def _fetch_parquet_split(spec: HubTask, subjects: list[str], ours: str, theirs: 
 def normalize_rows(rows: Any) -> list[tuple[str, list[str], str]]:
     """(question, choices, answer letter) from either hub shape: ``choices`` list + int answer
     (cais/mmlu) or ``A``..``D`` columns + letter answer (C-Eval, CMMLU)."""
-    from tunery.evaluation.tasks import LETTERS
-
     out = []
     for row in rows:
         lower = {str(k).lower(): v for k, v in row.items()}
@@ -138,8 +130,6 @@ def normalize_rows(rows: Any) -> list[tuple[str, list[str], str]]:
 
 def write_csv(path: Path, rows: list[tuple[str, list[str], str]]) -> None:
     """Write rows with a ``question,A,B,...,answer`` header (the C-Eval style our reader accepts)."""
-    from tunery.evaluation.tasks import LETTERS
-
     width = max((len(c) for _, c, _ in rows), default=4)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

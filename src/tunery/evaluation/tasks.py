@@ -16,18 +16,25 @@ loader would take MMLU's first question for a header.
 from __future__ import annotations
 
 import csv
-import importlib.resources
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunery.errors import ConfigError, DataError
+from tunery.evaluation.hub_tasks import HUB_TASKS, download_task
+from tunery.evaluation.layout import (
+    LETTERS,
+    SPLIT_FOLDERS,
+    SPLITS,
+    find_split_dir,
+    has_split,
+    packaged_tasks_dir,
+    read_mapping,
+)
 from tunery.logging import get_logger
 
 logger = get_logger(__name__)
 
-LETTERS = "ABCDEFGHIJ"
 CATEGORIES = ("STEM", "Social Sciences", "Humanities", "Other")
 _CATEGORY_ALIASES = {
     "stem": "STEM",
@@ -37,9 +44,6 @@ _CATEGORY_ALIASES = {
     "other": "Other",
     "others": "Other",
 }
-SPLITS = {"test": "test", "validation": "validation", "val": "validation", "dev": "dev"}
-# Folder names each split may use: C-Eval and MMLU call the validation split "val".
-SPLIT_FOLDERS = {"test": ("test",), "validation": ("val", "validation"), "dev": ("dev",)}
 
 
 @dataclass(frozen=True)
@@ -87,22 +91,6 @@ def parse_task_name(task: str, split: str | None = None) -> tuple[str, str]:
     return task, implied
 
 
-def packaged_tasks_dir() -> Path:
-    """Tasks shipped with Tunery (the sample tasks, and mapping.json of the hub benchmarks)."""
-    return Path(str(importlib.resources.files("tunery").joinpath("resources", "eval_tasks")))
-
-
-def has_split(folder: Path, split: str) -> bool:
-    return _split_dir(folder, split) is not None
-
-
-def _split_dir(folder: Path, split: str) -> Path | None:
-    for name in SPLIT_FOLDERS[split]:
-        if (folder / name).is_dir() and any((folder / name).glob("*.csv")):
-            return folder / name
-    return None
-
-
 def find_task_folder(task: str, task_dir: str) -> Path | None:
     """A local folder (the task itself, or ``task_dir/task``), else Tunery's packaged one."""
     direct = Path(os.path.expanduser(task))
@@ -120,21 +108,6 @@ def available_tasks(task_dir: str) -> list[str]:
         if root.is_dir():
             names.update(p.name for p in root.iterdir() if p.is_dir())
     return sorted(names)
-
-
-def read_mapping(folder: Path) -> dict[str, dict[str, str]]:
-    path = folder / "mapping.json"
-    if not path.is_file():
-        return {}
-    try:
-        mapping = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"mapping.json is not valid JSON: {exc}", file=str(path)) from exc
-    if not isinstance(mapping, dict) or not all(isinstance(v, dict) for v in mapping.values()):
-        raise DataError(
-            'mapping.json must map each subject to {"name": ..., "category": ...}', file=str(path)
-        )
-    return mapping
 
 
 def normalize_category(category: str | None) -> str:
@@ -219,8 +192,6 @@ def load_task(
     name, split = parse_task_name(task, split)
     folder = find_task_folder(name, task_dir)
     if folder is None or not has_split(folder, split):
-        from tunery.evaluation.hub_tasks import HUB_TASKS, download_task
-
         if name in HUB_TASKS:
             folder = download_task(name, split, need_dev=n_shot > 0)
         elif folder is None:
@@ -229,14 +200,14 @@ def load_task(
                 hint=f"available: {', '.join(available_tasks(task_dir)) or 'none'}; or give a task folder "
                 "laid out as docs/eval.md describes (mapping.json, dev/, val/, test/ with one CSV per subject)",
             )
-    split_dir = _split_dir(folder, split)
+    split_dir = find_split_dir(folder, split)
     if split_dir is None:
         raise DataError(
             f"task '{name}' has no '{split}' split",
             file=str(folder),
             hint=f"expected CSV files in {folder}/{SPLIT_FOLDERS[split][0]}/; set split (test, validation, dev)",
         )
-    dev_dir = _split_dir(folder, "dev") if n_shot > 0 else None
+    dev_dir = find_split_dir(folder, "dev") if n_shot > 0 else None
     if n_shot > 0 and dev_dir is None:
         raise DataError(
             f"n_shot is {n_shot} but task '{name}' has no dev split to take examples from",

@@ -12,11 +12,13 @@ from typing import Any
 
 from tunery.errors import ConfigError, ResourceError
 from tunery.evaluation.encoding import PromptEncoder, make_encoder
+from tunery.evaluation.harness import check_harness_installed, run_harness
 from tunery.evaluation.prompts import build_prompt, get_style, select_shots
 from tunery.evaluation.results import aggregate, format_table, write_results
 from tunery.evaluation.scorer import score_prompts
 from tunery.evaluation.tasks import LETTERS, Task, load_task
 from tunery.logging import get_logger
+from tunery.model.loader import load_model, load_tokenizer
 
 logger = get_logger(__name__)
 
@@ -167,12 +169,8 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     if ev.task:  # read the task before the model: a typo fails in a second
         load_task(ev.task, ev.task_dir, ev.split, n_shot=ev.n_shot, max_samples=1)
     if ev.harness_tasks:
-        from tunery.evaluation.harness import check_harness_installed
-
         check_harness_installed()
     from transformers import set_seed
-
-    from tunery.model.loader import load_model, load_tokenizer
 
     set_seed(ev.seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -182,7 +180,5 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     if ev.task:
         results = run_mc_eval(cfg, model, tokenizer)
     if ev.harness_tasks:
-        from tunery.evaluation.harness import run_harness
-
         results["harness"] = run_harness(cfg, model, tokenizer)
     return results
