@@ -22,7 +22,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tunery.config import parse_config
+from tunery.config.parser import parse_overrides
+from tunery.data.template import get_template
+from tunery.errors import ConfigError
 from tunery.logging import get_logger
+from tunery.model.loader import load_model, load_tokenizer
 
 logger = get_logger(__name__)
 
@@ -134,9 +139,6 @@ def generate_replies(model: Any, tokenizer: Any, template: Any, prompts: list[st
 
 def evaluate(cfg: Any, adapter: str | None) -> tuple[dict[str, float], list[str], float]:
     """Scores, replies and seconds of the base model (``adapter=None``) or base + adapter."""
-    from tunery.data.template import get_template
-    from tunery.model.loader import load_model, load_tokenizer
-
     start = time.perf_counter()
     model_args = replace(cfg.model, adapter_name_or_path=adapter)
     tokenizer = load_tokenizer(model_args)
@@ -169,13 +171,8 @@ def format_table(before: dict[str, float], after: dict[str, float]) -> str:
 
 def build_config(tokens: list[str]) -> Any:
     """DEMO_CONFIG with ``--key value`` overrides, validated like ``tunery train``."""
-    from tunery.config import parse_config
-    from tunery.config.parser import parse_overrides
-
     overrides, positional = parse_overrides(tokens)
     if positional:
-        from tunery.errors import ConfigError
-
         raise ConfigError(f"tunery demo takes only --key value flags, not {positional[0]!r}",
                           hint="e.g. tunery demo --output_dir saves/demo --num_train_epochs 1")
     return parse_config("train", {**DEMO_CONFIG, **overrides}, source="tunery demo")

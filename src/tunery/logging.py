@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import timedelta
 
 _CONFIGURED = False
 
@@ -30,3 +31,8 @@ def quiet_third_party() -> None:
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def format_seconds(seconds: float) -> str:
+    """``H:MM:SS`` (whole seconds, negative as 0) for the elapsed/remaining times of progress rows."""
+    return str(timedelta(seconds=int(max(seconds, 0))))

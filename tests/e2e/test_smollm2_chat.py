@@ -6,7 +6,7 @@ import pytest
 
 from tunery.cli.main import main as tunery_main
 from tunery.config import parse_config
-from tunery.inference.engine import load_engine
+from tunery.inference import load_engine
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France?"

@@ -21,7 +21,8 @@ from tunery.api.app import create_app
 from tunery.api.server import bind_address
 from tunery.config import parse_config
 from tunery.errors import ConfigError
-from tunery.inference.engine import Engine, Response, TextStream, load_engine
+from tunery.inference import load_engine
+from tunery.inference.engine import Engine, Response, TextStream
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 WEATHER_TOOL = {"type": "function", "function": {

@@ -13,7 +13,7 @@ from tests.unit.scripted_model import script_model
 from tunery.cli.main import main as tunery_main
 from tunery.config import parse_config
 from tunery.errors import ResourceError
-from tunery.inference.engine import load_engine
+from tunery.inference import load_engine
 from tunery.inference.predict import generate_all, run_predict
 
 ROWS = [

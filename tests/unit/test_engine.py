@@ -7,7 +7,7 @@ import pytest
 from tests.unit.scripted_model import script_model
 from tunery.config import parse_config
 from tunery.errors import ConfigError
-from tunery.inference.engine import load_engine
+from tunery.inference import load_engine
 from tunery.inference.generation import cut_at_stop, held_back, merge_generate_kwargs
 
 USER = [{"role": "user", "content": "Hello"}]

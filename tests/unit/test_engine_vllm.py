@@ -10,7 +10,7 @@ import torch
 
 from tunery.config import parse_config
 from tunery.errors import DependencyError, ResourceError
-from tunery.inference.engine import load_engine
+from tunery.inference import load_engine
 from tunery.inference.vllm_engine import check_vllm_available, engine_args
 
 

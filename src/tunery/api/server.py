@@ -51,7 +51,7 @@ def main(tokens: list[str]) -> int:
     uvicorn = require("uvicorn", "tunery api", "api")
     from tunery.api.app import create_app
     from tunery.config import load_config
-    from tunery.inference.engine import load_engine
+    from tunery.inference import load_engine
 
     cfg, rest = load_config("api", tokens)
     if rest:

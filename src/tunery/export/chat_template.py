@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from tunery.data.template import check_template
 from tunery.errors import ModelError
 from tunery.export.modelfile import VERIFY_CONVERSATIONS, ChatPieces, derive_pieces
 from tunery.logging import get_logger
@@ -61,8 +62,6 @@ def align_chat_template(tokenizer: PreTrainedTokenizerBase, template) -> bool:
     """
     if not _is_builtin(template):
         return False
-    from tunery.data.template import check_template
-
     if getattr(tokenizer, "chat_template", None) and check_template(template, tokenizer) is None:
         return False
 

@@ -17,6 +17,7 @@ import torch
 
 from tunery.errors import ConfigError, ModelError
 from tunery.logging import get_logger
+from tunery.model.loader import load_model, load_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -85,8 +86,6 @@ def merge_adapters(model: PreTrainedModel, adapters: list[str]) -> PreTrainedMod
 
 def load_merged(cfg: RunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Tokenizer and base model with every adapter merged, on ``export_device``."""
-    from tunery.model.loader import load_model, load_tokenizer
-
     refuse_quantized_base(cfg)
     base_args = dataclasses.replace(cfg.model, adapter_name_or_path=None)
     tokenizer = load_tokenizer(base_args)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tunery.errors import ModelError
+from tunery.logging import get_logger
 
 Render = Callable[[list[dict], bool], str]  # (messages, add_generation_prompt) -> prompt text
 
@@ -208,8 +209,6 @@ def write_modelfile(out_dir, gguf_name: str, template, tokenizer, stop_ids: list
 
 def _write_without_template(out_dir, gguf_name: str, tokenizer, stop_ids: list[int], reason: str):
     """A Modelfile with no TEMPLATE: Ollama then picks one from the chat template inside the GGUF."""
-    from tunery.logging import get_logger
-
     get_logger(__name__).warning("%s; the Modelfile has no TEMPLATE and Ollama will use the chat template "
                                  "embedded in the GGUF", reason)
     stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids] + [tokenizer.eos_token]

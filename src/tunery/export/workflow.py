@@ -11,9 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tunery.data.template import get_template
 from tunery.errors import ConfigError, ResourceError
 from tunery.export import merge
 from tunery.export.chat_template import align_chat_template
+from tunery.export.gguf_writer import write_gguf
+from tunery.export.modelfile import write_modelfile
+from tunery.export.quantize import quantize_checkpoint
 from tunery.logging import get_logger
 
 if TYPE_CHECKING:
@@ -110,8 +114,6 @@ def _export_checkpoint(cfg: RunConfig, model: PreTrainedModel, tokenizer: PreTra
     if cfg.export.export_quantization_bit is None:
         merge.save_checkpoint(model, tokenizer, out, cfg.export, dtype)
         return result
-    from tunery.export.quantize import quantize_checkpoint
-
     # The quantizers work inside from_pretrained, so the merged weights go through a folder first.
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tunery-merged-", dir=out.parent))
@@ -126,9 +128,6 @@ def _export_checkpoint(cfg: RunConfig, model: PreTrainedModel, tokenizer: PreTra
 
 def _export_gguf(cfg: RunConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template,
                  out: Path) -> ExportResult:
-    from tunery.export.gguf_writer import write_gguf
-    from tunery.export.modelfile import write_modelfile
-
     gguf_type = cfg.export.export_gguf_type
     gguf_path = out / f"{out.name}-{gguf_type}.gguf"
     stop_ids = _stop_ids(template, tokenizer)
@@ -143,10 +142,6 @@ def _export_gguf(cfg: RunConfig, model: PreTrainedModel, tokenizer: PreTrainedTo
 
 def _tunery_template(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase):
     """The chat template training used (``template:``), or None when it cannot be built."""
-    try:
-        from tunery.data.template import get_template
-    except ImportError:  # the data layer is optional for a bare export
-        return None
     try:
         return get_template(cfg.data.template, tokenizer, cfg.data)
     except ConfigError as exc:

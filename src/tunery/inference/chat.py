@@ -103,7 +103,7 @@ def interactive(session: ChatSession, stdin: TextIO | None = None) -> None:
 def main(tokens: list[str]) -> int:
     """``tunery chat [config.yaml] [--key value ...] [--query TEXT] [--system TEXT]``."""
     from tunery.config import load_config
-    from tunery.inference.engine import load_engine
+    from tunery.inference import load_engine
 
     options, tokens = pop_options(tokens)
     cfg, rest = load_config("chat", tokens)

@@ -2,7 +2,7 @@
 
 An :class:`Engine` owns a tokenizer, a chat template and a model behind one lock: callers from
 several threads (the API server) are served one generation at a time, in arrival order, instead
-of racing on the model. ``load_engine(cfg)`` picks the backend from ``infer_backend``.
+of racing on the model. ``backends.load_engine(cfg)`` picks the backend from ``infer_backend``.
 """
 
 from __future__ import annotations
@@ -11,14 +11,11 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tunery.errors import ConfigError
 from tunery.inference.generation import merge_generate_kwargs
-from tunery.inference.prompting import normalize_tools, with_system
-
-if TYPE_CHECKING:
-    from tunery.config import RunConfig
+from tunery.inference.prompting import normalize_tools, template_supports_tools, with_system
 
 
 @dataclass
@@ -104,8 +101,6 @@ class Engine(ABC):
     # -- tools -----------------------------------------------------------------------------------
     @property
     def supports_tools(self) -> bool:
-        from tunery.inference.prompting import template_supports_tools
-
         return template_supports_tools(self.template, self.tokenizer)
 
     def parse_tool_calls(self, text: str) -> list[dict] | None:
@@ -114,17 +109,3 @@ class Engine(ABC):
             return self.template.parse_tool_calls(text)
         except Exception:  # a reply that looks like a call but is malformed is returned as text
             return None
-
-
-def load_engine(cfg: RunConfig) -> Engine:
-    """The engine named by ``infer_backend`` (huggingface by default, or vllm)."""
-    backend = getattr(cfg.model, "infer_backend", "huggingface") or "huggingface"
-    if backend == "huggingface":
-        from tunery.inference.hf_engine import HuggingFaceEngine
-
-        return HuggingFaceEngine.from_config(cfg)
-    if backend == "vllm":
-        from tunery.inference.vllm_engine import VllmEngine
-
-        return VllmEngine.from_config(cfg)
-    raise ConfigError(f"infer_backend '{backend}' is not known", hint="use huggingface or vllm")

@@ -14,6 +14,7 @@ from tunery.errors import ConfigError
 from tunery.inference.engine import Engine, Response, TextStream
 from tunery.inference.generation import cut_at_stop, held_back
 from tunery.inference.prompting import resolve_template
+from tunery.model.loader import load_model, load_tokenizer
 
 if TYPE_CHECKING:
     from tunery.config import RunConfig
@@ -62,8 +63,6 @@ class HuggingFaceEngine(Engine):
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> HuggingFaceEngine:
-        from tunery.model.loader import load_model, load_tokenizer
-
         if not cfg.model.model_name_or_path:
             raise ConfigError("model_name_or_path is not set", hint="give it in the config or as --model_name_or_path")
         tokenizer = load_tokenizer(cfg.model)

@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunery.data import load_records
 from tunery.errors import ConfigError, DataError, ResourceError
+from tunery.inference.backends import load_engine
 from tunery.inference.engine import Engine, Response
 from tunery.inference.metrics import Scorer, aggregate
-from tunery.logging import get_logger
+from tunery.logging import format_seconds, get_logger
 
 if TYPE_CHECKING:
     from tunery.config import RunConfig
@@ -52,8 +54,6 @@ def split_record(record: dict) -> tuple[list[dict], str]:
 
 def prediction_records(cfg: RunConfig) -> list[dict]:
     """Records of ``eval_dataset`` (LLaMA-Factory's --do_predict), else of ``dataset``."""
-    from tunery.data import load_records
-
     which = "eval_dataset" if cfg.data.eval_dataset else "dataset"
     if not getattr(cfg.data, which):
         raise ConfigError("prediction needs a dataset", hint="set eval_dataset (or dataset) to a name in dataset_info.json")
@@ -91,8 +91,6 @@ class ProgressLog:
         self.total, self.start = total, time.perf_counter()
 
     def __call__(self, done: int) -> None:
-        from tunery.train.callbacks import format_seconds
-
         elapsed = time.perf_counter() - self.start
         remaining = elapsed / done * (self.total - done) if done else 0.0
         row = {"current_steps": done, "total_steps": self.total, "percentage": round(100 * done / self.total, 2),
@@ -197,8 +195,6 @@ def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = 
         raise ConfigError("prediction needs output_dir", hint="set output_dir: where the predictions are written")
     records = prediction_records(cfg)
     if engine is None:
-        from tunery.inference.engine import load_engine
-
         engine = load_engine(cfg)
     prompts, labels = encode_prompts(engine, records, int(cfg.data.cutoff_len))
     gen: dict[str, Any] = {}

@@ -14,6 +14,7 @@ from tunery.errors import ConfigError, ResourceError, require
 from tunery.inference.engine import Engine, Response, TextStream
 from tunery.inference.generation import cut_at_stop
 from tunery.inference.prompting import resolve_template
+from tunery.model.loader import load_tokenizer, resolve
 
 if TYPE_CHECKING:
     from tunery.config import RunConfig
@@ -70,8 +71,6 @@ class VllmEngine(Engine):
     @classmethod
     def from_config(cls, cfg: RunConfig) -> VllmEngine:
         vllm = check_vllm_available()
-        from tunery.model.loader import load_tokenizer, resolve
-
         if len(cfg.model.adapters) > 1:
             raise ConfigError("infer_backend: vllm applies one adapter", hint="merge the adapters first with tunery export")
         tokenizer = load_tokenizer(cfg.model)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 
+from tunery.data.template import list_templates
 from tunery.errors import require
 from tunery.webui.locales import LANGUAGES, t
 
 
 def build_app(lang: str = "en"):
     gr = require("gradio", "the web UI", "webui")
+    # lazy: the tabs import gradio (an optional extra); require() above turns its absence into a clear error
     from tunery.webui import tab_chat, tab_jobs, tab_train
     from tunery.webui.chat_session import ChatSession
     from tunery.webui.runner import RunManager
@@ -51,12 +53,7 @@ def build_app(lang: str = "en"):
 
 
 def _template_choices() -> list[str]:
-    try:
-        from tunery.data.template import list_templates
-
-        return ["auto", *list_templates()]
-    except ImportError:
-        return ["auto"]
+    return list_templates()  # "auto" first, then the builtins
 
 
 def main(tokens: list[str]) -> int:

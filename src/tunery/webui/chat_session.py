@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tunery.config import parse_config
+from tunery.inference import load_engine
 
 
 class ChatSession:
@@ -17,8 +18,6 @@ class ChatSession:
         return self.engine is not None
 
     def load(self, config: dict[str, Any]) -> None:
-        from tunery.inference.engine import load_engine
-
         self.unload()
         self.engine = load_engine(parse_config("chat", config, source="the web UI"))
 
