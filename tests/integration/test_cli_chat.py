@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from tests.unit.scripted_model import script_model
+from tunery.cli.chat import ChatSession, interactive, pop_options
 from tunery.cli.main import main as tunery_main
 from tunery.config import parse_config
-from tunery.inference.chat import ChatSession, interactive, pop_options
 from tunery.inference.engine import load_engine
 
 

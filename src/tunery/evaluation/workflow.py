@@ -21,17 +21,6 @@ from tunery.logging import get_logger
 logger = get_logger(__name__)
 
 
-def main(tokens: list[str]) -> int:
-    """Handler of ``tunery eval``."""
-    from tunery.config import load_config
-
-    cfg, rest = load_config("eval", tokens)
-    if rest:
-        raise ConfigError(f"unexpected arguments: {' '.join(rest)}", hint="give one config file, then --key value pairs")
-    run_eval(cfg)
-    return 0
-
-
 def _check_save_dir(save_dir: str | None) -> None:
     if save_dir and (Path(save_dir) / "results.json").exists():
         raise ResourceError(
@@ -73,7 +62,8 @@ def build_requests(task: Task, encoder: PromptEncoder, lang: str, n_shot: int, c
 
 
 def run_mc_eval(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
-    """Score the task of ``cfg.evaluation`` with a loaded model; returns results and writes them."""
+    """Score the task of ``cfg.evaluation`` with a loaded model; returns the results (see ``results.aggregate``,
+    plus ``settings``) and writes them to ``save_dir`` when set. ``results.format_table`` shows them."""
     ev = cfg.evaluation
     task = load_task(
         ev.task, ev.task_dir, ev.split, n_shot=ev.n_shot, max_samples=getattr(cfg.data, "max_samples", None)
@@ -118,10 +108,8 @@ def run_mc_eval(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
         "seed": ev.seed,
         "letter_token_ids": list(letter_ids),
     }
-    table = format_table(results)
-    print(table)
     if ev.save_dir:
-        folder = write_results(ev.save_dir, results, table, records)
+        folder = write_results(ev.save_dir, results, format_table(results), records)
         logger.info("wrote results.json, results.log and predictions.jsonl to %s", folder)
     return results
 
@@ -153,7 +141,10 @@ def _record(request: dict, score: Any, letters: str) -> dict[str, Any]:
 
 
 def run_eval(cfg: Any) -> dict[str, Any]:
-    """Everything ``tunery eval`` does: our task (``task``) and/or lm-eval tasks (``harness_tasks``)."""
+    """Everything ``tunery eval`` does: our task (``task``) and/or lm-eval tasks (``harness_tasks``).
+
+    Returns our task's results (empty without ``task``), with lm-eval's under ``harness`` (its text
+    table under ``harness["table"]``); prints nothing."""
     ev = cfg.evaluation
     if not ev.task and not ev.harness_tasks:
         raise ConfigError(

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunery import runlog
 from tunery.errors import ConfigError, DataError, ResourceError
 from tunery.inference.engine import Engine, Response
 from tunery.inference.metrics import Scorer, aggregate
@@ -83,23 +84,15 @@ def _free_memory() -> None:
 
 
 class ProgressLog:
-    """Prediction progress as trainer_log.jsonl rows, so the web UI and scripts follow it like training."""
+    """Prediction progress as run-log rows (``tunery.runlog``), so the web UI and scripts follow it like training."""
 
     def __init__(self, output_dir: str, total: int) -> None:
-        self.path = Path(output_dir) / "trainer_log.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.output_dir = output_dir
         self.total, self.start = total, time.perf_counter()
 
     def __call__(self, done: int) -> None:
-        from tunery.train.callbacks import format_seconds
-
-        elapsed = time.perf_counter() - self.start
-        remaining = elapsed / done * (self.total - done) if done else 0.0
-        row = {"current_steps": done, "total_steps": self.total, "percentage": round(100 * done / self.total, 2),
-               "elapsed_time": format_seconds(elapsed), "remaining_time": format_seconds(remaining),
-               "stage": "predict"}
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        row = runlog.progress_record(done, self.total, time.perf_counter() - self.start)
+        runlog.append(self.output_dir, {**row, "stage": "predict"})
 
 
 def generate_all(engine: Engine, prompts: list[list[int]], batch_size: int, progress: bool = True,
@@ -235,15 +228,3 @@ def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = 
     logger.info("wrote %d predictions to %s", len(rows), os.path.join(cfg.training.output_dir, PREDICTIONS_FILE))
     return results
 
-
-def main(tokens: list[str]) -> int:
-    """``tunery predict [config.yaml] [--key value ...]``."""
-    from tunery.config import load_config
-
-    cfg, rest = load_config("predict", tokens)
-    if rest:
-        raise ConfigError(f"unexpected argument(s): {' '.join(rest)}", hint="settings are --key value")
-    results = run_predict(cfg)
-    for key, value in results.items():
-        print(f"{key} = {value}")
-    return 0
