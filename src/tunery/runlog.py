@@ -6,13 +6,15 @@ and trim it through these functions, so the file name and the field names live i
 Fields (LLaMA-Factory's names): ``current_steps``, ``total_steps``, ``percentage`` (0-100),
 ``elapsed_time`` and ``remaining_time`` ("H:MM:SS"); training adds ``loss``, ``eval_loss``,
 ``lr``, ``epoch``, ``throughput`` (non-padding tokens/s), ``total_tokens`` and any other number
-the trainer logs (``grad_norm``, ``rewards/chosen``...); prediction adds ``stage: "predict"``.
+the trainer logs (``grad_norm``, ``rewards/chosen``...); prediction and evaluation add ``stage``
+(``"predict"`` / ``"eval"``) and count samples or questions as steps.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -84,3 +86,18 @@ def remove(output_dir: str | os.PathLike) -> None:
     path = log_path(output_dir)
     if os.path.isfile(path):
         os.unlink(path)
+
+
+class ProgressWriter:
+    """Appends a progress row (``stage`` named) each time it is called with the number of items done.
+
+    Batch prediction and evaluation use it, so the web UI and scripts follow them like training.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, total: int, stage: str) -> None:
+        self.output_dir, self.total, self.stage = output_dir, total, stage
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int) -> None:
+        row = progress_record(done, self.total, time.perf_counter() - self.start)
+        append(self.output_dir, {**row, "stage": self.stage})

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tunery import runlog
 from tunery.errors import ConfigError, ResourceError
 from tunery.evaluation.encoding import PromptEncoder, make_encoder
 from tunery.evaluation.prompts import build_prompt, get_style, select_shots
@@ -84,6 +85,10 @@ def run_mc_eval(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(requests):
         groups.setdefault(r["subject"], []).append(i)
+    on_progress = None
+    if ev.save_dir:  # questions scored so far, as run-log rows the web UI and scripts can follow
+        runlog.remove(ev.save_dir)
+        on_progress = runlog.ProgressWriter(ev.save_dir, len(requests), "eval")
     scores = score_prompts(
         model,
         [r["ids"] for r in requests],
@@ -92,6 +97,7 @@ def run_mc_eval(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
         pad_id=pad_id,
         groups=list(groups.values()),
         progress=True,
+        on_progress=on_progress,
     )
     records = [_record(r, s, letters) for r, s in zip(requests, scores)]
     results = aggregate(records)

@@ -83,18 +83,6 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-class ProgressLog:
-    """Prediction progress as run-log rows (``tunery.runlog``), so the web UI and scripts follow it like training."""
-
-    def __init__(self, output_dir: str, total: int) -> None:
-        self.output_dir = output_dir
-        self.total, self.start = total, time.perf_counter()
-
-    def __call__(self, done: int) -> None:
-        row = runlog.progress_record(done, self.total, time.perf_counter() - self.start)
-        runlog.append(self.output_dir, {**row, "stage": "predict"})
-
-
 def generate_all(engine: Engine, prompts: list[list[int]], batch_size: int, progress: bool = True,
                  on_progress: Any = None, **gen: Any) -> list[Response]:
     """One reply per prompt, in input order, in batches that halve after an out-of-memory error.
@@ -204,7 +192,7 @@ def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = 
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(str(out / "training_args.yaml"))
     replies = generate_all(engine, prompts, batch_size, progress=progress,
-                           on_progress=ProgressLog(str(out), len(prompts)), **gen)
+                           on_progress=runlog.ProgressWriter(out, len(prompts), "predict"), **gen)
     runtime = time.perf_counter() - start
     rows, per_sample = [], []
     for ids, label, reply in zip(prompts, labels, replies):
