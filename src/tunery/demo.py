@@ -8,8 +8,8 @@ held-out prompts that are not in the training data, with greedy decoding:
 - identity: does the reply name Tuna, the Tunery project, and both;
 - units: exact answer ("7000 m" / "7000米", nothing else) and, leniently, the right number anywhere.
 
-The figures go to ``<output_dir>/demo_results.json`` with every reply, and a table is printed. The
-training settings are ``DEMO_CONFIG`` (kept equal to ``examples/demo/smollm2_lora_sft.yaml`` by a
+The figures go to ``<output_dir>/demo_results.json`` with every reply (``tunery demo``, in
+``cli/demo.py``, prints them as a table). The training settings are ``DEMO_CONFIG`` (kept equal to ``examples/demo/smollm2_lora_sft.yaml`` by a
 test); ``--key value`` flags override them as in ``tunery train``.
 """
 
@@ -18,16 +18,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tunery.config import parse_config
-from tunery.config.parser import parse_overrides
 from tunery.data.template import get_template
-from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.loader import load_model, load_tokenizer
+from tunery.train.workflow import run_train
 
 logger = get_logger(__name__)
 
@@ -60,6 +60,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "warmup_ratio": 0.05,
     "seed": 42,
 }
+RESULTS_FILE = "demo_results.json"
 MAX_NEW_TOKENS = 40
 GENERATION_BATCH = 11
 
@@ -150,50 +151,29 @@ def evaluate(cfg: Any, adapter: str | None) -> tuple[dict[str, float], list[str]
     return score(rows, replies), replies, time.perf_counter() - start
 
 
-# ------------------------------------------------------------------------------------- report
-ROWS = [
-    ("identity: names Tuna and the Tunery project", "identity_match"),
-    ("identity: names Tuna", "identity_names_tuna"),
-    ("units: exact answer", "units_exact"),
-    ("units: right number anywhere", "units_lenient"),
-]
+# ---------------------------------------------------------------------------------------- run
+def demo_config(overrides: dict[str, Any] | None = None) -> Any:
+    """DEMO_CONFIG with ``overrides`` (raw setting -> value), validated like ``tunery train``."""
+    return parse_config("train", {**DEMO_CONFIG, **(overrides or {})}, source="tunery demo")
 
 
-def format_table(before: dict[str, float], after: dict[str, float]) -> str:
-    width = max(len(label) for label, _ in ROWS)
-    lines = [f"{'held-out prompts'.ljust(width)}   before    after", "-" * (width + 19)]
-    for label, key in ROWS:
-        lines.append(f"{label.ljust(width)}   {before[key]:6.0%}   {after[key]:6.0%}")
-    lines.append(f"({before['identity_prompts']} identity and {before['units_prompts']} unit prompts, en + zh, "
-                 "greedy decoding; none are in the training data)")
-    return "\n".join(lines)
+def run_demo(cfg: Any, notify: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Score the base model, LoRA-train it, score base + adapter; write and return ``demo_results.json``.
 
-
-def build_config(tokens: list[str]) -> Any:
-    """DEMO_CONFIG with ``--key value`` overrides, validated like ``tunery train``."""
-    overrides, positional = parse_overrides(tokens)
-    if positional:
-        raise ConfigError(f"tunery demo takes only --key value flags, not {positional[0]!r}",
-                          hint="e.g. tunery demo --output_dir saves/demo --num_train_epochs 1")
-    return parse_config("train", {**DEMO_CONFIG, **overrides}, source="tunery demo")
-
-
-def main(tokens: list[str]) -> int:
-    """Handler of ``tunery demo``: score, train, score again, report."""
-    from tunery.train.workflow import run_train
-
-    cfg = build_config(tokens)
+    ``notify`` receives a short line before each long phase (the CLI prints them). The result has
+    ``before`` / ``after`` (see :func:`score`), ``seconds`` (score_before, train, score_after, total),
+    ``config`` and ``replies`` (prompt, kind, lang, expected, before, after per held-out prompt).
+    """
+    say = notify or (lambda _line: None)
     output_dir = Path(cfg.training.output_dir)
     started = time.perf_counter()
-    print("tunery demo: scoring the base model on the held-out prompts ...", flush=True)
+    say("scoring the base model on the held-out prompts ...")
     before, before_replies, before_s = evaluate(cfg, None)
-    print(f"tunery demo: LoRA fine-tuning {cfg.model.model_name_or_path} on {cfg.data.dataset} ...", flush=True)
+    say(f"LoRA fine-tuning {cfg.model.model_name_or_path} on {cfg.data.dataset} ...")
     train_start = time.perf_counter()
-    code = run_train(cfg)
+    run_train(cfg)
     train_s = time.perf_counter() - train_start
-    if code:
-        return code
-    print("tunery demo: scoring the fine-tuned model ...", flush=True)
+    say("scoring the fine-tuned model ...")
     after, after_replies, after_s = evaluate(cfg, str(output_dir))
     total_s = time.perf_counter() - started
     rows = load_heldout()
@@ -209,12 +189,6 @@ def main(tokens: list[str]) -> int:
         ],
     }
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "demo_results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n",
-                                                  encoding="utf-8")
-    print()
-    print(format_table(before, after))
-    print(f"\ntime: {total_s / 60:.1f} min in all, training {train_s / 60:.1f} min. "
-          f"Replies and figures: {output_dir / 'demo_results.json'}; loss curve: {output_dir / 'training_loss.png'}")
-    for item in results["replies"][:: max(1, len(rows) // 4)][:4]:
-        print(f"  Q: {item['prompt']}\n     before: {item['before'][:90]}\n     after:  {item['after'][:90]}")
-    return 0
+    (output_dir / RESULTS_FILE).write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n",
+                                           encoding="utf-8")
+    return results

@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from tests.unit.scripted_model import script_model
+from tunery.cli.chat import ChatSession, interactive, pop_options
 from tunery.cli.main import main as tunery_main
 from tunery.config import parse_config
 from tunery.inference import load_engine
-from tunery.inference.chat import ChatSession, interactive, pop_options
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,9 @@ def test_files_and_hand_checked_scores(tiny_chatml_model, dataset_dir, tmp_path,
     assert rows[1]["scores"] == {"bleu-4": 100.0, "rouge-1": 100.0, "rouge-2": 100.0, "rouge-l": 100.0,
                                  "exact_match": 100.0}
     assert rows[2]["scores"] == {"bleu-4": 0.0, "rouge-1": 0.0, "rouge-2": 0.0, "rouge-l": 0.0, "exact_match": 0.0}
+    progress = _read_jsonl(out / "trainer_log.jsonl")  # the run log the web UI follows
+    assert progress[-1]["current_steps"] == progress[-1]["total_steps"] == 3
+    assert progress[-1]["stage"] == "predict" and progress[-1]["percentage"] == 100.0
 
     assert results["predict_bleu-4"] == pytest.approx((bleu0 + 100) / 3, abs=1e-3)
     assert results["predict_rouge-2"] == pytest.approx((100 * 4 / 9 + 100) / 3, abs=1e-3)

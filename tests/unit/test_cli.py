@@ -64,3 +64,55 @@ def test_debug_shows_the_traceback():
 def test_top_level_help(flag, capsys):
     assert main([flag]) == 0
     assert "commands:" in capsys.readouterr().out
+
+
+def test_handlers_live_in_the_cli_package():
+    for name, command in COMMANDS.items():
+        assert callable(command.handler), name
+        assert command.handler.__module__.startswith("tunery.cli."), (name, command.handler.__module__)
+
+
+def test_help_and_start_up_import_no_torch():
+    """`tunery --help` and `tunery chat --help` answer without importing torch or transformers."""
+    code = ("import sys; from tunery.cli.main import main; main(['--help']); main(['chat', '--help']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_train_and_inference_do_not_import_each_other():
+    import ast
+    from pathlib import Path
+
+    import tunery
+
+    src = Path(tunery.__file__).parent
+    for package, other in (("train", "tunery.inference"), ("inference", "tunery.train")):
+        for path in (src / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                assert not any(n == other or n.startswith(other + ".") for n in names), (path, names)
+
+
+def test_closed_stdout_pipe_ends_quietly():
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (`| head -c1`) is gone before tunery writes a byte
+    try:
+        result = subprocess.run([sys.executable, "-m", "tunery", "--help"], stdout=write_end, stderr=subprocess.PIPE,
+                                text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert result.stderr == ""
+
+
+def test_yaml_syntax_error_names_file_and_place(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: 1\n b: [\n")
+    assert main(["chat", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tunery: error: config file {bad} is not valid YAML (line 2, column 3): mapping values are not allowed here"

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tunery import demo
+from tunery.cli import demo as demo_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -42,7 +43,7 @@ def test_dataset_info_names_every_file():
 def test_demo_datasets_load_through_the_data_pipeline():
     from tunery.data import load_records
 
-    cfg = demo.build_config([])
+    cfg = demo.demo_config()
     records = load_records(cfg, "sft")
     assert len(records) == len(read("identity.json")) + len(read("unit_conversion.json"))
     assert records[0]["messages"][-1]["role"] == "assistant"
@@ -80,7 +81,7 @@ def test_score_aggregates_per_kind():
     s = demo.score(rows, replies)
     assert s["identity_match"] == 0.5 and s["identity_names_tuna"] == 0.5
     assert s["units_exact"] == 0.5 and s["units_lenient"] == 1.0
-    table = demo.format_table(s, s)
+    table = demo_cli.format_table(s, s)
     assert "50%" in table and "100%" in table
 
 
@@ -95,8 +96,8 @@ def test_demo_rejects_positional_arguments():
     from tunery.errors import ConfigError
 
     with pytest.raises(ConfigError, match="only --key value"):
-        demo.build_config(["cfg.yaml"])
-    cfg = demo.build_config(["--num_train_epochs", "1", "--output_dir", "somewhere"])
+        demo_cli.build_config(["cfg.yaml"])
+    cfg = demo_cli.build_config(["--num_train_epochs", "1", "--output_dir", "somewhere"])
     assert cfg.training.num_train_epochs == 1.0 and cfg.training.output_dir == "somewhere"
 
 
@@ -146,7 +147,7 @@ def test_generate_replies_on_a_tiny_model(tiny_chatml_model):
 def test_demo_main_end_to_end_on_a_tiny_model(tiny_chatml_model, tmp_path, capsys):
     """Score, train two steps through run_train, score base + adapter, write the results and table."""
     out = tmp_path / "demo"
-    code = demo.main(["--model_name_or_path", str(tiny_chatml_model), "--max_steps", "2", "--output_dir", str(out),
+    code = demo_cli.main(["--model_name_or_path", str(tiny_chatml_model), "--max_steps", "2", "--output_dir", str(out),
                       "--plot_loss", "false"])
     assert code == 0
     results = json.loads((out / "demo_results.json").read_text(encoding="utf-8"))

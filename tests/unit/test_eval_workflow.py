@@ -35,6 +35,9 @@ def test_cli_writes_results_log_and_predictions(tiny_chatml_model, tmp_path, cap
     assert results["settings"]["template"] == "fewshot" and results["settings"]["n_shot"] == 2
     assert (save / "results.log").read_text(encoding="utf-8").splitlines()[2].startswith("Average")
     assert "Average" in capsys.readouterr().out
+    progress = [json.loads(line) for line in (save / "trainer_log.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert progress[-1]["current_steps"] == progress[-1]["total_steps"] == 12 and progress[-1]["stage"] == "eval"
+    assert progress[-1]["percentage"] == 100.0
     rows = predictions(save)
     assert len(rows) == 12
     first = rows[0]

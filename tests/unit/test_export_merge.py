@@ -153,7 +153,7 @@ def test_contradictory_settings_fail_fast(tmp_path, raw, needle):
 
 
 def test_cli_handler_exports_from_yaml(tiny_chatml_model, adapters, tmp_path, capsys):
-    from tunery.export.workflow import main
+    from tunery.cli.export import main
 
     out = tmp_path / "cli"
     cfg_file = tmp_path / "export.yaml"

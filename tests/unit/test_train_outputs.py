@@ -9,7 +9,7 @@ import yaml
 
 from tests.unit.train_utils import run_tiny_training, tokenized_dataset, train_config
 from tunery.errors import ResourceError
-from tunery.train.callbacks import read_log
+from tunery.runlog import read as read_log
 
 LOG_FIELDS = {"current_steps", "total_steps", "loss", "eval_loss", "lr", "epoch", "percentage", "elapsed_time",
               "remaining_time", "throughput", "total_tokens"}

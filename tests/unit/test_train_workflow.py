@@ -8,6 +8,7 @@ import types
 import pytest
 
 from tests.unit.train_utils import train_config
+from tunery.cli import train as train_cli
 from tunery.errors import ConfigError
 from tunery.train import workflow
 
@@ -36,7 +37,7 @@ def test_do_predict_routes_to_batch_prediction(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tunery.inference.predict", fake)
     cfg = train_config(tmp_path / "model", tmp_path / "out", do_train=False, do_predict=True,
                        predict_with_generate=True)
-    assert workflow.run_train(cfg) == 0
+    assert train_cli.run(cfg) == 0
     assert calls == [cfg] and cfg.training.predict_with_generate
 
 
@@ -71,7 +72,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tiny_chatml_model, reference
     out = tmp_path / "out"
     cfg = train_config(tiny_chatml_model, out, dataset="alpaca_en_demo", dataset_dir=str(reference_dir / "lf" / "data"),
                        max_samples=12, cutoff_len=64, dry_run=True, max_steps=-1, num_train_epochs=1.0)
-    assert workflow.run_train(cfg) == 0
+    assert train_cli.run(cfg) == 0
     text = capsys.readouterr().out
     import math
     import re
@@ -99,7 +100,7 @@ def test_missing_reporter_package_is_a_dependency_error(tmp_path):
 
 
 def test_estimate_command_without_data(tiny_chatml_model, capsys):
-    from tunery.train.estimate import main
+    from tunery.cli.estimate import main
 
     assert main(["--model_name_or_path", str(tiny_chatml_model), "--finetuning_type", "full",
                  "--cutoff_len", "128", "--max_steps", "10", "--output_dir", "unused"]) == 0

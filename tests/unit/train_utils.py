@@ -58,6 +58,6 @@ def run_tiny_training(cfg: Any, dataset: Any = None, callbacks: list | None = No
 
 
 def logged_losses(output_dir: Path) -> dict[int, float]:
-    from tunery.train.callbacks import read_log
+    from tunery.runlog import read as read_log
 
     return {r["current_steps"]: r["loss"] for r in read_log(str(output_dir)) if r.get("loss") is not None}

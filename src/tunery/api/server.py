@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import TYPE_CHECKING
 
 from tunery.errors import ConfigError, ResourceError, require
 from tunery.logging import get_logger
+
+if TYPE_CHECKING:
+    from tunery.config import RunConfig
 
 logger = get_logger(__name__)
 
@@ -45,17 +49,13 @@ def check_port_free(host: str, port: int) -> None:
                                 hint="stop the other server or set API_PORT to a free port") from exc
 
 
-def main(tokens: list[str]) -> int:
-    """``tunery api [config.yaml] [--key value ...]``."""
+def serve(cfg: RunConfig) -> None:
+    """Load the model of ``cfg`` and serve it until interrupted (``tunery api``, in ``cli/api.py``)."""
     require("fastapi", "tunery api", "api")
     uvicorn = require("uvicorn", "tunery api", "api")
     from tunery.api.app import create_app
-    from tunery.config import load_config
     from tunery.inference import load_engine
 
-    cfg, rest = load_config("api", tokens)
-    if rest:
-        raise ConfigError(f"unexpected argument(s): {' '.join(rest)}", hint="settings are --key value")
     host, port = bind_address()
     check_port_free(host, port)
     engine = load_engine(cfg)
@@ -64,4 +64,3 @@ def main(tokens: list[str]) -> int:
         logger.warning("serving on %s without API_KEY: anyone who can reach this port can use the model", host)
     logger.info("OpenAI-compatible API at http://%s:%d/v1 (model '%s')", host, port, engine.model_name)
     uvicorn.run(app, host=host, port=port, log_level="warning")
-    return 0

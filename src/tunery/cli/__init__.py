@@ -1,0 +1,1 @@
+"""The command line (a face): one module per ``tunery`` command, argument handling in ``options.py``."""

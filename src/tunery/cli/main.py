@@ -1,88 +1,95 @@
 """The ``tunery`` command: dispatch to one handler per subcommand, print user errors plainly.
 
-Each handler lives in the workflow package that owns the job and is imported lazily, so
-``tunery env`` or a config error answers in a second instead of after importing every library.
+Every handler lives in ``tunery/cli/<command>.py`` and takes the argument list, returning an exit
+code. Those modules are light to import; each imports its heavy workflow (torch, transformers)
+inside the handler, so ``tunery --help``, ``tunery env`` and ``tunery <command> --help`` answer at once.
 """
 
 from __future__ import annotations
 
-import importlib
+import difflib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tunery import __version__
+from tunery.cli import api, chat, data, demo, env, estimate, export, predict, train, webui
+from tunery.cli import eval as eval_cmd
+from tunery.cli.help import format_command_help
 from tunery.errors import TuneryError
 
 ISSUES_URL = "https://github.com/tunery/tunery/issues"
+# Exit code of a command whose output reader went away (`tunery ... | head`): 128 + SIGPIPE, as a shell reports it.
+EXIT_BROKEN_PIPE = 141
+
+
+def print_version(_args: list[str]) -> int:
+    print(f"tunery {__version__}")
+    return 0
 
 
 @dataclass(frozen=True)
 class Command:
     summary: str
     usage: str
-    handler: str  # "module:function", the function takes the argument list and returns an exit code
+    handler: Callable[[list[str]], int]  # takes the argument list, returns an exit code
 
 
 COMMANDS: dict[str, Command] = {
     "train": Command(
         "Train a model: stages pt, sft, rm, dpo, kto, orpo, simpo, ppo, grpo (also --do_predict).",
         "tunery train [config.yaml] [--key value | key=value ...]",
-        "tunery.train.workflow:main",
+        train.main,
     ),
     "predict": Command(
         "Batch prediction over a dataset, with BLEU/ROUGE and per-sample scores.",
         "tunery predict [config.yaml] [--key value ...]",
-        "tunery.inference.predict:main",
+        predict.main,
     ),
     "chat": Command(
         "Chat with a model (and adapters) in the terminal; --query answers once and exits.",
         "tunery chat [config.yaml] [--key value ...] [--query TEXT] [--system TEXT]",
-        "tunery.inference.chat:main",
+        chat.main,
     ),
     "eval": Command(
         "Few-shot multiple-choice benchmarks (MMLU / C-Eval / CMMLU format).",
         "tunery eval [config.yaml] [--key value ...]",
-        "tunery.evaluation.workflow:main",
+        eval_cmd.main,
     ),
     "export": Command(
         "Merge adapters, shard, quantize, or write GGUF for llama.cpp / Ollama.",
         "tunery export [config.yaml] [--key value ...]",
-        "tunery.export.workflow:main",
+        export.main,
     ),
     "api": Command(
         "OpenAI-compatible API server (127.0.0.1:8000 by default; API_HOST, API_PORT, API_KEY).",
         "tunery api [config.yaml] [--key value ...]",
-        "tunery.api.server:main",
+        api.main,
     ),
     "webui": Command(
         "Web UI: train, evaluate, chat and export in the browser (127.0.0.1:7860 by default).",
-        "tunery webui",
-        "tunery.webui.app:main",
+        "tunery webui [--lang en|zh]",
+        webui.main,
     ),
     "data": Command(
         "Check datasets, preview rendered examples, or render one conversation with a template.",
         "tunery data {check|preview|render} [config.yaml] [--key value ...]",
-        "tunery.data.cli:main",
+        data.main,
     ),
     "estimate": Command(
         "Estimate peak memory and time of a training run before starting it.",
         "tunery estimate [config.yaml] [--key value ...]",
-        "tunery.train.estimate:main",
+        estimate.main,
     ),
     "demo": Command(
         "Run the embedded demo: LoRA-tune SmolLM2-135M-Instruct and compare before/after.",
         "tunery demo [--output_dir DIR]",
-        "tunery.demo:main",
+        demo.main,
     ),
-    "env": Command("Print versions and hardware for bug reports.", "tunery env", "tunery.cli.env:main"),
-    "version": Command("Print Tunery's version.", "tunery version", "tunery.cli.main:print_version"),
+    "env": Command("Print versions and hardware for bug reports.", "tunery env", env.main),
+    "version": Command("Print Tunery's version.", "tunery version", print_version),
 }
-
-
-def print_version(_args: list[str]) -> int:
-    print(f"tunery {__version__}")
-    return 0
 
 
 def usage() -> str:
@@ -101,9 +108,24 @@ def _debug_requested(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``tunery`` with ``argv`` (default: sys.argv[1:]); returns the exit code.
+
+    0 success, 1 internal error (a bug), 2 user error (TuneryError: one line, no traceback; --debug
+    shows it), 130 Ctrl-C, 141 when the reader of stdout went away (``| head``): quietly.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
+    try:
+        code = _dispatch(argv, debug)
+        sys.stdout.flush()  # a closed pipe shows here, not as a complaint at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _dispatch(argv: list[str], debug: bool) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
@@ -111,28 +133,18 @@ def main(argv: list[str] | None = None) -> int:
         return print_version([])
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        import difflib
-
         close = difflib.get_close_matches(name, list(COMMANDS), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"tunery: unknown command '{name}'.{hint}\n\n{usage()}", file=sys.stderr)
         return 2
     command = COMMANDS[name]
     if any(a in ("-h", "--help") for a in rest):
-        from tunery.cli.help import format_command_help
-
         print(format_command_help(name, command.summary, command.usage))
         return 0
-    module_name, func_name = command.handler.split(":")
     try:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("tunery"):
-                print(f"tunery: '{name}' is not built yet in this version of Tunery.", file=sys.stderr)
-                return 2
-            raise
-        return int(getattr(module, func_name)(rest) or 0)
+        return int(command.handler(rest) or 0)
+    except BrokenPipeError:
+        raise  # not an error of the command: main() ends quietly
     except TuneryError as err:
         if debug:
             raise
@@ -150,6 +162,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout is gone (``| head``): send what is still buffered to /dev/null, so Python's
+    final flush does not report the broken pipe once more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (a test's capture): nothing to silence
+        pass
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,13 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from exc
+    except yaml.YAMLError as exc:  # name the file and the place, not yaml's "<unicode string>"
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

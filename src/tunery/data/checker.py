@@ -1,4 +1,4 @@
-"""What ``tunery data check`` and ``tunery data preview`` compute, kept apart from printing.
+"""What ``tunery data check|preview|render`` compute, kept apart from printing (``cli/data.py`` prints).
 
 check: every dataset loads, every row converts (invalid rows with file/row/field/reason), and with
 a tokenizer the token-length distribution against ``cutoff_len``. preview: the exact rendered text
@@ -12,7 +12,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tunery.data.dataset_info import get_dataset_attrs, parse_dataset_attr, read_dataset_info
+from tunery.data.converters import InvalidExample, convert_openai
+from tunery.data.dataset_info import (
+    OPENAI_TAG_DEFAULTS,
+    DatasetAttr,
+    get_dataset_attrs,
+    parse_dataset_attr,
+    read_dataset_info,
+)
 from tunery.data.loader import load_dataset_records, record_features
 from tunery.data.pipeline import settings_for
 from tunery.data.processors import (
@@ -199,3 +206,18 @@ def preview_dataset(cfg: Any, tokenizer, template, num: int = 3, stage: str | No
         recs, _ = load_dataset_records(attr, stage_kind(stage), max_samples=num - len(records))
         records += recs
     return preview_records(records[:num], tokenizer, template, stage, settings_for(cfg.data, stage))
+
+
+def render_conversation(template, messages: Any, tools: Any = None, *, add_generation_prompt: bool = False,
+                        source: str | None = None) -> str:
+    """The exact text ``template`` renders for OpenAI-style ``messages`` (and ``tools``).
+
+    Messages are checked as a dataset row would be; a bad one is a DataError naming ``source``.
+    """
+    attr = DatasetAttr(name="render", formatting="openai", tags=dict(OPENAI_TAG_DEFAULTS))
+    attr.columns["messages"], attr.columns["tools"] = "messages", "tools"
+    try:
+        record = convert_openai({"messages": messages, "tools": tools}, attr)
+    except InvalidExample as exc:
+        raise DataError(f"invalid messages: {exc.reason}", file=source, field=exc.field) from exc
+    return template.render_text(record["messages"], record["tools"], add_generation_prompt=add_generation_prompt)

@@ -42,7 +42,9 @@ def _task_manager(lm_eval: Any, task_dir: str) -> Any:
 
 
 def run_harness(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
-    """Evaluate ``harness_tasks``; print lm-eval's table and write harness_results.json/.log to save_dir."""
+    """Evaluate ``harness_tasks``; write harness_results.json/.log to save_dir.
+
+    Returns lm-eval's results, versions, n-shot... plus ``table`` (lm-eval's text table, for the caller to show)."""
     check_harness_installed()
     lm_eval = require("lm_eval", FEATURE, "eval", package="lm-eval")
     from lm_eval.models.huggingface import HFLM
@@ -69,11 +71,10 @@ def run_harness(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
     from lm_eval.utils import make_table
 
     table = make_table(output)
-    print(table)
     if ev.save_dir:
         folder = Path(ev.save_dir)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "harness_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
         (folder / "harness_results.log").write_text(table + "\n", encoding="utf-8")
         logger.info("wrote harness_results.json and harness_results.log to %s", folder)
-    return results
+    return {**results, "table": table}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,8 +155,9 @@ def score_prompts(
     groups: Sequence[Sequence[int]] | None = None,
     min_prefix: int = 32,
     progress: bool = False,
+    on_progress: Callable[[int], None] | None = None,
 ) -> list[LetterScores]:
-    """Scores for every prompt, in input order.
+    """Scores for every prompt, in input order; ``on_progress(prompts scored so far)`` after each batch.
 
     ``groups`` lists prompts that share a long prefix (one subject's header and shots): that prefix
     runs through the model once per group and each batch continues from its cache (about half the
@@ -172,6 +173,7 @@ def score_prompts(
 
         batches = tqdm(batches, desc="scoring", unit="batch")
     cached: tuple[list[int], Any] | None = None
+    done = 0
     for prefix, items in batches:
         if prefix and (cached is None or cached[0] != prefix):
             cached = (prefix, prefix_cache(model, prefix))
@@ -190,4 +192,7 @@ def score_prompts(
                 choice_probs=choice[row].tolist(),
                 predicted=int(torch.argmax(picked[row]).item()),
             )
+        done += len(items)
+        if on_progress is not None:
+            on_progress(done)
     return results  # type: ignore[return-value]

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tunery import runlog
 from tunery.errors import ConfigError, ResourceError
 from tunery.evaluation.encoding import PromptEncoder, make_encoder
 from tunery.evaluation.harness import check_harness_installed, run_harness
@@ -21,17 +22,6 @@ from tunery.logging import get_logger
 from tunery.model.loader import load_model, load_tokenizer
 
 logger = get_logger(__name__)
-
-
-def main(tokens: list[str]) -> int:
-    """Handler of ``tunery eval``."""
-    from tunery.config import load_config
-
-    cfg, rest = load_config("eval", tokens)
-    if rest:
-        raise ConfigError(f"unexpected arguments: {' '.join(rest)}", hint="give one config file, then --key value pairs")
-    run_eval(cfg)
-    return 0
 
 
 def _check_save_dir(save_dir: str | None) -> None:
@@ -75,7 +65,8 @@ def build_requests(task: Task, encoder: PromptEncoder, lang: str, n_shot: int, c
 
 
 def run_mc_eval(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
-    """Score the task of ``cfg.evaluation`` with a loaded model; returns results and writes them."""
+    """Score the task of ``cfg.evaluation`` with a loaded model; returns the results (see ``results.aggregate``,
+    plus ``settings``) and writes them to ``save_dir`` when set. ``results.format_table`` shows them."""
     ev = cfg.evaluation
     task = load_task(
         ev.task, ev.task_dir, ev.split, n_shot=ev.n_shot, max_samples=getattr(cfg.data, "max_samples", None)
@@ -96,6 +87,10 @@ def run_mc_eval(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(requests):
         groups.setdefault(r["subject"], []).append(i)
+    on_progress = None
+    if ev.save_dir:  # questions scored so far, as run-log rows the web UI and scripts can follow
+        runlog.remove(ev.save_dir)
+        on_progress = runlog.ProgressWriter(ev.save_dir, len(requests), "eval")
     scores = score_prompts(
         model,
         [r["ids"] for r in requests],
@@ -104,6 +99,7 @@ def run_mc_eval(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
         pad_id=pad_id,
         groups=list(groups.values()),
         progress=True,
+        on_progress=on_progress,
     )
     records = [_record(r, s, letters) for r, s in zip(requests, scores)]
     results = aggregate(records)
@@ -120,10 +116,8 @@ def run_mc_eval(cfg: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
         "seed": ev.seed,
         "letter_token_ids": list(letter_ids),
     }
-    table = format_table(results)
-    print(table)
     if ev.save_dir:
-        folder = write_results(ev.save_dir, results, table, records)
+        folder = write_results(ev.save_dir, results, format_table(results), records)
         logger.info("wrote results.json, results.log and predictions.jsonl to %s", folder)
     return results
 
@@ -155,7 +149,10 @@ def _record(request: dict, score: Any, letters: str) -> dict[str, Any]:
 
 
 def run_eval(cfg: Any) -> dict[str, Any]:
-    """Everything ``tunery eval`` does: our task (``task``) and/or lm-eval tasks (``harness_tasks``)."""
+    """Everything ``tunery eval`` does: our task (``task``) and/or lm-eval tasks (``harness_tasks``).
+
+    Returns our task's results (empty without ``task``), with lm-eval's under ``harness`` (its text
+    table under ``harness["table"]``); prints nothing."""
     ev = cfg.evaluation
     if not ev.task and not ev.harness_tasks:
         raise ConfigError(

@@ -40,23 +40,6 @@ class ExportResult:
     hub_url: str | None = None
 
 
-def main(tokens: list[str]) -> int:
-    """Handler of ``tunery export [config.yaml] [--key value ...]``."""
-    from tunery.config import load_config
-
-    cfg, rest = load_config("export", tokens)
-    if rest:
-        raise ConfigError(f"unexpected arguments: {' '.join(rest)}", hint="tunery export [config.yaml] [--key value ...]")
-    result = run_export(cfg)
-    print(f"exported to {result.export_dir}")
-    for path in (result.gguf_file, result.modelfile):
-        if path is not None:
-            print(f"  {path.name}")
-    if result.modelfile is not None:
-        print(f"  run it with: cd {result.export_dir} && ollama create {result.export_dir.name} -f Modelfile")
-    return 0
-
-
 def validate(cfg: RunConfig) -> Path:
     """Catch contradictory settings before any model is loaded."""
     e = cfg.export

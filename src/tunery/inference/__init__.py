@@ -1,4 +1,4 @@
-"""Inference workflows: engines (HF, vLLM), chat, batch prediction and its metrics.
+"""Inference workflows: engines (HF, vLLM), batch prediction and its metrics (the terminal chat is cli/chat.py).
 
 ``load_engine(cfg)`` is the entry point chat, predict, the API server and the web UI share.
 """

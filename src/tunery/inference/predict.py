@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunery import runlog
 from tunery.data import load_records
 from tunery.errors import ConfigError, DataError, ResourceError
 from tunery.inference.backends import load_engine
 from tunery.inference.engine import Engine, Response
 from tunery.inference.metrics import Scorer, aggregate
-from tunery.logging import format_seconds, get_logger
+from tunery.logging import get_logger
 
 if TYPE_CHECKING:
     from tunery.config import RunConfig
@@ -80,24 +81,6 @@ def _free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-class ProgressLog:
-    """Prediction progress as trainer_log.jsonl rows, so the web UI and scripts follow it like training."""
-
-    def __init__(self, output_dir: str, total: int) -> None:
-        self.path = Path(output_dir) / "trainer_log.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.total, self.start = total, time.perf_counter()
-
-    def __call__(self, done: int) -> None:
-        elapsed = time.perf_counter() - self.start
-        remaining = elapsed / done * (self.total - done) if done else 0.0
-        row = {"current_steps": done, "total_steps": self.total, "percentage": round(100 * done / self.total, 2),
-               "elapsed_time": format_seconds(elapsed), "remaining_time": format_seconds(remaining),
-               "stage": "predict"}
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
 
 
 def generate_all(engine: Engine, prompts: list[list[int]], batch_size: int, progress: bool = True,
@@ -207,7 +190,7 @@ def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = 
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(str(out / "training_args.yaml"))
     replies = generate_all(engine, prompts, batch_size, progress=progress,
-                           on_progress=ProgressLog(str(out), len(prompts)), **gen)
+                           on_progress=runlog.ProgressWriter(out, len(prompts), "predict"), **gen)
     runtime = time.perf_counter() - start
     rows, per_sample = [], []
     for ids, label, reply in zip(prompts, labels, replies):
@@ -231,15 +214,3 @@ def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = 
     logger.info("wrote %d predictions to %s", len(rows), os.path.join(cfg.training.output_dir, PREDICTIONS_FILE))
     return results
 
-
-def main(tokens: list[str]) -> int:
-    """``tunery predict [config.yaml] [--key value ...]``."""
-    from tunery.config import load_config
-
-    cfg, rest = load_config("predict", tokens)
-    if rest:
-        raise ConfigError(f"unexpected argument(s): {' '.join(rest)}", hint="settings are --key value")
-    results = run_predict(cfg)
-    for key, value in results.items():
-        print(f"{key} = {value}")
-    return 0

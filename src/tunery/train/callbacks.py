@@ -1,4 +1,4 @@
-"""trainer_log.jsonl: one JSON line per logging step, read by the web UI, plots and people.
+"""Training's rows of the run log (``tunery.runlog``, trainer_log.jsonl): one per logging step.
 
 The field names are LLaMA-Factory's (current_steps, total_steps, loss, eval_loss, lr, epoch,
 percentage, elapsed_time, remaining_time) plus throughput (non-padding tokens/s) and total_tokens.
@@ -8,24 +8,20 @@ its own name, so a generic plot can draw it.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from datetime import timedelta
 from typing import Any
 
 from transformers import TrainerCallback
 
-LOG_FILE = "trainer_log.jsonl"
+from tunery import runlog
+from tunery.logging import format_seconds
+
 # Trainer's final summary log carries train_loss; it goes to train_results.json instead.
 _SUMMARY_KEYS = ("train_loss",)
 _RENAMED = {"learning_rate": "lr", "num_input_tokens_seen": "total_tokens"}
 # Per-session speed figures Trainer adds to each log when counting tokens: throughput replaces them.
 _DROPPED = {"step", "total_flos", "train_tokens_per_second", "train_runtime"}
-
-
-def format_seconds(seconds: float) -> str:
-    return str(timedelta(seconds=int(max(seconds, 0))))
 
 
 class LogCallback(TrainerCallback):
@@ -45,10 +41,7 @@ class LogCallback(TrainerCallback):
         logs = logs or {}
         if not state.is_world_process_zero or any(k in logs for k in _SUMMARY_KEYS):
             return
-        record = self.record(state, logs)
-        os.makedirs(args.output_dir, exist_ok=True)
-        with open(os.path.join(args.output_dir, LOG_FILE), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        runlog.append(args.output_dir, self.record(state, logs))
 
     def record(self, state: Any, logs: dict[str, Any]) -> dict[str, Any]:
         elapsed = time.time() - self.start_time if self.start_time else 0.0
@@ -74,24 +67,6 @@ class LogCallback(TrainerCallback):
             if name not in record and key not in _DROPPED and isinstance(value, (int, float)):
                 record[name] = value
         return record
-
-
-def read_log(output_dir: str) -> list[dict[str, Any]]:
-    """The records of ``trainer_log.jsonl`` (empty when absent)."""
-    path = os.path.join(output_dir, LOG_FILE)
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def trim_log(output_dir: str, last_step: int) -> None:
-    """Drop lines logged after ``last_step``: a resumed run logs those steps again."""
-    records = read_log(output_dir)
-    kept = [r for r in records if r.get("current_steps", 0) <= last_step]
-    if len(kept) != len(records):
-        with open(os.path.join(output_dir, LOG_FILE), "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
 
 
 class SavePissaInit(TrainerCallback):

@@ -1,4 +1,4 @@
-"""``--dry_run true``: resolve model and data, print what the run would do, train nothing."""
+"""``--dry_run true``: resolve model and data, return what the run would do (``Plan.lines()``), train nothing."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ def _count_tokens(dataset: Any) -> tuple[int, int, int]:
 
 
 def build_plan(cfg: Any) -> Plan:
+    """Tokenize the data as the run would and estimate the run's memory and time (no training, no output_dir)."""
     from tunery.data import get_dataset
     from tunery.data.template import get_template
     from tunery.model.loader import load_tokenizer
@@ -75,10 +76,3 @@ def build_plan(cfg: Any) -> Plan:
                 examples=examples, eval_examples=eval_examples, tokens=tokens, trained_tokens=trained, steps=steps,
                 skipped=data.stats.skipped_invalid, truncated=data.stats.truncated,
                 reply_cut=data.stats.reply_cut, estimate=estimate)
-
-
-def print_plan(cfg: Any) -> Plan:
-    plan = build_plan(cfg)
-    print("\n".join(plan.lines()))
-    print("dry run: nothing was trained (drop --dry_run to train)")
-    return plan

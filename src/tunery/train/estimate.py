@@ -162,22 +162,12 @@ def steps_for(examples: int, args: Any) -> int:
     return int(math.ceil(examples / per_step) * args.num_train_epochs)
 
 
-def main(tokens: list[str]) -> int:
-    """``tunery estimate``: memory/time of the run, from the data when ``dataset`` is set, else rows of cutoff_len."""
-    from tunery.config import load_config
-
-    cfg, _ = load_config("estimate", tokens)
-    if cfg.data.dataset:
-        from tunery.train.dry_run import build_plan
-
-        plan = build_plan(cfg)
-        print("\n".join(plan.lines()))
-        return 0
+def cutoff_len_report(cfg: Any) -> list[str]:
+    """The estimate without data: every row taken as ``cutoff_len`` tokens (lines to show the user)."""
     args = cfg.training
     per_step = max(args.per_device_train_batch_size, 1) * max(args.gradient_accumulation_steps, 1)
     est = estimate_run(cfg, tokens_per_step=per_step * cfg.data.cutoff_len, longest_row=cfg.data.cutoff_len,
                        flops=measured_matmul_flops())
-    print(f"assuming every row is cutoff_len={cfg.data.cutoff_len} tokens (set dataset: for real counts)")
     steps = args.max_steps if args.max_steps and args.max_steps > 0 else None
-    print("\n".join(est.lines(steps)))
-    return 0
+    return [f"assuming every row is cutoff_len={cfg.data.cutoff_len} tokens (set dataset: for real counts)",
+            *est.lines(steps)]

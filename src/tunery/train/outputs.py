@@ -17,9 +17,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from tunery import runlog
 from tunery.errors import ConfigError, ResourceError
 from tunery.logging import get_logger
-from tunery.train.callbacks import LOG_FILE, SavePissaInit, trim_log
+from tunery.train.callbacks import SavePissaInit
 
 logger = get_logger(__name__)
 
@@ -28,7 +29,7 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
 CONFIG_FILE = "training_args.yaml"
 # Files a previous Tunery run wrote; removed (with checkpoints) when overwriting.
-RUN_FILES = (LOG_FILE, "train_results.json", "eval_results.json", "all_results.json", STATE_FILE,
+RUN_FILES = (runlog.LOG_FILE, "train_results.json", "eval_results.json", "all_results.json", STATE_FILE,
              CONFIG_FILE, "training_loss.png", "training_eval_loss.png")
 
 
@@ -100,10 +101,10 @@ def prepare_output_dir(training_args: Any) -> str | None:
             )
         match = CHECKPOINT.match(path.name)
         if match and path.parent.resolve() == out.resolve():
-            trim_log(str(out), int(match.group(1)))
+            runlog.trim(out, int(match.group(1)))
         logger.info("resuming from %s", resume)
-    elif (out / LOG_FILE).is_file():
-        (out / LOG_FILE).unlink()  # a fresh start must not append to an older run's log
+    else:
+        runlog.remove(out)  # a fresh start must not append to an older run's log
     training_args.resume_from_checkpoint = resume
     return resume
 

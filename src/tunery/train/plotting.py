@@ -6,8 +6,8 @@ import math
 import os
 from typing import Any
 
+from tunery import runlog
 from tunery.logging import get_logger
-from tunery.train.callbacks import read_log
 
 logger = get_logger(__name__)
 
@@ -51,7 +51,7 @@ def plot_key(records: list[dict[str, Any]], key: str, output_dir: str) -> str | 
 
 def plot_run(output_dir: str, keys: tuple[str, ...] = ("loss", "eval_loss")) -> list[str]:
     """Plot each of ``keys`` found in the run's log; preference stages pass their reward keys."""
-    records = read_log(output_dir)
+    records = runlog.read(output_dir)
     written = [p for p in (plot_key(records, k, output_dir) for k in keys) if p]
     for path in written:
         logger.info("plot written: %s", path)

@@ -1,4 +1,6 @@
-"""``tunery train``: parse the config, pick the stage, run it (or print the plan, or predict).
+"""The training workflow: settle what to do, pick the stage, run it.
+
+``tunery train`` (``cli/train.py``) composes it with the dry-run plan and batch prediction.
 
 Stages are modules ``tunery.train.<stage>`` with ``run(cfg, tokenizer, template, callbacks=None)``,
 imported only when used, so a stage that is not built yet is a plain message, not a crash.
@@ -42,19 +44,9 @@ def stage_module(stage: str) -> Any:
                       hint="use stage: sft or pt, or update Tunery")
 
 
-def main(tokens: list[str]) -> int:
-    """Handler of ``tunery train [config.yaml] [--key value ...]``."""
-    from tunery.config import load_config
-
-    cfg, rest = load_config("train", tokens)
-    if rest:
-        raise ConfigError(f"unexpected argument(s): {' '.join(rest)}",
-                          hint="give at most one config file; settings go as --key value or key=value")
-    return run_train(cfg)
-
-
-def run_train(cfg: Any) -> int:
-    """Run ``cfg`` (a RunConfig for 'train'); returns the exit code (0, also after a clean signal stop)."""
+def resolve_actions(cfg: Any) -> None:
+    """Settle do_train / do_eval / do_predict: ``tunery train cfg.yaml`` trains even when the YAML omits
+    do_train; switching training off without asking for anything else is a ConfigError."""
     args = cfg.training
     if not (args.do_train or args.do_eval or args.do_predict):
         if "do_train" in cfg.raw:  # the user switched training off and asked for nothing else
@@ -62,19 +54,19 @@ def run_train(cfg: Any) -> int:
                 "nothing to do: do_train is false and neither do_eval nor do_predict is set",
                 hint="set do_train: true to train, or do_eval / do_predict to evaluate or predict",
             )
-        args.do_train = True  # `tunery train cfg.yaml` trains even when the YAML omits do_train
-    if cfg.finetuning.dry_run:
-        from tunery.train.dry_run import print_plan
+        args.do_train = True
 
-        print_plan(cfg)
-        return 0
-    if args.do_train or args.do_eval:
-        outcome = run_stage(cfg)
-        if getattr(outcome, "stopped_by", None):
-            return 0
-    if args.do_predict:
-        run_prediction(cfg)
-    return 0
+
+def run_train(cfg: Any, callbacks: list | None = None) -> Any:
+    """Train and/or evaluate ``cfg`` (a RunConfig for 'train'); returns the stage's outcome, or None when
+    only prediction was asked for (``do_predict`` is the caller's next step: see ``point_at_trained_model``).
+
+    The outcome's ``stopped_by`` names the signal when SIGTERM/SIGINT stopped the run cleanly.
+    """
+    resolve_actions(cfg)
+    if not (cfg.training.do_train or cfg.training.do_eval):
+        return None
+    return run_stage(cfg, callbacks)
 
 
 def run_stage(cfg: Any, callbacks: list | None = None) -> Any:
@@ -90,22 +82,9 @@ def run_stage(cfg: Any, callbacks: list | None = None) -> Any:
     return module.run(cfg, tokenizer, template, callbacks=callbacks)
 
 
-def run_prediction(cfg: Any) -> Any:
-    """``--do_predict``: batch generation over the eval data, with the model just trained if any."""
-    try:
-        from tunery.inference.predict import run_predict
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("tunery"):
-            raise ConfigError("batch prediction is not built yet in this version of Tunery") from exc
-        raise
-    if cfg.training.do_train:
-        point_at_trained_model(cfg)
-    cfg.training.predict_with_generate = True
-    return run_predict(cfg)
-
-
 def point_at_trained_model(cfg: Any) -> None:
-    """After training in the same command, predict with what was just saved in output_dir."""
+    """After training, make ``cfg.model`` name what was just saved in output_dir (prediction in the same
+    command uses it): the new adapter after the earlier ones for LoRA, else the saved model itself."""
     out = cfg.training.output_dir
     if cfg.finetuning.finetuning_type == "lora":
         adapters = [*cfg.model.adapters] if cfg.finetuning.create_new_adapter else cfg.model.adapters[:-1]

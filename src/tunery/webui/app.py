@@ -1,12 +1,9 @@
-"""`tunery webui`: the Gradio app (Train, Evaluate & Predict, Chat, Export), English or Chinese.
+"""The Gradio app (Train, Evaluate & Predict, Chat, Export), English or Chinese.
 
-Binds 127.0.0.1:7860 unless GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say otherwise; GRADIO_SHARE=1
-asks Gradio for a public link.
+``tunery webui`` (``cli/webui.py``) builds it with :func:`build_app` and launches it.
 """
 
 from __future__ import annotations
-
-import os
 
 from tunery.data.template import list_templates
 from tunery.errors import require
@@ -55,14 +52,3 @@ def build_app(lang: str = "en"):
 def _template_choices() -> list[str]:
     return list_templates()  # "auto" first, then the builtins
 
-
-def main(tokens: list[str]) -> int:
-    lang = "zh" if "--lang" in tokens and tokens[tokens.index("--lang") + 1:][:1] == ["zh"] else "en"
-    app = build_app(lang)
-    app.queue(default_concurrency_limit=4).launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        share=os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true", "yes"),
-        footer_links=[],
-    )
-    return 0

@@ -1,12 +1,11 @@
-"""Read a run's progress from its trainer_log.jsonl (written by the training callbacks)."""
+"""A run's progress for the web UI, from its run log (``tunery.runlog``, trainer_log.jsonl)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LOG_NAME = "trainer_log.jsonl"
+from tunery import runlog
 
 
 @dataclass
@@ -29,14 +28,7 @@ class Progress:
 def read_progress(output_dir: str | Path) -> Progress:
     """Parse every complete line of the log; a half-written last line is ignored."""
     progress = Progress()
-    path = Path(output_dir) / LOG_NAME
-    if not path.is_file():
-        return progress
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for entry in runlog.read(output_dir):
         step = int(entry.get("current_steps", 0))
         progress.current = max(progress.current, step)
         progress.total = int(entry.get("total_steps", progress.total) or progress.total)

@@ -13,65 +13,44 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from typing import Any
 
+from tunery.cli import options
 from tunery.errors import ConfigError, DataError
+
+# tunery.data.checker imports the data pipeline (torch, datasets: seconds): imported in the handlers
+# so `tunery data --help` does not pay for them.
 
 # Options of the data command itself (not settings): name -> takes a value
 OWN_OPTIONS = {"json": False, "num": True, "messages": True, "tools": True, "add_generation_prompt": False}
 SUBCOMMANDS = ("check", "preview", "render")
 
 
-def split_own_options(tokens: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Pull ``--json``, ``--num N``, ``--messages F``... out before the config parser sees the rest."""
-    own: dict[str, Any] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        name = token[2:].split("=", 1)[0] if token.startswith("--") else None
-        if name in OWN_OPTIONS:
-            if "=" in token:
-                own[name] = token.split("=", 1)[1]
-            elif OWN_OPTIONS[name]:
-                if i + 1 >= len(tokens):
-                    raise ConfigError(f"--{name} needs a value")
-                own[name] = tokens[i + 1]
-                i += 1
-            else:
-                own[name] = True
-        else:
-            rest.append(token)
-        i += 1
-    return own, rest
-
-
 def main(argv: list[str]) -> int:
+    """``tunery data SUBCOMMAND ...``; without a known subcommand prints the usage above (exit 2)."""
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     sub, tokens = argv[0], argv[1:]
-    own, tokens = split_own_options(tokens)
-    from tunery.config import load_config
-
-    cfg, _ = load_config("data", tokens)
+    own, tokens = options.pop_flags(tokens, OWN_OPTIONS)
+    cfg = options.load("data", tokens)
     _quiet_progress()
     return {"check": run_check, "preview": run_preview, "render": run_render}[sub](cfg, own)
 
 
 def _quiet_progress() -> None:
     """Progress bars are noise in a report meant to be read (or parsed with --json)."""
-    try:
-        from datasets.utils.logging import disable_progress_bar
+    # datasets takes a second to import; the usage text must not pay for it
+    from datasets.utils.logging import disable_progress_bar
 
-        disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
+    disable_progress_bar()
 
 
 def _tokenizer_and_template(cfg):
     if not cfg.model.model_name_or_path:
         return None, None
+    # the tokenizer loader imports transformers (seconds); --help must not pay for it
     from tunery.data.template import get_template
     from tunery.model.loader import load_tokenizer
 
@@ -80,11 +59,10 @@ def _tokenizer_and_template(cfg):
 
 
 def run_check(cfg, own: dict[str, Any]) -> int:
-    from dataclasses import asdict
-
+    """Print each dataset's status, invalid rows and token lengths; 1 when a row or dataset is bad."""
+    tokenizer, template = _tokenizer_and_template(cfg)
     from tunery.data.checker import check_datasets
 
-    tokenizer, template = _tokenizer_and_template(cfg)
     results = check_datasets(cfg, tokenizer, template, cfg.finetuning.stage)
     bad = any(r.status in ("invalid_rows", "error") for r in results)
     if own.get("json"):
@@ -106,13 +84,14 @@ def run_check(cfg, own: dict[str, Any]) -> int:
 
 
 def run_preview(cfg, own: dict[str, Any]) -> int:
-    from tunery.data.checker import preview_dataset
-
+    """Print the first ``--num`` examples as training renders them, trained tokens inside [[ ]]."""
     if not cfg.data.dataset:
         raise ConfigError("preview needs --dataset NAME")
     tokenizer, template = _tokenizer_and_template(cfg)
     if tokenizer is None:
         raise ConfigError("preview needs --model_name_or_path (its tokenizer renders the examples)")
+    from tunery.data.checker import preview_dataset
+
     previews = preview_dataset(cfg, tokenizer, template, int(own.get("num", 3)), cfg.finetuning.stage)
     if own.get("json"):
         print(json.dumps(previews, indent=2, ensure_ascii=False))
@@ -125,36 +104,32 @@ def run_preview(cfg, own: dict[str, Any]) -> int:
     return 0
 
 
-def run_render(cfg, own: dict[str, Any]) -> int:
-    from tunery.data.converters import convert_openai
-    from tunery.data.dataset_info import OPENAI_TAG_DEFAULTS, DatasetAttr
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read the messages: {exc}", file=path) from exc
 
+
+def run_render(cfg, own: dict[str, Any]) -> int:
+    """Write exactly the text the template renders for ``--messages FILE`` (no newline added)."""
     if "messages" not in own:
         raise ConfigError("render needs --messages FILE (a JSON list of role/content messages)")
     if not cfg.model.model_name_or_path:
         raise ConfigError("render needs --model_name_or_path (it supplies the tokenizer and its chat template)")
     path = own["messages"]
-    try:
-        with open(path, encoding="utf-8") as f:
-            payload = json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read the messages: {exc}", file=path) from exc
+    payload = _read_json(path)
     tools = payload.get("tools") if isinstance(payload, dict) else None
     messages = payload.get("messages") if isinstance(payload, dict) else payload
     if own.get("tools"):
         with open(own["tools"], encoding="utf-8") as f:
             tools = json.load(f)
-    attr = DatasetAttr(name="render", formatting="openai", tags=dict(OPENAI_TAG_DEFAULTS))
-    attr.columns["messages"], attr.columns["tools"] = "messages", "tools"
-    from tunery.data.converters import InvalidExample
-
-    try:
-        record = convert_openai({"messages": messages, "tools": tools}, attr)
-    except InvalidExample as exc:
-        raise DataError(f"invalid messages: {exc.reason}", file=path, field=exc.field) from exc
     _, template = _tokenizer_and_template(cfg)
-    text = template.render_text(record["messages"], record["tools"],
-                                add_generation_prompt=bool(own.get("add_generation_prompt")))
+    from tunery.data.checker import render_conversation
+
+    text = render_conversation(template, messages, tools, add_generation_prompt=bool(own.get("add_generation_prompt")),
+                               source=path)
     sys.stdout.write(text)
     sys.stdout.flush()
     return 0

@@ -1,4 +1,4 @@
-"""``tunery chat``: multi-turn chat in the terminal with streamed replies, or one answer with --query.
+"""``tunery chat``: the terminal chat (REPL) with streamed replies, or one answer with --query.
 
 ``--query`` and ``--system`` are options of this command, not settings, so they are taken out of
 the tokens before the config parser (which rejects unknown keys) sees them.
@@ -7,10 +7,12 @@ the tokens before the config parser (which rejects unknown keys) sees them.
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from tunery.errors import ConfigError
-from tunery.inference.engine import Engine
+from tunery.cli import options
+
+if TYPE_CHECKING:
+    from tunery.inference.engine import Engine
 
 CLEAR_WORDS = ("clear",)
 EXIT_WORDS = ("exit", "quit")
@@ -19,24 +21,7 @@ OPTIONS = ("query", "system")
 
 def pop_options(tokens: list[str]) -> tuple[dict[str, str], list[str]]:
     """Take ``--query TEXT`` / ``--system TEXT`` (or ``--query=TEXT``) out of ``tokens``."""
-    found: dict[str, str] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        name = token[2:].split("=", 1)[0].replace("-", "_") if token.startswith("--") else ""
-        if name in OPTIONS:
-            if "=" in token:
-                found[name] = token.split("=", 1)[1]
-            elif i + 1 < len(tokens):
-                found[name] = tokens[i + 1]
-                i += 1
-            else:
-                raise ConfigError(f"--{name} needs a text", hint=f'write --{name} "..."')
-        else:
-            rest.append(token)
-        i += 1
-    return found, rest
+    return options.pop_flags(tokens, {name: True for name in OPTIONS})
 
 
 class ChatSession:
@@ -102,17 +87,15 @@ def interactive(session: ChatSession, stdin: TextIO | None = None) -> None:
 
 def main(tokens: list[str]) -> int:
     """``tunery chat [config.yaml] [--key value ...] [--query TEXT] [--system TEXT]``."""
-    from tunery.config import load_config
+    own, tokens = pop_options(tokens)
+    cfg = options.load("chat", tokens, hint='ask one question with --query "..."')
+    # the engine imports torch and transformers (seconds); --help must not pay for them
     from tunery.inference import load_engine
 
-    options, tokens = pop_options(tokens)
-    cfg, rest = load_config("chat", tokens)
-    if rest:
-        raise ConfigError(f"unexpected argument(s): {' '.join(rest)}", hint='ask one question with --query "..."')
     engine = load_engine(cfg)
-    session = ChatSession(engine, system=options.get("system"))
-    if "query" in options:
-        session.ask(options["query"])
+    session = ChatSession(engine, system=own.get("system"))
+    if "query" in own:
+        session.ask(own["query"])
         return 0
     interactive(session)
     return 0
