@@ -162,17 +162,20 @@ def test_examples_the_template_rejects_are_skipped_and_reported(tmp_path, tok, t
         get_dataset(strict, tok, PickyTemplate(template), "sft")
 
 
-def test_trl_view_gives_trl_column_names(reference_dir, tok, template):
-    from tunery.data import trl_view
+def test_stage_columns_map_to_trl_column_names(reference_dir, tok, template):
+    """The pipeline's pairwise/KTO columns through the one trl column mapper (tunery.train.pref_common)."""
+    from tunery.train.pref_common import to_kto_columns, to_pairwise_columns
+    from tunery.train.rm import to_reward_columns
 
     cfg = cfg_for(reference_dir, dataset="dpo_en_demo", max_samples=3)
     pairs = get_dataset(cfg, tok, template, "dpo").train_dataset
-    assert trl_view(pairs, "dpo").column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]
-    rm = trl_view(pairs, "rm")
-    assert rm.column_names == ["chosen_ids", "rejected_ids"]
-    assert rm[0]["chosen_ids"] == pairs[0]["prompt_ids"] + pairs[0]["chosen_ids"]
+    trl_pairs = to_pairwise_columns(pairs)
+    assert trl_pairs.column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]
+    rm = to_reward_columns(pairs)
+    assert sorted(rm.column_names) == ["chosen_ids", "rejected_ids"]
+    assert rm[0]["chosen_ids"] == trl_pairs[0]["prompt_ids"] + trl_pairs[0]["chosen_ids"]
     kto = get_dataset(cfg_for(reference_dir, dataset="kto_en_demo", max_samples=3), tok, template, "kto").train_dataset
-    assert trl_view(kto, "kto").column_names == ["prompt_ids", "completion_ids", "label"]
+    assert to_kto_columns(kto).column_names == ["prompt_ids", "completion_ids", "label"]
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from tunery.logging import get_logger
 logger = get_logger(__name__)
 
 __all__ = ["IGNORE_INDEX", "DataStats", "DatasetModule", "get_collator", "get_dataset", "load_records",
-           "process_records", "resolve_packing", "trl_view"]
+           "process_records", "resolve_packing"]
 
 
 @dataclass
@@ -292,8 +292,11 @@ def _module_from_saved(data, stats: DataStats) -> DatasetModule:
     return DatasetModule(train, evaluation, stats)
 
 
-def get_collator(stage: str, tokenizer, cfg: Any):
-    """The batch collator for ``stage`` (see collator.py); matches the columns get_dataset produces."""
+def get_collator(stage: str, tokenizer, cfg: Any, padding_free: bool = False):
+    """The batch collator for ``stage`` (see collator.py); matches the columns get_dataset produces.
+
+    The one place a collator is chosen: packed rows, else padding-free batches when ``padding_free``
+    (the training fast path asks) or the data setting ``padding_free`` is on, else padded."""
     from tunery.data import collator as c
 
     kind = stage_kind(stage)
@@ -307,27 +310,9 @@ def get_collator(stage: str, tokenizer, cfg: Any):
         return c.GenerationCollator(pad_id)
     if resolve_packing(data_args, stage):
         return c.PackedCollator(pad_id)
-    if getattr(data_args, "padding_free", False):
+    if padding_free or getattr(data_args, "padding_free", False):
         return c.padding_free_collator()
     return c.PaddedCollator(pad_id)
 
 
 COLUMNS_PER_STAGE = COLUMNS
-
-# trl 1.16's pre-tokenized column names: DPOTrainer wants the replies apart from the prompt,
-# RewardTrainer whole sequences, KTOTrainer prompt + completion + label.
-TRL_COLUMNS = {
-    "dpo": {"prompt_ids": "prompt_ids", "chosen_ids": "chosen_ids", "rejected_ids": "rejected_ids"},
-    "rm": {"chosen_input_ids": "chosen_ids", "rejected_input_ids": "rejected_ids"},
-    "kto": {"prompt_ids": "prompt_ids", "completion_ids": "completion_ids", "label": "label"},
-}
-
-
-def trl_view(dataset, stage: str):
-    """The dataset with only the columns (and names) trl's trainer for ``stage`` reads; others unchanged."""
-    mapping = TRL_COLUMNS.get(stage)
-    if dataset is None or mapping is None:
-        return dataset
-    dataset = dataset.select_columns(list(mapping))
-    renames = {old: new for old, new in mapping.items() if old != new}
-    return dataset.rename_columns(renames) if renames else dataset
