@@ -14,10 +14,12 @@ def test_every_documented_stage_resolves_to_a_registered_stage():
     from typing import get_args
 
     from tunery.config.finetuning_args import Stage as StageName
+    from tunery.data.processors import STAGE_KIND
     from tunery.train.stages import STAGES, Stage, get_stage
 
     documented = ["pt", "sft", "rm", "dpo", "kto", "orpo", "simpo", "ppo", "grpo"]  # docs/training*.md
     assert sorted(STAGES) == sorted(get_args(StageName)) == sorted(documented)
+    assert set(STAGES) <= set(STAGE_KIND)  # the data pipeline knows every stage's columns
     for name in documented:
         stage = get_stage(name)
         assert isinstance(stage, Stage) and stage.name == name and "loss" in stage.plot_keys
