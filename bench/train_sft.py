@@ -89,11 +89,11 @@ def model_dir() -> str:
 def build_tunery(data, out_dir: str, steps: int, gc: bool):
     """The trainer ``tunery train`` builds for this config (see train.fast_path for the levers)."""
     from datasets import Dataset
-    from transformers import Seq2SeqTrainer
 
     from tunery.config import parse_config
+    from tunery.data.collator import PaddingFreeCollator
     from tunery.model.loader import load_model, load_tokenizer
-    from tunery.train.fast_path import fast_trainer_parts
+    from tunery.train.sft import trainer_parts
     from tunery.train.trainer import build_trainer
 
     cfg = parse_config("train", {
@@ -106,8 +106,8 @@ def build_tunery(data, out_dir: str, steps: int, gc: bool):
     })
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=True, training_args=cfg.training)
-    trainer_cls, collator = fast_trainer_parts(cfg, model, Seq2SeqTrainer)
-    assert collator is not None, "fast path expected for this config"
+    trainer_cls, collator = trainer_parts(cfg, model, tokenizer, "sft")
+    assert isinstance(collator, PaddingFreeCollator), "fast path expected for this config"
     return build_trainer(cfg, model, tokenizer, train_dataset=Dataset.from_list(data), data_collator=collator,
                          trainer_cls=trainer_cls)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import yaml
 
 from tunery.cli.main import main as tunery_main
@@ -75,13 +74,3 @@ def test_dry_run_and_config_errors(tiny_chatml_model, reference_dir, tmp_path, c
     assert "optimizer steps: 3" in text and "estimated peak memory" in text and not out.exists()
     assert tunery_main(["train", str(cfg), "--lora_rnak", "4"]) == 2
     assert "lora_rank" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("stage", ["ppo"])
-def test_unbuilt_stage_exits_2(tiny_chatml_model, reference_dir, tmp_path, capsys, stage, monkeypatch):
-    from tunery.train import workflow
-
-    monkeypatch.setitem(workflow.STAGES, stage, ("tunery.train.not_written_yet",))
-    cfg = _write_config(tmp_path / "x.yaml", tiny_chatml_model, reference_dir, tmp_path / "out", stage=stage)
-    assert tunery_main(["train", str(cfg)]) == 2
-    assert f"stage {stage} is not built yet" in capsys.readouterr().err

@@ -162,6 +162,22 @@ def test_examples_the_template_rejects_are_skipped_and_reported(tmp_path, tok, t
         get_dataset(strict, tok, PickyTemplate(template), "sft")
 
 
+def test_stage_columns_map_to_trl_column_names(reference_dir, tok, template):
+    """The pipeline's pairwise/KTO columns through the one trl column mapper (tunery.train.pref_common)."""
+    from tunery.train.pref_common import to_kto_columns, to_pairwise_columns
+    from tunery.train.rm import to_reward_columns
+
+    cfg = cfg_for(reference_dir, dataset="dpo_en_demo", max_samples=3)
+    pairs = get_dataset(cfg, tok, template, "dpo").train_dataset
+    trl_pairs = to_pairwise_columns(pairs)
+    assert trl_pairs.column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]
+    rm = to_reward_columns(pairs)
+    assert sorted(rm.column_names) == ["chosen_ids", "rejected_ids"]
+    assert rm[0]["chosen_ids"] == trl_pairs[0]["prompt_ids"] + trl_pairs[0]["chosen_ids"]
+    kto = get_dataset(cfg_for(reference_dir, dataset="kto_en_demo", max_samples=3), tok, template, "kto").train_dataset
+    assert to_kto_columns(kto).column_names == ["prompt_ids", "completion_ids", "label"]
+
+
 @pytest.mark.slow
 def test_smollm2_sft_trains_exactly_the_replies(reference_dir, smollm2_path):
     """The real tokenizer and its ChatML template: trained tokens are each reply plus <|im_end|>."""

@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tunery.train import fast_path
+from tunery.data.collator import padding_free_collator
+from tunery.model import attention
+from tunery.train import fast_path, losses
 
 
 def tiny_llama(seed: int = 0, attn: str = "sdpa"):
@@ -68,7 +70,7 @@ def test_chunked_cross_entropy_equals_plain_values_and_grads(chunk):
     grads_plain = hidden.grad.clone(), weight.grad.clone()
     hidden.grad = weight.grad = None
 
-    fused = fast_path.chunked_cross_entropy_sum(hidden, weight, targets, chunk=chunk)
+    fused = losses.chunked_cross_entropy_sum(hidden, weight, targets, chunk=chunk)
     (fused * 0.5).backward()  # a scale on the loss must reach the gradients
 
     assert torch.allclose(fused, plain, rtol=1e-5, atol=1e-5)
@@ -80,7 +82,7 @@ def test_chunked_cross_entropy_without_grad_needs_no_backward():
     hidden, weight = torch.randn(5, 8), torch.randn(11, 8)
     targets = torch.tensor([0, 3, 10, 2, 2])
     with torch.no_grad():
-        fused = fast_path.chunked_cross_entropy_sum(hidden, weight, targets, chunk=2)
+        fused = losses.chunked_cross_entropy_sum(hidden, weight, targets, chunk=2)
     assert torch.allclose(fused, F.cross_entropy(hidden @ weight.t(), targets, reduction="sum"), atol=1e-5)
 
 
@@ -92,8 +94,8 @@ def test_causal_lm_loss_equals_model_loss_with_lora():
     expected = trainable_grads(model)
     model.zero_grad()
 
-    assert fast_path.supports_fast_loss(model)
-    loss = fast_path.causal_lm_loss(model, batch, chunk=5)
+    assert losses.supports_fast_loss(model)
+    loss = losses.causal_lm_loss(model, batch, chunk=5)
     loss.backward()
     got = trainable_grads(model)
 
@@ -106,9 +108,9 @@ def test_causal_lm_loss_equals_model_loss_with_lora():
 def test_causal_lm_loss_honours_num_items_in_batch():
     batch = padded_batch(examples())
     model = tiny_llama()
-    mean = fast_path.causal_lm_loss(model, batch)
+    mean = losses.causal_lm_loss(model, batch)
     labelled = int((batch["labels"][:, 1:] != -100).sum())
-    scaled = fast_path.causal_lm_loss(model, batch, num_items_in_batch=2 * labelled)
+    scaled = losses.causal_lm_loss(model, batch, num_items_in_batch=2 * labelled)
     assert torch.allclose(scaled, mean / 2, rtol=1e-5)
 
 
@@ -128,11 +130,11 @@ def test_padding_free_batch_gives_the_padded_loss_and_grads(boundaries_from):
         packed = DataCollatorWithFlattening(return_flash_attn_kwargs=True)(feats)
         assert packed["cu_seq_lens_q"].tolist() == [0, 9, 14, 27]
     else:
-        packed = fast_path.padding_free_collator()(feats)
+        packed = padding_free_collator()(feats)
     assert packed["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in feats))
     assert packed["position_ids"][0].tolist() == list(range(9)) + list(range(5)) + list(range(13))
-    assert fast_path.enable_packed_attention(model)
-    loss = fast_path.causal_lm_loss(model, packed)
+    assert attention.enable_packed_attention(model)
+    loss = losses.causal_lm_loss(model, packed)
     loss.backward()
     got = trainable_grads(model)
 
@@ -145,8 +147,8 @@ def test_packed_attention_keeps_examples_apart():
     """Changing one example must not change the hidden states of the others in the same row."""
     feats = examples()
     model = tiny_llama()
-    assert fast_path.enable_packed_attention(model)
-    collate = fast_path.padding_free_collator()
+    assert attention.enable_packed_attention(model)
+    collate = padding_free_collator()
 
     def logits(batch):
         return model(**{**{k: v for k, v in collate(batch).items() if k != "labels"}, "use_cache": False}).logits
@@ -163,7 +165,7 @@ def test_packed_attention_on_padded_batches_matches_sdpa():
     batch = padded_batch(examples())
     plain = tiny_llama(attn="sdpa")
     fast = tiny_llama(attn="sdpa")
-    assert fast_path.enable_packed_attention(fast)
+    assert attention.enable_packed_attention(fast)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     mask = batch["attention_mask"].bool()
     assert torch.allclose(plain(**inputs).logits[mask], fast(**inputs).logits[mask], atol=1e-5)
@@ -181,8 +183,8 @@ def test_trainer_with_fast_path_reproduces_plain_trainer_losses(tmp_path, monkey
     feats = examples() * 4
     data = Dataset.from_list(feats)
     calls = []
-    original = fast_path.causal_lm_loss
-    monkeypatch.setattr(fast_path, "causal_lm_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = losses.causal_lm_loss
+    monkeypatch.setattr(losses, "causal_lm_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
 
     def run(fast: bool) -> list[float]:
         model = with_lora(tiny_llama())
@@ -192,8 +194,8 @@ def test_trainer_with_fast_path_reproduces_plain_trainer_losses(tmp_path, monkey
             remove_unused_columns=False, seed=7, disable_tqdm=True,
         )
         if fast:
-            fast_path.enable_packed_attention(model)
-            trainer_cls, collator = fast_path.with_fast_loss(Trainer), fast_path.padding_free_collator()
+            attention.enable_packed_attention(model)
+            trainer_cls, collator = losses.with_fast_loss(Trainer), padding_free_collator()
         else:
             trainer_cls, collator = Trainer, padded_batch
         trainer = trainer_cls(model=model, args=args, train_dataset=data, data_collator=collator)
@@ -211,11 +213,11 @@ def test_trainer_with_fast_path_reproduces_plain_trainer_losses(tmp_path, monkey
 
 
 def test_packed_boundaries_only_for_rows_of_restarting_positions():
-    assert fast_path.packed_boundaries(torch.tensor([[0, 1, 2, 0, 1, 0]])) == [0, 3, 5, 6]
-    assert fast_path.packed_boundaries(torch.tensor([[0, 1, 2, 3]])) is None  # one sequence
-    assert fast_path.packed_boundaries(torch.tensor([[1, 1, 0, 1]])) is None  # left-padded generation
-    assert fast_path.packed_boundaries(torch.tensor([[0, 1], [0, 1]])) is None  # a padded batch
-    assert fast_path.packed_boundaries(None) is None
+    assert attention.packed_boundaries(torch.tensor([[0, 1, 2, 0, 1, 0]])) == [0, 3, 5, 6]
+    assert attention.packed_boundaries(torch.tensor([[0, 1, 2, 3]])) is None  # one sequence
+    assert attention.packed_boundaries(torch.tensor([[1, 1, 0, 1]])) is None  # left-padded generation
+    assert attention.packed_boundaries(torch.tensor([[0, 1], [0, 1]])) is None  # a padded batch
+    assert attention.packed_boundaries(None) is None
 
 
 def test_fast_path_on_by_default_for_sft_and_pt_only():
@@ -227,17 +229,14 @@ def test_fast_path_on_by_default_for_sft_and_pt_only():
     assert fast_path.fast_path_enabled(cfg()) and fast_path.padding_free_applies(cfg())
     assert fast_path.fast_path_enabled(cfg(stage="pt"))
     assert not fast_path.fast_path_enabled(cfg(stage="dpo"))
-    assert not fast_path.padding_free_applies(cfg(packing=True))
     assert not fast_path.padding_free_applies(cfg(predict_with_generate=True))
-    trainer_cls, collator = fast_path.fast_trainer_parts(cfg(stage="dpo"), tiny_llama(), object)
-    assert trainer_cls is object and collator is None
-    trainer_cls, collator = fast_path.fast_trainer_parts(cfg(packing=True), tiny_llama(), object)
-    assert issubclass(trainer_cls, fast_path.FastLossMixin) and collator is None
+    trainer_cls, padding_free = fast_path.fast_trainer_parts(cfg(stage="dpo"), tiny_llama(), object)
+    assert trainer_cls is object and padding_free is False
     sft = cfg()
     model = tiny_llama()
-    trainer_cls, collator = fast_path.fast_trainer_parts(sft, model, object)
-    assert collator is not None and model.config._attn_implementation == fast_path.PACKED_ATTENTION
-    assert sft.training.include_num_input_tokens_seen == "all"  # no pads in a padding-free row
+    trainer_cls, padding_free = fast_path.fast_trainer_parts(sft, model, object)
+    assert issubclass(trainer_cls, losses.FastLossMixin) and padding_free is True
+    assert model.config._attn_implementation == attention.PACKED_ATTENTION
 
 
 def test_sft_trainer_parts_take_the_fast_path_by_default(tiny_chatml_model):
@@ -245,7 +244,7 @@ def test_sft_trainer_parts_take_the_fast_path_by_default(tiny_chatml_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 
     from tunery.config import parse_config
-    from tunery.train.fast_path import FastLossMixin
+    from tunery.train.losses import FastLossMixin
     from tunery.train.sft import trainer_parts
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_chatml_model)
@@ -253,6 +252,7 @@ def test_sft_trainer_parts_take_the_fast_path_by_default(tiny_chatml_model):
     cfg = parse_config("train", {"stage": "sft", "output_dir": "unused"})
     trainer_cls, collator = trainer_parts(cfg, model, tokenizer, "sft")
     assert issubclass(trainer_cls, FastLossMixin)
+    assert cfg.training.include_num_input_tokens_seen == "all"  # no pads in a padding-free row
     batch = collator([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}])
     assert batch["input_ids"].shape == (1, 5) and batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     plain = parse_config("train", {"stage": "sft", "fast_path": False, "output_dir": "unused"})
@@ -261,3 +261,9 @@ def test_sft_trainer_parts_take_the_fast_path_by_default(tiny_chatml_model):
     pt = parse_config("train", {"stage": "pt", "output_dir": "unused"})
     _, collator = trainer_parts(pt, model, tokenizer, "pt")
     assert type(collator).__name__ == "PackedCollator"  # pt rows are packed already: not re-flattened
+    packed_sft = parse_config("train", {"stage": "sft", "packing": True, "output_dir": "unused"})
+    trainer_cls, collator = trainer_parts(packed_sft, model, tokenizer, "sft")
+    assert issubclass(trainer_cls, FastLossMixin) and type(collator).__name__ == "PackedCollator"
+    predict = parse_config("train", {"stage": "sft", "predict_with_generate": True, "output_dir": "unused"})
+    _, collator = trainer_parts(predict, model, tokenizer, "sft")
+    assert type(collator).__name__ == "PaddedCollator"

@@ -53,7 +53,7 @@ def test_ppo_mean_reward_rises(tiny_chatml_model, tmp_path):
     from datasets import concatenate_datasets
 
     from tunery.model.loader import load_model, load_tokenizer
-    from tunery.train.ppo import PPOSettings, build_trainer
+    from tunery.train.ppo import PPOSettings, ppo_trainer
     from tunery.train.pref_common import load_reference_model
 
     cfg = config(tiny_chatml_model, tmp_path / "out", stage="ppo", finetuning_type="full", learning_rate=3e-2,
@@ -68,7 +68,7 @@ def test_ppo_mean_reward_rises(tiny_chatml_model, tmp_path):
         return torch.tensor([float(seq[-1] < LOW) for seq in sequences])
 
     settings = dataclasses.replace(PPOSettings.from_finetuning(cfg.finetuning), init_kl_coef=0.05)
-    trainer = build_trainer(cfg, model, tokenizer, data, scorer, ref_model=ref, settings=settings)
+    trainer = ppo_trainer(cfg, model, tokenizer, data, scorer, ref_model=ref, settings=settings)
     trainer.train()
     rewards, kls = logged(trainer, "reward"), logged(trainer, "kl")
     assert len(rewards) == 8
@@ -80,7 +80,7 @@ def test_ppo_mean_reward_rises(tiny_chatml_model, tmp_path):
 def test_lora_ppo_writes_sft_outputs_and_value_head(tiny_chatml_model, tmp_path):
     from tunery.model.loader import load_model, load_tokenizer
     from tunery.train.loop import fit
-    from tunery.train.ppo import PLOT_KEYS, VALUE_HEAD_FILE, build_trainer
+    from tunery.train.ppo import PLOT_KEYS, VALUE_HEAD_FILE, ppo_trainer
 
     out = tmp_path / "out"
     cfg = config(tiny_chatml_model, out, stage="ppo", max_steps=2, per_device_train_batch_size=4, max_new_tokens=3,
@@ -93,7 +93,7 @@ def test_lora_ppo_writes_sft_outputs_and_value_head(tiny_chatml_model, tmp_path)
         lengths.append(len(sequences))
         return torch.zeros(len(sequences))
 
-    trainer = build_trainer(cfg, model, tokenizer, pairwise_dataset(tokenizer), scorer)  # ref: adapter off
+    trainer = ppo_trainer(cfg, model, tokenizer, pairwise_dataset(tokenizer), scorer)  # ref: adapter off
     fit(trainer, cfg, plot_keys=PLOT_KEYS)
     assert lengths == [4, 4, 4, 4]  # 2 steps x ppo_buffer_size 2 mini-batches of 4 prompts
     log = [json.loads(x) for x in (out / "trainer_log.jsonl").read_text().splitlines()]
@@ -142,7 +142,7 @@ def test_api_scorer_posts_texts_and_reads_scores(tiny_chatml_model):
 def test_ppo_resume_matches_the_uninterrupted_run(tiny_chatml_model, tmp_path):
     """4 steps straight vs 2 steps, a checkpoint, and 2 resumed steps: the same per-step losses."""
     from tunery.model.loader import load_model, load_tokenizer
-    from tunery.train.ppo import PPO_STATE_FILE, VALUE_HEAD_FILE, build_trainer
+    from tunery.train.ppo import PPO_STATE_FILE, VALUE_HEAD_FILE, ppo_trainer
 
     def scorer(sequences):
         return torch.tensor([float(seq[-1] < LOW) for seq in sequences])
@@ -160,7 +160,7 @@ def test_ppo_resume_matches_the_uninterrupted_run(tiny_chatml_model, tmp_path):
                      logging_steps=1)
         tokenizer = load_tokenizer(cfg.model)
         model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=True, training_args=cfg.training)
-        trainer = build_trainer(cfg, model, tokenizer, pairwise_dataset(tokenizer), scorer, callbacks=callbacks)
+        trainer = ppo_trainer(cfg, model, tokenizer, pairwise_dataset(tokenizer), scorer, callbacks=callbacks)
         trainer.train(resume_from_checkpoint=resume)
         return trainer
 

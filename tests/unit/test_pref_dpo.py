@@ -21,12 +21,12 @@ def _setup(tiny_chatml_model, tmp_path, **overrides):
 
 @pytest.mark.parametrize("loss", ["sigmoid", "hinge", "ipo", "orpo", "simpo"])
 def test_each_loss_learns_the_preference(tiny_chatml_model, tmp_path, loss):
-    from tunery.train.dpo import build_trainer
+    from tunery.train.dpo import preference_trainer
 
     cfg, tokenizer, model = _setup(tiny_chatml_model, tmp_path, pref_loss=loss)
     data = pairwise_dataset(tokenizer)
     before = mean_margin(model, data)
-    trainer = build_trainer(cfg, model, tokenizer, data)
+    trainer = preference_trainer(cfg, model, tokenizer, data)
     trainer.train()
     accuracies = logged(trainer, "rewards/accuracies")
     assert accuracies[-1] >= 0.9, accuracies
@@ -58,7 +58,7 @@ def test_dpo_options_map_to_trl_losses(tiny_chatml_model, tmp_path):
 
 
 def test_full_finetuning_uses_a_frozen_reference_and_writes_outputs(tiny_chatml_model, tmp_path):
-    from tunery.train.dpo import PLOT_KEYS, build_trainer
+    from tunery.train.dpo import PLOT_KEYS, preference_trainer
     from tunery.train.loop import fit
     from tunery.train.pref_common import load_reference_model
 
@@ -67,7 +67,7 @@ def test_full_finetuning_uses_a_frozen_reference_and_writes_outputs(tiny_chatml_
     ref = load_reference_model(cfg, tokenizer, model)
     assert ref is not None and not any(p.requires_grad for p in ref.parameters())
     ref_weight = ref.model.layers[0].self_attn.q_proj.weight.clone()
-    trainer = build_trainer(cfg, model, tokenizer, pairwise_dataset(tokenizer), ref_model=ref)
+    trainer = preference_trainer(cfg, model, tokenizer, pairwise_dataset(tokenizer), ref_model=ref)
     fit(trainer, cfg, plot_keys=PLOT_KEYS)
     out = tmp_path / "out"
     assert (ref.model.layers[0].self_attn.q_proj.weight == ref_weight).all()
@@ -81,14 +81,14 @@ def test_freeze_finetuning_trains_only_the_last_layers(tiny_chatml_model, tmp_pa
     """finetuning_type: freeze with a preference stage: the last layer learns, the rest stays put."""
     import torch
 
-    from tunery.train.dpo import build_trainer
+    from tunery.train.dpo import preference_trainer
 
     cfg, tokenizer, model = _setup(tiny_chatml_model, tmp_path, finetuning_type="freeze", freeze_trainable_layers=1,
                                    learning_rate=5e-3, max_steps=6)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     data = pairwise_dataset(tokenizer)
     start = mean_margin(model, data)
-    trainer = build_trainer(cfg, model, tokenizer, data)
+    trainer = preference_trainer(cfg, model, tokenizer, data)
     trainer.train()
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert changed and all(".layers.1." in n for n in changed), sorted(changed)

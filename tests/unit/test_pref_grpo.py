@@ -24,7 +24,7 @@ def _low_mass(model, data) -> float:
 
 def test_grpo_mean_reward_rises_with_a_reward_function_file(tiny_chatml_model, tmp_path):
     from tunery.model.loader import load_model, load_tokenizer
-    from tunery.train.grpo import build_trainer
+    from tunery.train.grpo import grpo_trainer
     from tunery.train.rewards import load_reward_funcs
 
     path = tmp_path / "my_rewards.py"
@@ -36,7 +36,7 @@ def test_grpo_mean_reward_rises_with_a_reward_function_file(tiny_chatml_model, t
     model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=True, training_args=cfg.training)
     data = pairwise_dataset(tokenizer)
     before = _low_mass(model, data)
-    trainer = build_trainer(cfg, model, tokenizer, data, load_reward_funcs(cfg.finetuning.reward_funcs))
+    trainer = grpo_trainer(cfg, model, tokenizer, data, load_reward_funcs(cfg.finetuning.reward_funcs))
     assert trainer.args.num_generations == 4 and trainer.args.max_completion_length == 2
     trainer.train()
     rewards = logged(trainer, "reward")
@@ -47,7 +47,7 @@ def test_grpo_mean_reward_rises_with_a_reward_function_file(tiny_chatml_model, t
 
 def test_grpo_generates_from_tunery_prompt_ids_and_scores_full_sequences(tiny_chatml_model, tmp_path):
     from tunery.model.loader import load_model, load_tokenizer
-    from tunery.train.grpo import build_trainer, grpo_config, scorer_reward
+    from tunery.train.grpo import grpo_config, grpo_trainer, scorer_reward
 
     cfg = config(tiny_chatml_model, tmp_path / "out", stage="grpo", max_steps=1, per_device_train_batch_size=4,
                  num_generations=4, max_new_tokens=3, pref_beta=0.05, temperature=0.7, top_p=0.9, top_k=20)
@@ -63,7 +63,7 @@ def test_grpo_generates_from_tunery_prompt_ids_and_scores_full_sequences(tiny_ch
         seen.extend(sequences)
         return torch.ones(len(sequences))
 
-    trainer = build_trainer(cfg, model, tokenizer, data, [scorer_reward(scorer)])
+    trainer = grpo_trainer(cfg, model, tokenizer, data, [scorer_reward(scorer)])
     assert list(trainer.model.peft_config) == ["default"]
     trainer.train()
     prompts = {tuple(r["prompt_ids"]) for r in data}
@@ -71,7 +71,7 @@ def test_grpo_generates_from_tunery_prompt_ids_and_scores_full_sequences(tiny_ch
     for seq in seen:  # every scored sequence is one of Tunery's prompts followed by 1-3 generated ids
         assert any(tuple(seq[: len(p)]) == p and 1 <= len(seq) - len(p) <= 3 for p in prompts)
     with pytest.raises(ConfigError, match="rewards"):
-        build_trainer(cfg, model, tokenizer, data, [])
+        grpo_trainer(cfg, model, tokenizer, data, [])
 
 
 def test_reward_functions_load_from_files_and_modules(tmp_path):

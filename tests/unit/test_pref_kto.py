@@ -13,14 +13,14 @@ def _mean_logp(model, tokenizer, reply: str) -> float:
 
 def test_kto_learns_desirable_replies(tiny_chatml_model, tmp_path):
     from tunery.model.loader import load_model, load_tokenizer
-    from tunery.train.kto import build_trainer
+    from tunery.train.kto import kto_trainer
 
     cfg = config(tiny_chatml_model, tmp_path / "out", stage="kto", kto_chosen_weight=1.0, kto_rejected_weight=1.0)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=True, training_args=cfg.training)
     good_before, bad_before = _mean_logp(model, tokenizer, CHOSEN), _mean_logp(model, tokenizer, REJECTED)
     data = kto_dataset(tokenizer)
-    trainer = build_trainer(cfg, model, tokenizer, data)
+    trainer = kto_trainer(cfg, model, tokenizer, data)
     assert trainer.args.desirable_weight == 1.0 and trainer.args.beta == cfg.finetuning.pref_beta
     assert "KL_completion_ids" in trainer.train_dataset.column_names
     assert list(trainer.model.peft_config) == ["default"] and trainer.ref_model is None

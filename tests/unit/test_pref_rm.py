@@ -13,13 +13,13 @@ def _train_rm(tiny_chatml_model, out, **overrides):
     from tunery.model.loader import load_tokenizer
     from tunery.train.loop import fit
     from tunery.train.rewards import load_sequence_classifier
-    from tunery.train.rm import PLOT_KEYS, build_trainer, prepare_reward_model
+    from tunery.train.rm import PLOT_KEYS, prepare_reward_model, reward_trainer
 
     cfg = config(tiny_chatml_model, out, stage="rm", max_steps=10, plot_loss=True, **overrides)
     tokenizer = load_tokenizer(cfg.model)
     model = prepare_reward_model(load_sequence_classifier(tokenizer, cfg.model, cfg.training), cfg)
     data = pairwise_dataset(tokenizer)
-    trainer = build_trainer(cfg, model, tokenizer, data)
+    trainer = reward_trainer(cfg, model, tokenizer, data)
     fit(trainer, cfg, plot_keys=PLOT_KEYS)
     return cfg, tokenizer, trainer, data
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import pytest
 
 from tests.unit.train_utils import train_config
@@ -13,28 +10,55 @@ from tunery.errors import ConfigError
 from tunery.train import workflow
 
 
-def test_stage_not_built_yet_is_a_plain_error(monkeypatch):
-    monkeypatch.setitem(workflow.STAGES, "ppo", ("tunery.train.no_such_stage_module",))
-    with pytest.raises(ConfigError, match="stage ppo is not built yet"):
-        workflow.stage_module("ppo")
+def test_every_documented_stage_resolves_to_a_registered_stage():
+    """One stage list: the config's ``stage`` choices are exactly the registry's names."""
+    from typing import get_args
+
+    from tunery.config.finetuning_args import Stage as StageName
+    from tunery.data.processors import STAGE_KIND
+    from tunery.train.stages import STAGES, Stage, get_stage
+
+    documented = ["pt", "sft", "rm", "dpo", "kto", "orpo", "simpo", "ppo", "grpo"]  # docs/training*.md
+    assert sorted(STAGES) == sorted(get_args(StageName)) == sorted(documented)
+    assert set(STAGES) <= set(STAGE_KIND)  # the data pipeline knows every stage's columns
+    for name in documented:
+        stage = get_stage(name)
+        assert isinstance(stage, Stage) and stage.name == name and "loss" in stage.plot_keys
+    assert type(get_stage("orpo")) is type(get_stage("dpo")) is type(get_stage("simpo"))
     with pytest.raises(ConfigError, match="unknown stage"):
-        workflow.stage_module("nope")
-    assert workflow.stage_module("sft").__name__ == "tunery.train.sft"
-    assert workflow.stage_module("pt").__name__ == "tunery.train.pt"
+        get_stage("nope")
 
 
-def test_stage_module_falls_back_for_orpo(monkeypatch):
-    fake = types.ModuleType("tunery.train.fake_dpo")
-    monkeypatch.setitem(sys.modules, "tunery.train.fake_dpo", fake)
-    monkeypatch.setitem(workflow.STAGES, "orpo", ("tunery.train.no_orpo_module", "tunery.train.fake_dpo"))
-    assert workflow.stage_module("orpo") is fake
+def test_run_stage_is_data_then_trainer_then_fit(monkeypatch, tmp_path):
+    """workflow.run_stage: output-dir rules, then the registered stage's data -> trainer -> fit."""
+    from tunery.train import stages
+
+    calls = []
+
+    class FakeStage:
+        name = "sft"
+        plot_keys = ("loss", "custom")
+
+        def load_data(self, cfg, tokenizer, template):
+            calls.append(("data", tokenizer, template))
+            return "data"
+
+        def create_trainer(self, cfg, tokenizer, template, data, callbacks=None):
+            calls.append(("trainer", data, callbacks))
+            return "trainer"
+
+    monkeypatch.setitem(stages.STAGES, "sft", FakeStage())
+    monkeypatch.setattr(stages, "fit", lambda trainer, cfg, plot_keys: calls.append(("fit", trainer, plot_keys)))
+    monkeypatch.setattr(workflow, "load_tokenizer", lambda model_args: "tok")
+    monkeypatch.setattr(workflow, "get_template", lambda name, tokenizer, data_args: "tpl")
+    cfg = train_config(tmp_path / "model", tmp_path / "out", stage="sft")
+    workflow.run_stage(cfg, callbacks=["cb"])
+    assert calls == [("data", "tok", "tpl"), ("trainer", "data", ["cb"]), ("fit", "trainer", ("loss", "custom"))]
 
 
 def test_do_predict_routes_to_batch_prediction(monkeypatch, tmp_path):
     calls = []
-    fake = types.ModuleType("tunery.inference.predict")
-    fake.run_predict = lambda cfg: calls.append(cfg) or {}
-    monkeypatch.setitem(sys.modules, "tunery.inference.predict", fake)
+    monkeypatch.setattr(workflow, "run_predict", lambda cfg: calls.append(cfg) or {})
     cfg = train_config(tmp_path / "model", tmp_path / "out", do_train=False, do_predict=True,
                        predict_with_generate=True)
     assert train_cli.run(cfg) == 0

@@ -12,6 +12,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from tunery.errors import ConfigError, ResourceError, require
+from tunery.inference import load_engine
 from tunery.logging import get_logger
 
 if TYPE_CHECKING:
@@ -54,7 +55,6 @@ def serve(cfg: RunConfig) -> None:
     require("fastapi", "tunery api", "api")
     uvicorn = require("uvicorn", "tunery api", "api")
     from tunery.api.app import create_app
-    from tunery.inference import load_engine
 
     host, port = bind_address()
     check_port_free(host, port)

@@ -17,6 +17,7 @@ from tunery.config.finetuning_args import FinetuningArguments
 from tunery.config.generating_args import GeneratingArguments
 from tunery.config.model_args import ModelArguments
 from tunery.config.parser import build_dataclasses, dump_config, load_raw_config
+from tunery.errors import require
 from tunery.logging import get_logger
 
 logger = get_logger(__name__)
@@ -111,8 +112,6 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
     if "training" in names:
         _resolve_precision(raw)
         if raw.get("deepspeed"):
-            from tunery.errors import require
-
             require("deepspeed", f"deepspeed: {raw['deepspeed']}", "deepspeed")
         raw.setdefault("output_dir", "saves/tunery-run")
     classes = [group_class(n) for n in names]

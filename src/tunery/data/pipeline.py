@@ -273,8 +273,11 @@ def _module_from_saved(data, stats: DataStats) -> DatasetModule:
     return DatasetModule(train, evaluation, stats)
 
 
-def get_collator(stage: str, tokenizer, cfg: Any):
-    """The batch collator for ``stage`` (see collator.py); matches the columns get_dataset produces."""
+def get_collator(stage: str, tokenizer, cfg: Any, padding_free: bool = False):
+    """The batch collator for ``stage`` (see collator.py); matches the columns get_dataset produces.
+
+    The one place a collator is chosen: packed rows, else padding-free batches when ``padding_free``
+    (the training fast path asks) or the data setting ``padding_free`` is on, else padded."""
     kind = stage_kind(stage)
     pad_id = c.pad_token_id(tokenizer)
     data_args = cfg.data if hasattr(cfg, "data") else cfg
@@ -286,6 +289,6 @@ def get_collator(stage: str, tokenizer, cfg: Any):
         return c.GenerationCollator(pad_id)
     if resolve_packing(data_args, stage):
         return c.PackedCollator(pad_id)
-    if getattr(data_args, "padding_free", False):
+    if padding_free or getattr(data_args, "padding_free", False):
         return c.padding_free_collator()
     return c.PaddedCollator(pad_id)

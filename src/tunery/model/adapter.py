@@ -84,6 +84,17 @@ def prepare_for_training(
     return model
 
 
+def unwrap_peft(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a peft wrapper (LoRA layers stay injected in it), else ``model``."""
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base):
+        try:
+            return get_base()
+        except AttributeError:
+            return model
+    return model
+
+
 def is_quantized(model: torch.nn.Module) -> bool:
     return bool(getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None))
 

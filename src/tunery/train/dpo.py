@@ -12,14 +12,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from tunery.data import IGNORE_INDEX, DatasetModule, get_dataset
 from tunery.errors import ConfigError
 from tunery.logging import get_logger
+from tunery.model.loader import load_model
 from tunery.train.pref_common import (
     drop_reference_adapter,
     load_reference_model,
     to_pairwise_columns,
     trl_config,
 )
+from tunery.train.trainer import build_trainer
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -48,7 +51,7 @@ def _legacy_row(feature: dict[str, Any], max_length: int | None) -> dict[str, An
     row: dict[str, Any] = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
     for side in ("chosen", "rejected"):
         ids = prompt + list(feature[f"{side}_ids"])
-        labels = [-100] * len(prompt) + list(feature[f"{side}_ids"])
+        labels = [IGNORE_INDEX] * len(prompt) + list(feature[f"{side}_ids"])
         if max_length is not None:
             ids, labels = ids[:max_length], labels[:max_length]
         row[f"{side}_input_ids"] = ids
@@ -105,11 +108,9 @@ def trainer_parts(ft: Any, training_args: Any, max_length: int | None) -> tuple[
     raise ConfigError(f"unknown pref_loss '{loss}'", hint=f"use one of {', '.join(DPO_LOSSES + REFERENCE_FREE_LOSSES)}")
 
 
-def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any = None, *,
-                  ref_model: Any = None, callbacks: list | None = None) -> Any:
+def preference_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any = None, *,
+                       ref_model: Any = None, callbacks: list | None = None) -> Any:
     """The trl trainer for ``cfg.finetuning.pref_loss``, with Tunery's callbacks and optimizer choices."""
-    from tunery.train.trainer import build_trainer as build
-
     ft = cfg.finetuning
     trainer_cls, args = trainer_parts(ft, cfg.training, cfg.data.cutoff_len)
     if train_dataset is not None:
@@ -117,8 +118,8 @@ def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval
     if eval_dataset is not None:
         eval_dataset = to_pairwise_columns(eval_dataset)
     extra = {"ref_model": ref_model} if ft.pref_loss in DPO_LOSSES else {}
-    trainer = build(cfg, model, tokenizer, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                    trainer_cls=trainer_cls, args=args, callbacks=callbacks, **extra)
+    trainer = build_trainer(cfg, model, tokenizer, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                            trainer_cls=trainer_cls, args=args, callbacks=callbacks, **extra)
     if ft.pref_loss in DPO_LOSSES and ref_model is None:
         drop_reference_adapter(trainer.model)
     return trainer
@@ -127,17 +128,23 @@ def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval
 PLOT_KEYS = ("loss", "eval_loss", "rewards/accuracies", "rewards/margins")
 
 
-def run(cfg: Any, tokenizer: Any, template: Any, callbacks: list | None = None) -> Any:
-    """Train with dpo/orpo/simpo on ``cfg``'s pairwise datasets and write sft's outputs."""
-    from tunery.data import get_dataset
-    from tunery.model.loader import load_model
-    from tunery.train.loop import fit
+class PreferenceStage:
+    """dpo / orpo / simpo (the objective is ``pref_loss``; orpo and simpo set it themselves)."""
 
-    ft = cfg.finetuning
-    args = cfg.training
-    data = get_dataset(cfg, tokenizer, template, ft.stage)
-    model = load_model(tokenizer, cfg.model, ft, is_trainable=bool(args.do_train), training_args=args)
-    ref_model = None if ft.pref_loss in REFERENCE_FREE_LOSSES else load_reference_model(cfg, tokenizer, model)
-    trainer = build_trainer(cfg, model, tokenizer, data.train_dataset if args.do_train else None, data.eval_dataset,
-                            ref_model=ref_model, callbacks=callbacks)
-    return fit(trainer, cfg, plot_keys=PLOT_KEYS)
+    plot_keys = PLOT_KEYS
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def load_data(self, cfg: Any, tokenizer: Any, template: Any) -> DatasetModule:
+        return get_dataset(cfg, tokenizer, template, self.name)
+
+    def create_trainer(self, cfg: Any, tokenizer: Any, template: Any, data: DatasetModule,
+                       callbacks: list | None = None) -> Any:
+        """Load the policy (and the reference when the loss needs one), build the trl trainer."""
+        ft = cfg.finetuning
+        args = cfg.training
+        model = load_model(tokenizer, cfg.model, ft, is_trainable=bool(args.do_train), training_args=args)
+        ref_model = None if ft.pref_loss in REFERENCE_FREE_LOSSES else load_reference_model(cfg, tokenizer, model)
+        return preference_trainer(cfg, model, tokenizer, data.train_dataset if args.do_train else None,
+                                  data.eval_dataset, ref_model=ref_model, callbacks=callbacks)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunery.data import IGNORE_INDEX, get_dataset
+from tunery.data.template import get_template
+from tunery.model.loader import load_tokenizer
 from tunery.train.estimate import Estimate, estimate_run, measured_matmul_flops, steps_for
 
 
@@ -47,16 +50,11 @@ def _count_tokens(dataset: Any) -> tuple[int, int, int]:
         tokens += len(ids)
         longest = max(longest, len(ids))
         if has_labels:
-            trained += sum(1 for t in row["labels"] if t != -100)
+            trained += sum(1 for t in row["labels"] if t != IGNORE_INDEX)
     return tokens, trained, longest
 
 
 def build_plan(cfg: Any) -> Plan:
-    """Tokenize the data as the run would and estimate the run's memory and time (no training, no output_dir)."""
-    from tunery.data import get_dataset
-    from tunery.data.template import get_template
-    from tunery.model.loader import load_tokenizer
-
     stage = cfg.finetuning.stage
     tokenizer = load_tokenizer(cfg.model)
     template = get_template(cfg.data.template or "auto", tokenizer, cfg.data)

@@ -25,8 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunery.logging import get_logger
+from tunery.model.adapter import prepare_for_training
+from tunery.model.loader import count_parameters, pick_dtype, resolve
 
 logger = get_logger(__name__)
 
@@ -81,11 +84,6 @@ def quantizable_parameters(model: torch.nn.Module) -> int:
 
 def planned_model(cfg: Any) -> tuple[Any, int, int, int]:
     """(config, trainable, total, quantizable) with the run's adapter setup applied to a weightless model."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from tunery.model.adapter import prepare_for_training
-    from tunery.model.loader import count_parameters, resolve
-
     path = resolve(cfg.model).path
     config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
     with torch.device("meta"):
@@ -123,8 +121,6 @@ def weight_bytes(model_args: Any, dtype: torch.dtype, total: int, quantizable: i
 
 def estimate_run(cfg: Any, *, tokens_per_step: int, longest_row: int, flops: float | None = None) -> Estimate:
     """Memory and time of one optimizer step of ``cfg`` with ``tokens_per_step`` tokens."""
-    from tunery.model.loader import pick_dtype
-
     config, trainable, total, quantizable = planned_model(cfg)
     dtype = pick_dtype(cfg.model, cfg.training)
     hidden = getattr(config, "hidden_size", 0)

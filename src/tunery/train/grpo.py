@@ -13,9 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tunery.data import DatasetModule, get_dataset
 from tunery.errors import ConfigError
 from tunery.logging import get_logger
+from tunery.model.loader import load_model
 from tunery.train.pref_common import drop_reference_adapter, to_prompt_columns, trl_config
+from tunery.train.rewards import load_reward_funcs, load_reward_scorer
+from tunery.train.trainer import build_trainer
 
 logger = get_logger(__name__)
 
@@ -66,39 +70,36 @@ def grpo_config(cfg: Any, stop_token_ids: list[int] | None = None) -> Any:
     )
 
 
-def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, reward_funcs: list[Callable],
-                  *, stop_token_ids: list[int] | None = None, callbacks: list | None = None) -> Any:
-    from tunery.train.trainer import configure_training_args, standard_callbacks
-
+def grpo_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, reward_funcs: list[Callable],
+                 *, stop_token_ids: list[int] | None = None, callbacks: list | None = None) -> Any:
+    """trl's GRPOTrainer generating from Tunery's prompt ids, rewarded by ``reward_funcs``."""
     if not reward_funcs:
         raise ConfigError("stage grpo needs rewards", hint="set reward_funcs: path/file.py:function and/or reward_model")
     data = prompt_dataset(train_dataset, tokenizer)
-    # GRPOTrainer takes no data_collator, so it is built here rather than by train.trainer.build_trainer,
-    # with the same argument conventions and standard callbacks.
-    args = configure_training_args(grpo_config(cfg, stop_token_ids))
-    extra = list(callbacks or [])
-    given = {type(c) for c in extra}
-    all_callbacks = [c for c in standard_callbacks(cfg) if type(c) not in given] + extra
-    trainer = _trainer_cls()(model=model, reward_funcs=reward_funcs, args=args, train_dataset=data,
-                             processing_class=tokenizer, callbacks=all_callbacks)
+    trainer = build_trainer(cfg, model, tokenizer, train_dataset=data, trainer_cls=_trainer_cls(),
+                            args=grpo_config(cfg, stop_token_ids), callbacks=callbacks, reward_funcs=reward_funcs)
     trainer._tunery_prompt_ids = dict(zip(data["prompt"], data["prompt_ids"]))
     drop_reference_adapter(trainer.model)
     return trainer
 
 
-def run(cfg: Any, tokenizer: Any, template: Any, callbacks: list | None = None) -> Any:
-    """Train with GRPO on ``cfg``'s prompts and write sft's outputs."""
-    from tunery.data import get_dataset
-    from tunery.model.loader import load_model
-    from tunery.train.loop import fit
-    from tunery.train.rewards import load_reward_funcs, load_reward_scorer
+class GRPOStage:
+    """grpo: groups of sampled replies per prompt, rewarded by functions and/or a reward model."""
 
-    ft = cfg.finetuning
-    data = get_dataset(cfg, tokenizer, template, "grpo")
-    model = load_model(tokenizer, cfg.model, ft, is_trainable=True, training_args=cfg.training)
-    funcs: list[Callable] = load_reward_funcs(ft.reward_funcs)
-    if ft.reward_model:
-        funcs.append(scorer_reward(load_reward_scorer(cfg, tokenizer, model)))
-    stop = template.stop_token_ids(tokenizer) if template is not None else None
-    trainer = build_trainer(cfg, model, tokenizer, data.train_dataset, funcs, stop_token_ids=stop, callbacks=callbacks)
-    return fit(trainer, cfg, plot_keys=PLOT_KEYS)
+    name = "grpo"
+    plot_keys = PLOT_KEYS
+
+    def load_data(self, cfg: Any, tokenizer: Any, template: Any) -> DatasetModule:
+        return get_dataset(cfg, tokenizer, template, self.name)
+
+    def create_trainer(self, cfg: Any, tokenizer: Any, template: Any, data: DatasetModule,
+                       callbacks: list | None = None) -> Any:
+        """Load the policy and the rewards, build the GRPOTrainer."""
+        ft = cfg.finetuning
+        model = load_model(tokenizer, cfg.model, ft, is_trainable=True, training_args=cfg.training)
+        funcs: list[Callable] = load_reward_funcs(ft.reward_funcs)
+        if ft.reward_model:
+            funcs.append(scorer_reward(load_reward_scorer(cfg, tokenizer, model)))
+        stop = template.stop_token_ids(tokenizer) if template is not None else None
+        return grpo_trainer(cfg, model, tokenizer, data.train_dataset, funcs, stop_token_ids=stop,
+                            callbacks=callbacks)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunery.data import DatasetModule, get_dataset
 from tunery.logging import get_logger
+from tunery.model.loader import load_model
 from tunery.train.pref_common import drop_reference_adapter, load_reference_model, to_kto_columns, trl_config
+from tunery.train.trainer import build_trainer
 
 logger = get_logger(__name__)
 
@@ -42,11 +45,10 @@ def _trainer_cls() -> type:
     return TokenizedKTOTrainer
 
 
-def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any = None, *,
-                  ref_model: Any = None, callbacks: list | None = None) -> Any:
-    from trl import KTOConfig
-
-    from tunery.train.trainer import build_trainer as build
+def kto_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any = None, *,
+                ref_model: Any = None, callbacks: list | None = None) -> Any:
+    """trl's KTOTrainer fed Tunery's ids; the reference is ``ref_model`` or the base with the adapter off."""
+    from trl import KTOConfig  # trl's import is slow; only kto runs pay it
 
     ft = cfg.finetuning
     args = trl_config(
@@ -57,23 +59,27 @@ def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval
     if train_dataset is not None and not ft.disable_shuffling:
         # trl reads KTO data in order (the KL pairs are fixed per batch), so mix it once here.
         train_dataset = train_dataset.shuffle(seed=cfg.training.seed)
-    trainer = build(cfg, model, tokenizer, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                    trainer_cls=_trainer_cls(), args=args, callbacks=callbacks, ref_model=ref_model)
+    trainer = build_trainer(cfg, model, tokenizer, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                            trainer_cls=_trainer_cls(), args=args, callbacks=callbacks, ref_model=ref_model)
     if ref_model is None:
         drop_reference_adapter(trainer.model)
     return trainer
 
 
-def run(cfg: Any, tokenizer: Any, template: Any, callbacks: list | None = None) -> Any:
-    """Train with KTO on ``cfg``'s kto_tag datasets and write sft's outputs."""
-    from tunery.data import get_dataset
-    from tunery.model.loader import load_model
-    from tunery.train.loop import fit
+class KTOStage:
+    """kto: replies tagged desirable or not (``kto_tag``)."""
 
-    args = cfg.training
-    data = get_dataset(cfg, tokenizer, template, "kto")
-    model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=bool(args.do_train), training_args=args)
-    ref_model = load_reference_model(cfg, tokenizer, model)
-    trainer = build_trainer(cfg, model, tokenizer, data.train_dataset if args.do_train else None, data.eval_dataset,
-                            ref_model=ref_model, callbacks=callbacks)
-    return fit(trainer, cfg, plot_keys=PLOT_KEYS)
+    name = "kto"
+    plot_keys = PLOT_KEYS
+
+    def load_data(self, cfg: Any, tokenizer: Any, template: Any) -> DatasetModule:
+        return get_dataset(cfg, tokenizer, template, self.name)
+
+    def create_trainer(self, cfg: Any, tokenizer: Any, template: Any, data: DatasetModule,
+                       callbacks: list | None = None) -> Any:
+        """Load the policy and its reference, build the KTOTrainer."""
+        args = cfg.training
+        model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=bool(args.do_train), training_args=args)
+        ref_model = load_reference_model(cfg, tokenizer, model)
+        return kto_trainer(cfg, model, tokenizer, data.train_dataset if args.do_train else None, data.eval_dataset,
+                           ref_model=ref_model, callbacks=callbacks)

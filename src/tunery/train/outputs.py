@@ -21,6 +21,7 @@ from tunery import runlog
 from tunery.errors import ConfigError, ResourceError
 from tunery.logging import get_logger
 from tunery.train.callbacks import SavePissaInit
+from tunery.train.plotting import plot_run
 
 logger = get_logger(__name__)
 
@@ -155,15 +156,7 @@ def save_results(trainer: Any, cfg: Any, train_metrics: dict[str, Any], plot_key
     trainer.save_state()
     write_model_card(trainer, cfg)
     if getattr(cfg.finetuning, "plot_loss", False):
-        from tunery.train.plotting import plot_run
-
         plot_run(args.output_dir, plot_keys)
     trainer.log_metrics("train", train_metrics)
     trainer.save_metrics("train", train_metrics)  # train_results.json: the finished marker, last
 
-
-def finish(trainer: Any, cfg: Any, plot_keys: tuple[str, ...] = ("loss", "eval_loss")) -> Any:
-    """Train, evaluate and write every output; see :func:`tunery.train.loop.fit`."""
-    from tunery.train.loop import fit
-
-    return fit(trainer, cfg, plot_keys=plot_keys)

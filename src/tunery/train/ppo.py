@@ -22,9 +22,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import Trainer
 
+from tunery.data import DatasetModule, get_dataset
 from tunery.logging import get_logger
-from tunery.train.pref_common import is_peft, to_prompt_columns
+from tunery.model.loader import load_model
+from tunery.train.pref_common import is_peft, load_reference_model, to_prompt_columns
+from tunery.train.rewards import load_reward_scorer
+from tunery.train.trainer import build_trainer
 
 logger = get_logger(__name__)
 
@@ -152,13 +157,7 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, start: int) ->
 
 
 # ---------------------------------------------------------------------------- the trainer
-def _base_trainer() -> type:
-    from transformers import Trainer
-
-    return Trainer
-
-
-class PPOTrainer(_base_trainer()):
+class PPOTrainer(Trainer):
     """transformers.Trainer whose ``train`` runs PPO rollouts and updates (see the module docstring)."""
 
     def __init__(self, *args: Any, scorer: Any, ppo: PPOSettings, generation: dict[str, Any],
@@ -387,43 +386,39 @@ def prompt_collator(features: list[dict[str, Any]]) -> dict[str, Any]:
     return {"prompt_ids": [f["prompt_ids"] for f in features]}
 
 
-def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, scorer: Any, *,
-                  ref_model: Any = None, stop_token_ids: list[int] | None = None,
-                  callbacks: list | None = None, settings: PPOSettings | None = None) -> PPOTrainer:
+def ppo_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, scorer: Any, *,
+                ref_model: Any = None, stop_token_ids: list[int] | None = None,
+                callbacks: list | None = None, settings: PPOSettings | None = None) -> PPOTrainer:
     """A PPOTrainer for ``cfg``; ``settings`` overrides the PPO knobs read from ``cfg.finetuning``."""
-    from tunery.train.trainer import configure_training_args, standard_callbacks
-
     if ref_model is None and not is_peft(model):
         raise ValueError("full/freeze PPO needs a reference model (load_reference_model)")
     generation = cfg.generation.to_generate_kwargs()
     generation.pop("num_beams", None)
     generation.pop("length_penalty", None)
     stop = list(stop_token_ids or [tokenizer.eos_token_id])
-    args = configure_training_args(cfg.training)
-    extra = list(callbacks or [])
-    given = {type(c) for c in extra}
-    return PPOTrainer(
-        model=PolicyWithValueHead(model), args=args, train_dataset=to_prompt_columns(train_dataset),
-        data_collator=prompt_collator, processing_class=tokenizer,
-        callbacks=[c for c in standard_callbacks(cfg) if type(c) not in given] + extra,
+    return build_trainer(
+        cfg, PolicyWithValueHead(model), tokenizer, train_dataset=to_prompt_columns(train_dataset),
+        data_collator=prompt_collator, trainer_cls=PPOTrainer, callbacks=callbacks,
         scorer=scorer, ppo=settings or PPOSettings.from_finetuning(cfg.finetuning), generation=generation,
         stop_token_ids=stop, ref_model=ref_model,
     )
 
 
-def run(cfg: Any, tokenizer: Any, template: Any, callbacks: list | None = None) -> Any:
-    """Train with PPO on ``cfg``'s prompts against ``reward_model`` and write sft's outputs."""
-    from tunery.data import get_dataset
-    from tunery.model.loader import load_model
-    from tunery.train.loop import fit
-    from tunery.train.pref_common import load_reference_model
-    from tunery.train.rewards import load_reward_scorer
+class PPOStage:
+    """ppo: Tunery's PPO against a reward model (``reward_model``), on prompt-only data."""
 
-    data = get_dataset(cfg, tokenizer, template, "ppo")
-    model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=True, training_args=cfg.training)
-    scorer = load_reward_scorer(cfg, tokenizer, model)
-    ref_model = load_reference_model(cfg, tokenizer, model)
-    stop = template.stop_token_ids(tokenizer) if template is not None else None
-    trainer = build_trainer(cfg, model, tokenizer, data.train_dataset, scorer, ref_model=ref_model,
-                            stop_token_ids=stop, callbacks=callbacks)
-    return fit(trainer, cfg, plot_keys=PLOT_KEYS)
+    name = "ppo"
+    plot_keys = PLOT_KEYS
+
+    def load_data(self, cfg: Any, tokenizer: Any, template: Any) -> DatasetModule:
+        return get_dataset(cfg, tokenizer, template, self.name)
+
+    def create_trainer(self, cfg: Any, tokenizer: Any, template: Any, data: DatasetModule,
+                       callbacks: list | None = None) -> PPOTrainer:
+        """Load the policy, the reward scorer and the reference, build the PPOTrainer."""
+        model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=True, training_args=cfg.training)
+        scorer = load_reward_scorer(cfg, tokenizer, model)
+        ref_model = load_reference_model(cfg, tokenizer, model)
+        stop = template.stop_token_ids(tokenizer) if template is not None else None
+        return ppo_trainer(cfg, model, tokenizer, data.train_dataset, scorer, ref_model=ref_model,
+                           stop_token_ids=stop, callbacks=callbacks)

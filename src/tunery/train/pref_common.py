@@ -11,15 +11,15 @@ import copy
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from tunery.data import IGNORE_INDEX
 from tunery.errors import DataError
 from tunery.logging import get_logger
+from tunery.model.loader import load_model
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
 logger = get_logger(__name__)
-
-IGNORE_INDEX = -100
 
 # Fields of Tunery's TrainingArguments that trl configs must not inherit blindly: on a CPU trl would
 # otherwise keep its own defaults (bf16, gradient checkpointing), and the Seq2Seq generation
@@ -139,8 +139,6 @@ def load_reference_model(cfg: Any, tokenizer: Any, policy: Any) -> Any:
     ``ref_model`` when given; otherwise None for LoRA (the base with the adapter switched off is the
     reference, no second copy in memory) and a frozen copy of the starting model for full/freeze.
     """
-    from tunery.model.loader import load_model
-
     ft = cfg.finetuning
     if ft.ref_model:
         args = model_args_for(cfg.model, ft.ref_model, ft.ref_model_adapters, ft.ref_model_quantization_bit)

@@ -18,10 +18,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers import AutoModelForSequenceClassification
 
+from tunery.config.finetuning_args import split_list
 from tunery.errors import ConfigError, ModelError
 from tunery.logging import get_logger
+from tunery.model.loader import pick_dtype, quantization_config, resolve
 from tunery.plugins import load_callable
+from tunery.train.pref_common import is_peft, model_args_for
 
 logger = get_logger(__name__)
 
@@ -31,10 +35,6 @@ REWARD_ADAPTER = "reward"
 # ---------------------------------------------------------------------------- reward models
 def load_sequence_classifier(tokenizer: Any, model_args: Any, training_args: Any = None) -> Any:
     """The model at ``model_args`` with a one-output score head (a reward model), loaded like the policy."""
-    from transformers import AutoModelForSequenceClassification
-
-    from tunery.model.loader import pick_dtype, quantization_config, resolve
-
     path = resolve(model_args).path
     kwargs: dict[str, Any] = {
         "num_labels": 1, "dtype": pick_dtype(model_args, training_args),
@@ -160,8 +160,6 @@ def pad_right(sequences: list[list[int]], pad_id: int, device: Any) -> tuple[tor
 
 def load_reward_classifier(cfg: Any, tokenizer: Any) -> Any:
     """``reward_model`` as one sequence-classification model (a reward adapter merged into its base)."""
-    from tunery.train.pref_common import model_args_for
-
     ft = cfg.finetuning
     path, adapters = ft.reward_model, ft.reward_model_adapters
     base = _reward_adapter_base(path)
@@ -179,8 +177,6 @@ def load_reward_classifier(cfg: Any, tokenizer: Any) -> Any:
 
 def load_reward_scorer(cfg: Any, tokenizer: Any, policy: Any = None) -> Callable[[list[list[int]]], torch.Tensor]:
     """The scorer ``cfg.finetuning`` asks for (``reward_model`` + ``reward_model_type``)."""
-    from tunery.train.pref_common import is_peft
-
     ft = cfg.finetuning
     if not ft.reward_model:
         raise ConfigError(f"stage {ft.stage} needs a reward_model",
@@ -204,8 +200,6 @@ def load_reward_func(spec: str) -> Callable[..., list[float]]:
 
 def load_reward_funcs(specs: str | None) -> list[Callable[..., list[float]]]:
     """Comma-separated ``reward_funcs`` -> functions (trl convention: ``f(prompts, completions, **kw)``)."""
-    from tunery.config.finetuning_args import split_list
-
     return [load_reward_func(spec) for spec in split_list(specs)]
 
 

@@ -10,8 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from peft import get_peft_model, prepare_model_for_kbit_training
+
+from tunery.data import DatasetModule, get_dataset
 from tunery.logging import get_logger
+from tunery.model.adapter import (
+    build_lora_config,
+    enable_gradient_checkpointing,
+    is_quantized,
+    prepare_for_training,
+)
 from tunery.train.pref_common import to_pairwise_columns, trl_config
+from tunery.train.rewards import load_sequence_classifier
+from tunery.train.trainer import build_trainer
 
 logger = get_logger(__name__)
 
@@ -36,15 +47,6 @@ def prepare_reward_model(model: Any, cfg: Any) -> Any:
     classification task (score head kept out of LoRA and saved fully), so LoRA is set up here with
     the same LoraConfig, only the task and the head changed.
     """
-    from peft import get_peft_model
-
-    from tunery.model.adapter import (
-        build_lora_config,
-        enable_gradient_checkpointing,
-        is_quantized,
-        prepare_for_training,
-    )
-
     ft = cfg.finetuning
     if ft.finetuning_type != "lora":
         model = prepare_for_training(model, cfg.model, ft, cfg.training)
@@ -53,8 +55,6 @@ def prepare_reward_model(model: Any, cfg: Any) -> Any:
         return model
     use_checkpointing = not cfg.model.disable_gradient_checkpointing
     if is_quantized(model):
-        from peft import prepare_model_for_kbit_training
-
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=use_checkpointing)
     elif use_checkpointing:
         enable_gradient_checkpointing(model, reentrant=cfg.model.use_reentrant_gc)
@@ -69,19 +69,18 @@ def prepare_reward_model(model: Any, cfg: Any) -> Any:
     return model
 
 
-def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any = None,
-                  callbacks: list | None = None) -> Any:
-    from trl import RewardConfig, RewardTrainer
-
-    from tunery.train.trainer import build_trainer as build
+def reward_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any = None,
+                   callbacks: list | None = None) -> Any:
+    """trl's RewardTrainer for ``model`` (a prepared sequence classifier) on Tunery's pairwise rows."""
+    from trl import RewardConfig, RewardTrainer  # trl's import is slow; only reward runs pay it
 
     args = trl_config(RewardConfig, cfg.training, max_length=cfg.data.cutoff_len * 2, remove_unused_columns=False)
     if train_dataset is not None:
         train_dataset = to_reward_columns(train_dataset)
     if eval_dataset is not None:
         eval_dataset = to_reward_columns(eval_dataset)
-    trainer = build(cfg, model, tokenizer, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                    trainer_cls=RewardTrainer, args=args, callbacks=callbacks)
+    trainer = build_trainer(cfg, model, tokenizer, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                            trainer_cls=RewardTrainer, args=args, callbacks=callbacks)
     # With a quantized base, trl casts every trainable weight to bf16 (QLoRA's recipe); LoRA layers
     # cast their inputs, but the score head is a plain Linear fed the compute dtype, so it goes back.
     compute = trainer.model.get_input_embeddings().weight.dtype
@@ -91,17 +90,21 @@ def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval
     return trainer
 
 
-def run(cfg: Any, tokenizer: Any, template: Any, callbacks: list | None = None) -> Any:
-    """Train a reward model on ``cfg``'s pairwise datasets and write sft's outputs."""
-    from tunery.data import get_dataset
-    from tunery.train.loop import fit
-    from tunery.train.rewards import load_sequence_classifier
+class RewardStage:
+    """rm: a sequence classifier trained on pairwise data; pairwise accuracy in the log."""
 
-    args = cfg.training
-    data = get_dataset(cfg, tokenizer, template, "rm")
-    model = load_sequence_classifier(tokenizer, cfg.model, args)
-    if args.do_train:
-        model = prepare_reward_model(model, cfg)
-    trainer = build_trainer(cfg, model, tokenizer, data.train_dataset if args.do_train else None, data.eval_dataset,
-                            callbacks)
-    return fit(trainer, cfg, plot_keys=PLOT_KEYS)
+    name = "rm"
+    plot_keys = PLOT_KEYS
+
+    def load_data(self, cfg: Any, tokenizer: Any, template: Any) -> DatasetModule:
+        return get_dataset(cfg, tokenizer, template, self.name)
+
+    def create_trainer(self, cfg: Any, tokenizer: Any, template: Any, data: DatasetModule,
+                       callbacks: list | None = None) -> Any:
+        """Load the score-head model, prepare it for training, build the RewardTrainer."""
+        args = cfg.training
+        model = load_sequence_classifier(tokenizer, cfg.model, args)
+        if args.do_train:
+            model = prepare_reward_model(model, cfg)
+        return reward_trainer(cfg, model, tokenizer, data.train_dataset if args.do_train else None,
+                              data.eval_dataset, callbacks)

@@ -8,7 +8,12 @@ for throughput, the log and signal callbacks, LoRA+ — is set here once.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+import torch
+from peft.optimizers import create_loraplus_optimizer
+from transformers import Trainer
 
 from tunery.errors import require
 from tunery.logging import get_logger
@@ -39,8 +44,6 @@ def configure_training_args(args: Any) -> Any:
     - the collator picks the columns it needs, so none are dropped by forward-signature matching;
     - ``logging_dir`` (a removed transformers name LLaMA-Factory still uses) reaches TensorBoard.
     """
-    import os
-
     args.gradient_checkpointing = False
     if args.include_num_input_tokens_seen in ("no", False, None):
         args.include_num_input_tokens_seen = "non_padding"
@@ -58,16 +61,11 @@ def configure_training_args(args: Any) -> Any:
 
 
 def _has_accelerator() -> bool:
-    import torch
-
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 def loraplus_optimizer(model: Any, args: Any, ratio: float, embedding_lr: float) -> Any:
     """LoRA+ (B matrices learn ``ratio`` times faster) through peft's own optimizer builder."""
-    from peft.optimizers import create_loraplus_optimizer
-    from transformers import Trainer
-
     optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
     optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k != "lr"}
     logger.info("LoRA+ with lr ratio %.1f", ratio)
@@ -94,10 +92,9 @@ def build_trainer(
 
     ``callbacks`` are added after :func:`standard_callbacks`; pass ``args`` to use a trl config
     (DPOConfig...) instead of ``cfg.training``; ``trainer_kwargs`` go to the trainer (e.g.
-    ``ref_model``, ``compute_loss_func``).
+    ``ref_model``, ``compute_loss_func``; ppo's scorer and settings). ``data_collator`` is passed only
+    when given (trl's GRPOTrainer takes none). Every stage builds its trainer here.
     """
-    from transformers import Trainer
-
     trainer_cls = trainer_cls or Trainer
     args = configure_training_args(args if args is not None else cfg.training)
     ratio = getattr(cfg.finetuning, "loraplus_lr_ratio", None)
@@ -107,10 +104,11 @@ def build_trainer(
     extra = list(callbacks or [])
     given = {type(c) for c in extra}
     all_callbacks = [c for c in standard_callbacks(cfg) if type(c) not in given] + extra
+    if data_collator is not None:
+        trainer_kwargs["data_collator"] = data_collator
     return trainer_cls(
         model=model,
         args=args,
-        data_collator=data_collator,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,

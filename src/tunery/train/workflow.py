@@ -2,46 +2,21 @@
 
 ``tunery train`` (``cli/train.py``) composes it with the dry-run plan and batch prediction.
 
-Stages are modules ``tunery.train.<stage>`` with ``run(cfg, tokenizer, template, callbacks=None)``,
-imported only when used, so a stage that is not built yet is a plain message, not a crash.
+Stages are registered by name in :mod:`tunery.train.stages`; each runs as data -> trainer -> fit.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from tunery.data.template import get_template
 from tunery.errors import ConfigError
 from tunery.logging import get_logger
+from tunery.model.loader import load_tokenizer
+from tunery.train.outputs import prepare_output_dir
+from tunery.train.stages import get_stage, run_stage_steps
 
 logger = get_logger(__name__)
-
-# stage -> modules that may serve it, first found wins (orpo/simpo are DPO losses in LLaMA-Factory).
-STAGES: dict[str, tuple[str, ...]] = {
-    "pt": ("tunery.train.pt",),
-    "sft": ("tunery.train.sft",),
-    "rm": ("tunery.train.rm",),
-    "dpo": ("tunery.train.dpo",),
-    "kto": ("tunery.train.kto",),
-    "orpo": ("tunery.train.orpo", "tunery.train.dpo"),
-    "simpo": ("tunery.train.simpo", "tunery.train.dpo"),
-    "ppo": ("tunery.train.ppo",),
-    "grpo": ("tunery.train.grpo",),
-}
-
-
-def stage_module(stage: str) -> Any:
-    """The module that runs ``stage``; ConfigError (exit 2) when it is unknown or not built yet."""
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage '{stage}'", hint=f"choose one of: {', '.join(STAGES)}")
-    for name in STAGES[stage]:
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    raise ConfigError(f"stage {stage} is not built yet in this version of Tunery",
-                      hint="use stage: sft or pt, or update Tunery")
 
 
 def resolve_actions(cfg: Any) -> None:
@@ -70,16 +45,12 @@ def run_train(cfg: Any, callbacks: list | None = None) -> Any:
 
 
 def run_stage(cfg: Any, callbacks: list | None = None) -> Any:
-    """Output-dir rules, tokenizer and template, then the stage's own ``run``."""
-    from tunery.data.template import get_template
-    from tunery.model.loader import load_tokenizer
-    from tunery.train.outputs import prepare_output_dir
-
-    module = stage_module(cfg.finetuning.stage)
+    """Output-dir rules, tokenizer and template, then the stage's data -> trainer -> fit."""
+    stage = get_stage(cfg.finetuning.stage)
     prepare_output_dir(cfg.training)
     tokenizer = load_tokenizer(cfg.model)
     template = get_template(cfg.data.template or "auto", tokenizer, cfg.data)
-    return module.run(cfg, tokenizer, template, callbacks=callbacks)
+    return run_stage_steps(stage, cfg, tokenizer, template, callbacks)
 
 
 def point_at_trained_model(cfg: Any) -> None:
