@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -76,8 +76,16 @@ class ServerLimits:
         return cls(**values)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised while the body is read; an HTTPException so FastAPI passes it on instead of answering 400."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(error_body(f"request body is larger than {limit} bytes", code="request_too_large"),
+                        status_code=413)
 
 
 class _Guard:
@@ -98,8 +106,7 @@ class _Guard:
                 await JSONResponse(error_body("invalid or missing API key", code="invalid_api_key"),
                                    status_code=401)(scope, receive, send)
                 return
-        too_large = JSONResponse(error_body(f"request body is larger than {self.max_body_bytes} bytes",
-                                            code="request_too_large"), status_code=413)
+        too_large = _too_large(self.max_body_bytes)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             await too_large(scope, receive, send)
@@ -206,6 +213,8 @@ def create_app(engine: Engine, *, api_key: str | None = None, model_name: str | 
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, _BodyTooLarge):
+            return _too_large(limits.max_body_bytes)
         return JSONResponse(error_body(str(exc.detail)), status_code=exc.status_code)
 
     @app.exception_handler(BadRequest)
