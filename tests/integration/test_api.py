@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
+import torch
 import uvicorn
 
 from tests.unit.scripted_model import script_model
-from tunery.api.app import create_app
+from tunery.api.app import ServerLimits, create_app
 from tunery.api.server import bind_address
 from tunery.config import parse_config
 from tunery.errors import ConfigError
@@ -243,3 +244,142 @@ def test_tunery_api_command(tiny_chatml_model):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# -- limits, cancellation and batching ------------------------------------------------------------
+
+def wait_until(condition, seconds=60.0):
+    """Poll ``condition`` (bounded wait; no assertion on how fast)."""
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def looping_engine(tiny_chatml_model):
+    """Greedily says ' Paris is Paris is ...' and never ends its turn; each forward pass sleeps ``delay[0]`` s."""
+    engine = load_engine(parse_config("api", {"model_name_or_path": str(tiny_chatml_model), "do_sample": False}))
+    tok = engine.tokenizer
+    words = [tok.convert_tokens_to_ids(t) for t in tok.tokenize(" Paris is")]
+    script_model(engine.model, [engine.prompt_ids(QUESTION)[-1], *words])
+    with torch.no_grad():
+        engine.model.lm_head.weight[words[0], len(words)] = 10.0  # after ' is' comes ' Paris' again
+    engine.delay = [0.0]
+    engine.model.register_forward_hook(lambda *_: time.sleep(engine.delay[0]))
+    return engine
+
+
+def serve(engine, **limits):
+    return LiveServer(create_app(engine, limits=ServerLimits(**limits)))
+
+
+def cancelled_rows(app):
+    return [tokens for reason, tokens in app.state.batcher.history if reason == "cancelled"]
+
+
+def test_stream_disconnect_cancels_and_the_next_request_is_served(looping_engine):
+    looping_engine.delay[0] = 0.02  # 400 tokens would take 8 s or more
+    app = create_app(looping_engine, limits=ServerLimits())
+    with LiveServer(app) as url:
+        with httpx.Client(timeout=60) as http:
+            body = {"model": "m", "messages": QUESTION, "stream": True, "max_tokens": 400}
+            with http.stream("POST", f"{url}/v1/chat/completions", json=body) as res:
+                first = next(line for line in res.iter_lines() if '"content": " Paris"' in line)
+                assert first.startswith("data: ")  # the reply is streaming; leave after its first word
+        # the client is gone: its generation stops
+        wait_until(lambda: cancelled_rows(app))
+        assert cancelled_rows(app)[0] < 400
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+        res = client.chat.completions.create(model="m", messages=QUESTION, max_tokens=3)
+        assert res.choices[0].message.content == " Paris is Paris" and res.choices[0].finish_reason == "length"
+
+
+def test_non_streaming_client_timeout_cancels_its_generation(looping_engine):
+    looping_engine.delay[0] = 0.02
+    app = create_app(looping_engine, limits=ServerLimits())
+    with LiveServer(app) as url:
+        impatient = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=1.0)
+        with pytest.raises(openai.APITimeoutError):
+            impatient.chat.completions.create(model="m", messages=QUESTION, max_tokens=400)
+        wait_until(lambda: cancelled_rows(app))
+        assert cancelled_rows(app)[0] < 400
+        looping_engine.delay[0] = 0.0
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+        assert client.chat.completions.create(model="m", messages=QUESTION, max_tokens=2).usage.completion_tokens == 2
+
+
+def test_max_tokens_is_capped_by_the_server_and_the_context(looping_engine):
+    looping_engine.delay[0] = 0.0
+    with serve(looping_engine, max_tokens=5) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
+        res = client.chat.completions.create(model="m", messages=QUESTION, max_tokens=1_000_000_000)
+        assert res.choices[0].finish_reason == "length" and res.usage.completion_tokens == 5
+        streamed = list(client.chat.completions.create(model="m", messages=QUESTION, max_tokens=1_000_000_000,
+                                                       stream=True, stream_options={"include_usage": True}))
+        assert streamed[-1].usage.completion_tokens == 5
+    with serve(looping_engine, max_tokens=100_000) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=300)
+        res = client.chat.completions.create(model="m", messages=QUESTION, max_tokens=1_000_000_000)
+        room = looping_engine.context_length - res.usage.prompt_tokens
+        assert res.choices[0].finish_reason == "length" and res.usage.completion_tokens == room
+        assert res.usage.total_tokens == looping_engine.context_length
+
+
+def test_prompt_longer_than_the_context_is_400(paris_engine, base_url):
+    long = [{"role": "user", "content": "1 2 3 4 5 6 7 8 9 10 " * 60}]
+    assert len(paris_engine.prompt_ids(long)) > paris_engine.context_length
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="x", max_retries=0, timeout=60)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="m", messages=long)
+    assert err.value.code == "context_length_exceeded" and err.value.param == "messages"
+    assert "maximum context length is 512 tokens" in err.value.message
+    for stream in (True, False):
+        raw = httpx.post(f"{base_url}/v1/chat/completions", json={"messages": long, "stream": stream}, timeout=60)
+        assert raw.status_code == 400 and raw.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_request_body_limit_is_413(paris_engine):
+    with serve(paris_engine, max_body_bytes=4096) as url:
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 10_000}]}).encode()
+        res = httpx.post(f"{url}/v1/chat/completions", content=body, headers={"content-type": "application/json"},
+                         timeout=60)
+        assert res.status_code == 413 and res.json()["error"]["code"] == "request_too_large"
+        chunked = httpx.post(f"{url}/v1/chat/completions", content=iter([body[:3000], body[3000:]]),
+                             headers={"content-type": "application/json"}, timeout=60)
+        assert "content-length" not in chunked.request.headers
+        assert chunked.status_code == 413
+        small = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": QUESTION}, timeout=60)
+        assert small.status_code == 200 and small.json()["choices"][0]["message"]["content"] == " Paris is"
+
+
+def test_concurrent_requests_share_one_batch_with_one_at_a_time_outputs(tiny_chatml_model):
+    engine = load_engine(parse_config("api", {"model_name_or_path": str(tiny_chatml_model), "do_sample": False}))
+    convs = [QUESTION, [{"role": "user", "content": "Write a short poem about the sea and the sky, please."}],
+             [{"role": "user", "content": "1 2 3"}], [{"role": "user", "content": "def add(a, b):"}]]
+    expected = [engine.chat(c, max_new_tokens=10)[0] for c in convs]
+    app = create_app(engine, limits=ServerLimits(max_batch_size=4, batch_window_ms=5000))
+    with LiveServer(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
+
+        def ask(i):
+            if i % 2:
+                chunks = client.chat.completions.create(model="m", messages=convs[i], max_tokens=10, stream=True)
+                return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            return client.chat.completions.create(model="m", messages=convs[i], max_tokens=10).choices[0].message.content
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(ask, range(4)))
+    assert answers == [r.text for r in expected]
+    assert app.state.batcher.stats["largest_batch"] == 4 and app.state.batcher.stats["batches"] == 1
+
+
+def test_server_limits_from_env():
+    assert ServerLimits.from_env({}) == ServerLimits()
+    limits = ServerLimits.from_env({"API_MAX_BATCH_SIZE": "1", "API_MAX_TOKENS": "64", "API_MAX_BODY_BYTES": "1000",
+                                    "API_BATCH_WINDOW_MS": "0"})
+    assert (limits.max_batch_size, limits.max_tokens, limits.max_body_bytes, limits.batch_window_ms) == (1, 64, 1000, 0)
+    with pytest.raises(ConfigError, match="API_MAX_BATCH_SIZE"):
+        ServerLimits.from_env({"API_MAX_BATCH_SIZE": "0"})
+    with pytest.raises(ConfigError, match="API_MAX_TOKENS"):
+        ServerLimits.from_env({"API_MAX_TOKENS": "lots"})

@@ -8,6 +8,8 @@ from tests.unit.scripted_model import script_model
 from tunery.config import parse_config
 from tunery.errors import ConfigError
 from tunery.inference import load_engine
+from tunery.inference.batching import Batcher
+from tunery.inference.engine import GenerationJob
 from tunery.inference.generation import cut_at_stop, held_back, merge_generate_kwargs
 
 USER = [{"role": "user", "content": "Hello"}]
@@ -127,3 +129,82 @@ def test_unknown_backend_is_config_error(tiny_chatml_model):
     cfg.model.infer_backend = "onnx"
     with pytest.raises(ConfigError, match="infer_backend 'onnx'"):
         load_engine(cfg)
+
+
+PROMPTS = [USER, [{"role": "user", "content": "What is the capital of France? Write a short poem about the sea."}],
+           [{"role": "user", "content": "1 2 3"}], [{"role": "user", "content": "def add(a, b):"}]]
+
+
+def _jobs(engine, convs, **gen):
+    return [GenerationJob(engine.prompt_ids(c), dict(gen)) for c in convs]
+
+
+def test_rows_in_one_generate_call_equal_one_at_a_time(engine):
+    jobs = _jobs(engine, PROMPTS, max_new_tokens=12)
+    assert len({len(j.prompt) for j in jobs}) == len(jobs)  # really left-padded
+    calls = []
+    original = engine.model.generate
+    engine.model.generate = lambda **kw: calls.append(kw["input_ids"].shape[0]) or original(**kw)
+    try:
+        engine.generate_rows(jobs)
+    finally:
+        engine.model.generate = original
+    assert calls == [len(jobs)]  # one batched call
+    batched = [j.future.result()[0] for j in jobs]
+    single = [engine.batch_generate([j.prompt], max_new_tokens=12)[0] for j in jobs]
+    assert [r.text for r in batched] == [r.text for r in single]
+    assert [r.completion_tokens for r in batched] == [r.completion_tokens for r in single]
+    assert [r.finish_reason for r in batched] == [r.finish_reason for r in single]
+
+
+def test_each_row_stops_on_its_own(scripted):
+    pieces = []
+    jobs = [GenerationJob(scripted.prompt_ids(USER), {"max_new_tokens": 1}),
+            GenerationJob(scripted.prompt_ids(USER), {"max_new_tokens": 20}),
+            GenerationJob(scripted.prompt_ids(USER), {"max_new_tokens": 20, "stop": [" is"]}),
+            GenerationJob(scripted.prompt_ids(USER), {"max_new_tokens": 20}, on_text=pieces.append)]
+    scripted.generate_rows(jobs)
+    replies = [j.future.result()[0] for j in jobs]
+    assert [(r.text, r.finish_reason) for r in replies] == [
+        (" Paris", "length"), (" Paris is", "stop"), (" Paris", "stop"), (" Paris is", "stop")]
+    assert [r.completion_tokens for r in replies] == [1, 3, 2, 3]  # 'sky' after <|im_end|> never counted
+    assert "".join(pieces) == " Paris is"
+
+
+def test_a_cancelled_row_stops_and_the_others_finish(scripted):
+    keep = GenerationJob(scripted.prompt_ids(USER), {"max_new_tokens": 20})
+    gone = GenerationJob(scripted.prompt_ids(USER), {"max_new_tokens": 20})
+    gone.on_text = lambda piece: gone.cancel.set()  # the reader leaves after the first piece
+    early = GenerationJob(scripted.prompt_ids(USER), {"max_new_tokens": 20})
+    early.cancel.set()
+    scripted.generate_rows([keep, gone, early])
+    assert keep.future.result()[0].text == " Paris is"
+    (reply,) = gone.future.result()
+    assert reply.finish_reason == "cancelled" and reply.completion_tokens == 1
+    assert early.future.result()[0].finish_reason == "cancelled" and early.future.result()[0].completion_tokens == 0
+    assert not scripted.lock.locked()
+
+
+def test_batcher_gathers_concurrent_jobs(engine):
+    batcher = Batcher(engine, max_batch_size=8, window_s=2.0)
+    try:
+        jobs = [batcher.submit(job) for job in _jobs(engine, PROMPTS, max_new_tokens=6)]
+        replies = [j.future.result(timeout=120)[0] for j in jobs]
+    finally:
+        batcher.close()
+    assert batcher.stats["largest_batch"] == len(PROMPTS) and batcher.stats["batches"] == 1
+    assert [r.text for r in replies] == [engine.batch_generate([j.prompt], max_new_tokens=6)[0].text for j in jobs]
+
+
+def test_batch_size_one_serves_one_at_a_time(engine):
+    batcher = Batcher(engine, max_batch_size=1, window_s=0.5)
+    try:
+        jobs = [batcher.submit(job) for job in _jobs(engine, PROMPTS[:3], max_new_tokens=3)]
+        assert all(len(j.future.result(timeout=120)) == 1 for j in jobs)
+    finally:
+        batcher.close()
+    assert batcher.stats["largest_batch"] == 1 and batcher.stats["batches"] == 3
+
+
+def test_context_length_is_the_models(engine):
+    assert engine.context_length == 512  # the tiny fixture's max_position_embeddings

@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 class BadRequest(Exception):
     """A well-typed request that cannot be served; answered with 400 and this message."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
-        self.message, self.param = message, param
+        self.message, self.param, self.code = message, param, code
 
 
 class FunctionCall(BaseModel):

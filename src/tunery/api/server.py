@@ -2,7 +2,9 @@
 
 Binds 127.0.0.1:8000 unless ``API_HOST`` / ``API_PORT`` say otherwise: exposing a model to the
 network is a choice the user makes explicitly. ``API_KEY`` turns on bearer-token checks and
-``API_MODEL_NAME`` sets the name /v1/models reports.
+``API_MODEL_NAME`` sets the name /v1/models reports. ``API_MAX_TOKENS``, ``API_MAX_BODY_BYTES``,
+``API_MAX_BATCH_SIZE`` and ``API_BATCH_WINDOW_MS`` set the request limits and batching
+(:class:`tunery.api.app.ServerLimits`, read by ``create_app``).
 """
 
 from __future__ import annotations

@@ -1,16 +1,20 @@
 """The one inference interface that chat, predict, the API server and the web UI share.
 
 An :class:`Engine` owns a tokenizer, a chat template and a model behind one lock: callers from
-several threads (the API server) are served one generation at a time, in arrival order, instead
-of racing on the model. ``backends.load_engine(cfg)`` picks the backend from ``infer_backend``.
+several threads are served one ``generate`` call at a time instead of racing on the model. The
+lock is held only by the thread that runs the model, never across a stream's yields. Servers
+gather concurrent requests into :class:`GenerationJob` rows and hand a group of them to
+:meth:`Engine.generate_rows` (one batched call; see ``tunery.inference.batching``).
+``backends.load_engine(cfg)`` picks the backend from ``infer_backend``.
 """
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 from tunery.errors import ConfigError
@@ -25,7 +29,35 @@ class Response:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (end-of-turn token or stop string) or "length" (max_new_tokens)
+    finish_reason: str  # "stop" (end-of-turn token or stop string), "length" (max_new_tokens) or "cancelled"
+
+
+@dataclass(eq=False)
+class GenerationJob:
+    """One request's row in a batched generation.
+
+    ``gen`` holds the per-call overrides (``merge_generate_kwargs`` keys). ``on_text`` receives the
+    reply's text pieces as they are generated (streaming; called from the generating thread).
+    Setting ``cancel`` stops this row at the next token. ``future`` resolves to the list of
+    :class:`Response` (``num_return_sequences`` of them), or to the exception generation raised.
+    """
+
+    prompt: list[int]
+    gen: dict[str, Any] = field(default_factory=dict)
+    on_text: Callable[[str], None] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    future: Future = field(default_factory=Future)
+
+    def finish(self, responses: list[Response]) -> None:
+        if not self.future.done():
+            self.future.set_result(responses)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+    def cancelled_response(self) -> list[Response]:
+        return [Response("", len(self.prompt), 0, "cancelled")]
 
 
 class TextStream:
@@ -48,6 +80,12 @@ class TextStream:
         close = getattr(self._pieces, "close", None)
         if close is not None:
             close()
+
+    def __del__(self) -> None:  # an abandoned stream must not keep the model busy
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 class Engine(ABC):
@@ -81,6 +119,16 @@ class Engine(ABC):
         """The configured generation arguments with per-call overrides applied."""
         return merge_generate_kwargs(self.generating_args.to_generate_kwargs(), overrides)
 
+    @property
+    def context_length(self) -> int | None:
+        """Most tokens (prompt + reply) the model takes, or None when unknown."""
+        return None
+
+    def batch_key(self, gen: dict[str, Any]) -> Any:
+        """Requests whose keys are equal may share one ``generate`` call (per-row max tokens and stops)."""
+        kwargs = self.generate_kwargs(gen)
+        return tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k not in ("max_new_tokens", "max_length", "stop")))
+
     # -- generation ------------------------------------------------------------------------------
     @abstractmethod
     def batch_generate(self, prompts: list[list[int]], **gen: Any) -> list[Response]:
@@ -89,6 +137,33 @@ class Engine(ABC):
     @abstractmethod
     def stream_generate(self, prompt: list[int], **gen: Any) -> TextStream:
         """Text pieces of one reply as they are generated."""
+
+    def generate_rows(self, jobs: list[GenerationJob]) -> None:
+        """Serve ``jobs`` (same :meth:`batch_key`) and resolve each job's future; never raises.
+
+        This default serves them one at a time through :meth:`batch_generate` / :meth:`stream_generate`;
+        backends that can batch rows with their own stops override it.
+        """
+        for job in jobs:
+            try:
+                if job.cancel.is_set():
+                    job.finish(job.cancelled_response())
+                elif job.on_text is None:
+                    job.finish(self.batch_generate([job.prompt], **job.gen))
+                else:
+                    stream, parts = self.stream_generate(job.prompt, **job.gen), []
+                    try:
+                        for piece in stream:
+                            if job.cancel.is_set():
+                                break
+                            parts.append(piece)
+                            job.on_text(piece)
+                    finally:
+                        stream.close()
+                    finish = "cancelled" if job.cancel.is_set() else (stream.finish_reason or "stop")
+                    job.finish([Response("".join(parts), len(job.prompt), stream.completion_tokens, finish)])
+            except Exception as exc:
+                job.fail(exc)
 
     def chat(self, messages: list[dict], tools: Any = None, system: str | None = None, **gen: Any) -> list[Response]:
         """Answer one conversation (``num_return_sequences`` answers)."""

