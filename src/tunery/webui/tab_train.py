@@ -118,10 +118,16 @@ def build(ui: UI, manager: RunManager) -> None:
         run = manager.abort(output_dir)
         return ui.label("status_aborted") if run else ui.label("status_idle")
 
-    def tick(output_dir: str):
+    def tick(output_dir: str, shown: str):
+        """Redraw while the run is going and once when it ends; ``shown`` (per browser session) remembers
+        the end already drawn, so a later message (e.g. a refused Start) is not overwritten."""
         run = manager.get(output_dir)
+        keep = (gr.update(), gr.update(), gr.update(), gr.update(), shown)
         if run is None:
-            return gr.update(), gr.update(), gr.update(), gr.update()
+            return keep
+        ended = "" if run.running else f"{run.output_dir}:{run.process.pid}"
+        if ended and ended == shown:
+            return keep
         progress = read_progress(run.output_dir)
         label = progress.label if progress.total else ""
         if run.running:
@@ -133,7 +139,7 @@ def build(ui: UI, manager: RunManager) -> None:
             progress.percentage = 100.0
         else:
             state = ui.label("status_failed")
-        return progress_html(progress.percentage, label), state, run.log_tail(), loss_table(progress)
+        return progress_html(progress.percentage, label), state, run.log_tail(), loss_table(progress), ended
 
     def refresh_datasets(dataset_dir: str):
         try:
@@ -184,7 +190,8 @@ def build(ui: UI, manager: RunManager) -> None:
     ui["save_settings"].click(save_settings, [ui["settings_name"], *inputs], [status, ui["settings_name"]])
     ui["load_settings"].click(load_settings, [ui["settings_name"]], [*inputs, status])
     timer = gr.Timer(1.0)
-    timer.tick(tick, [ui["output_dir"]], [ui["progress"], status, ui["log"], ui["loss_plot"]])
+    shown = gr.State("")
+    timer.tick(tick, [ui["output_dir"], shown], [ui["progress"], status, ui["log"], ui["loss_plot"], shown])
 
     def refresh_runs(output_dir: str, picked: str | None):
         infos = [run_info(f) for f in run_folders(ws.save_root, extra=_extra_folder(ws, output_dir))]
