@@ -95,6 +95,10 @@ def test_train_then_chat_in_the_browser(webui, tmp_path, tiny_chatml_model):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1600}, locale="en-US")
         page.goto(webui)
+        # started where no ./data exists: the form offers the packaged demo data and says so
+        expect(page.locator("#dataset_hint")).to_be_visible(timeout=30_000)
+        expect(page.locator("#dataset_dir textarea, #dataset_dir input").first).to_have_value(
+            re.compile(r"demo_data$"))
         fill(page, "model_name_or_path", str(tiny_chatml_model))
         fill(page, "dataset_dir", str(data_dir))
         dataset = page.locator("#dataset input").first
@@ -118,7 +122,10 @@ def test_train_then_chat_in_the_browser(webui, tmp_path, tiny_chatml_model):
         assert page.locator("#progress input").count() == 0  # a bar, not a draggable slider
         expect(page.locator("#loss_plot canvas, #loss_plot svg").first).to_be_visible(timeout=30_000)
         assert (out / "training_args.yaml").is_file() and (out / "trainer_log.jsonl").is_file()
-        # no dead space: the page ends soon after the log and loss plot
+        # no dead space: the command block is as tall as its text, the page ends soon after the loss plot
+        assert page.locator("#command_preview").bounding_box()["height"] < 600
+        # the demo-data hint went away when another dataset folder was typed
+        expect(page.locator("#dataset_hint")).to_be_hidden()
         plot_bottom = page.locator("#loss_plot").bounding_box()
         height = page.evaluate("document.documentElement.scrollHeight")
         assert height - (plot_bottom["y"] + plot_bottom["height"]) < 500, (height, plot_bottom)

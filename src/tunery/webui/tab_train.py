@@ -10,6 +10,7 @@ import yaml
 from tunery.errors import TuneryError
 from tunery.webui import config_builder
 from tunery.webui.datasets_view import dataset_names, preview
+from tunery.webui.paths import demo_data_dir
 from tunery.webui.progress import Progress, loss_table, progress_html, read_progress
 from tunery.webui.runner import RunManager
 from tunery.webui.runs import run_folders, run_info, runs_table
@@ -33,11 +34,11 @@ def build(ui: UI, manager: RunManager) -> None:
         ui.add("finetuning_type", gr.Radio(["lora", "freeze", "full"], value="lora", label=L("finetuning_type"),
                                            elem_id="finetuning_type"))
     with gr.Row():
-        ui.add("dataset_dir", gr.Textbox(value=data_dir, label=L("dataset_dir"), elem_id="dataset_dir", scale=1,
-                                         info=L("dataset_dir_demo_hint") if is_demo else None))
+        ui.add("dataset_dir", gr.Textbox(value=data_dir, label=L("dataset_dir"), elem_id="dataset_dir", scale=1))
         ui.add("dataset", gr.Dropdown(choices=dataset_names(data_dir), multiselect=True, allow_custom_value=True,
                                       label=L("dataset"), elem_id="dataset", scale=2))
         ui.add("preview_data", gr.Button(L("preview_data"), elem_id="preview_data", scale=0))
+    dataset_hint = gr.Markdown(L("dataset_dir_demo_hint"), visible=is_demo, elem_id="dataset_hint")
     ui.add("data_preview", gr.HTML(label=L("data_preview"), elem_id="data_preview"))
     with gr.Row():
         ui.add("learning_rate", gr.Textbox(value="1e-4", label=L("learning_rate"), elem_id="learning_rate"))
@@ -72,9 +73,10 @@ def build(ui: UI, manager: RunManager) -> None:
         ui.add("save_settings", gr.Button(L("save_settings"), elem_id="save_settings", scale=0))
         ui.add("load_settings", gr.Button(L("load_settings"), elem_id="load_settings", scale=0))
     with gr.Row():
-        # max_lines bounds the height: a wrapped command otherwise stretches the block far down the page
+        # no wrap_lines: Gradio sizes a wrapped Code block far too tall (~1,500 px of blank page after Start);
+        # max_lines bounds both blocks, long lines scroll sideways
         ui.add("command_preview", gr.Code(label=L("command_preview"), language="shell", elem_id="command_preview",
-                                          wrap_lines=True, lines=4, max_lines=14))
+                                          lines=4, max_lines=14))
         ui.add("yaml_preview", gr.Code(label=L("yaml_preview"), language="yaml", elem_id="yaml_preview",
                                        lines=4, max_lines=14))
     status = gr.Markdown(L("status_idle"), elem_id="train_status")
@@ -142,11 +144,12 @@ def build(ui: UI, manager: RunManager) -> None:
         return progress_html(progress.percentage, label), state, run.log_tail(), loss_table(progress), ended
 
     def refresh_datasets(dataset_dir: str):
+        """The dataset menu for the folder typed; the demo-data hint only while the folder is the demo data."""
         try:
             folder = ws.dataset_dir(dataset_dir)
         except TuneryError:
-            return gr.update(choices=[])
-        return gr.update(choices=dataset_names(str(folder)))
+            return gr.update(choices=[]), gr.update(visible=False)
+        return gr.update(choices=dataset_names(str(folder))), gr.update(visible=folder == demo_data_dir())
 
     def do_data_preview(*args: Any):
         values = values_of(*args)
@@ -185,7 +188,7 @@ def build(ui: UI, manager: RunManager) -> None:
     ui["preview_cmd"].click(do_preview, inputs, [ui["command_preview"], ui["yaml_preview"], status])
     ui["start"].click(do_start, inputs, [status, ui["command_preview"], ui["yaml_preview"]])
     ui["abort"].click(do_abort, [ui["output_dir"]], [status])
-    ui["dataset_dir"].change(refresh_datasets, [ui["dataset_dir"]], [ui["dataset"]])
+    ui["dataset_dir"].change(refresh_datasets, [ui["dataset_dir"]], [ui["dataset"], dataset_hint])
     ui["preview_data"].click(do_data_preview, inputs, [ui["data_preview"]])
     ui["save_settings"].click(save_settings, [ui["settings_name"], *inputs], [status, ui["settings_name"]])
     ui["load_settings"].click(load_settings, [ui["settings_name"]], [*inputs, status])
