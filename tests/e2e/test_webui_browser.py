@@ -1,5 +1,8 @@
 """Drive `tunery webui` in headless Chromium: train a tiny model, watch progress and the loss plot,
-then chat with the result. Saves a screenshot of each tab to docs/images/ (used by docs/webui.md).
+pick the trained adapter, then chat with the result.
+
+Screenshots of each tab go to the test's temporary folder; set TUNERY_DOCS_SCREENSHOTS=docs/images
+to refresh the ones docs/webui.md shows (a deliberate docs step, never a side effect of `make test`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -50,7 +53,9 @@ def webui(tmp_path):
     pytest.importorskip("gradio")
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
-           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8"}
+    for key in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "GRADIO_SERVER_NAME", "TUNERY_WEBUI_AUTH"):
+        env.pop(key, None)
     log = open(tmp_path / "webui.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "tunery", "webui"], cwd=tmp_path, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
@@ -82,12 +87,18 @@ def test_train_then_chat_in_the_browser(webui, tmp_path, tiny_chatml_model):
 
     data_dir = tmp_path / "data"
     make_dataset(data_dir)
-    out = tmp_path / "out"
-    IMAGES.mkdir(parents=True, exist_ok=True)
+    out = tmp_path / "saves" / "tiny"
+    docs = os.environ.get("TUNERY_DOCS_SCREENSHOTS")
+    images = (REPO / docs) if docs else tmp_path / "screenshots"
+    images.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page = browser.new_page(viewport={"width": 1400, "height": 1600}, locale="en-US")
         page.goto(webui)
+        # started where no ./data exists: the form offers the packaged demo data and says so
+        expect(page.locator("#dataset_hint")).to_be_visible(timeout=30_000)
+        expect(page.locator("#dataset_dir textarea, #dataset_dir input").first).to_have_value(
+            re.compile(r"demo_data$"))
         fill(page, "model_name_or_path", str(tiny_chatml_model))
         fill(page, "dataset_dir", str(data_dir))
         dataset = page.locator("#dataset input").first
@@ -106,19 +117,39 @@ def test_train_then_chat_in_the_browser(webui, tmp_path, tiny_chatml_model):
 
         page.locator("#start").click()
         expect(page.locator("#train_status")).to_contain_text("Finished", timeout=300_000)
-        progress = page.locator("#progress input[type=number]").first
-        expect(progress).to_have_value("100", timeout=30_000)
+        progress = page.locator("#progress [role=progressbar]").first
+        expect(progress).to_have_attribute("aria-valuenow", "100", timeout=30_000)
+        assert page.locator("#progress input").count() == 0  # a bar, not a draggable slider
         expect(page.locator("#loss_plot canvas, #loss_plot svg").first).to_be_visible(timeout=30_000)
         assert (out / "training_args.yaml").is_file() and (out / "trainer_log.jsonl").is_file()
-        page.screenshot(path=str(IMAGES / "webui_train.png"), full_page=True)
+        # no dead space: the command block is as tall as its text, the page ends soon after the loss plot
+        assert page.locator("#command_preview").bounding_box()["height"] < 600
+        # the demo-data hint went away when another dataset folder was typed
+        expect(page.locator("#dataset_hint")).to_be_hidden()
+        plot_bottom = page.locator("#loss_plot").bounding_box()
+        height = page.evaluate("document.documentElement.scrollHeight")
+        assert height - (plot_bottom["y"] + plot_bottom["height"]) < 500, (height, plot_bottom)
+        page.screenshot(path=str(images / "webui_train.png"), full_page=True)
+
+        # a second Start into the finished folder is refused and leaves its files as they were
+        before = (out / "training_args.yaml").read_bytes()
+        page.locator("#start").click()
+        expect(page.locator("#train_status")).to_contain_text("already holds a finished", timeout=30_000)
+        assert (out / "training_args.yaml").read_bytes() == before
+
+        page.locator("#past_runs").get_by_text("Past runs").click()
+        expect(page.locator("#runs_table")).to_contain_text("saves/tiny", timeout=30_000)
 
         page.get_by_role("tab", name="Evaluate & Predict").click()
-        page.screenshot(path=str(IMAGES / "webui_eval.png"), full_page=True)
+        page.screenshot(path=str(images / "webui_eval.png"), full_page=True)
         page.get_by_role("tab", name="Export").click()
-        page.screenshot(path=str(IMAGES / "webui_export.png"), full_page=True)
+        page.screenshot(path=str(images / "webui_export.png"), full_page=True)
 
         page.get_by_role("tab", name="Chat").click()
-        fill(page, "adapter_name_or_path", str(out))
+        # the adapter picker lists the finished run under saves/
+        page.locator("#adapter_name_or_path input").first.click()
+        page.get_by_role("option", name="saves/tiny", exact=True).click()
+        page.keyboard.press("Escape")
         page.locator("#load_model").click()
         expect(page.locator("#model_status textarea, #model_status input").first).to_have_value(
             "Model loaded.", timeout=120_000)
@@ -128,9 +159,14 @@ def test_train_then_chat_in_the_browser(webui, tmp_path, tiny_chatml_model):
         bot = page.locator("#chatbot [data-testid='bot']").last
         expect(bot).to_have_text(re.compile(r"\S"), timeout=120_000)
         assert "No model loaded" not in bot.inner_text()
-        page.screenshot(path=str(IMAGES / "webui_chat.png"), full_page=True)
+        page.screenshot(path=str(images / "webui_chat.png"), full_page=True)
 
         page.locator("#lang input").first.click()
         page.get_by_role("option", name="zh").click()
         expect(page.get_by_role("tab", name="训练")).to_be_visible(timeout=30_000)
+
+        # a browser that asks for Chinese gets the Chinese interface without choosing it
+        zh_page = browser.new_page(locale="zh-CN")
+        zh_page.goto(webui)
+        expect(zh_page.get_by_role("tab", name="训练")).to_be_visible(timeout=30_000)
         browser.close()

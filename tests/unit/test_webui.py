@@ -1,16 +1,20 @@
-"""Web UI pieces that need no browser: values -> config, progress parsing, run locking, locales."""
+"""Web UI pieces that need no browser: values -> config, progress parsing, run locking, path confinement,
+login and binding, locales."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
+from tunery.cli import webui as webui_cli
 from tunery.errors import ConfigError, ResourceError
 from tunery.webui import config_builder
 from tunery.webui.locales import LANGUAGES, texts
+from tunery.webui.paths import Workspace, demo_data_dir
 from tunery.webui.progress import loss_table, read_progress
 from tunery.webui.runner import LOCK_NAME, RunManager
 
@@ -156,3 +160,299 @@ def test_dataset_preview_is_the_data_preview_training_uses(reference_dir, tiny_c
     bold = [unescape(b.split("</b>")[0]) for b in html.split("<b>")[1:]]
     marked = [m.split("]]")[0] for e in entries for m in e["marked_text"].split("[[")[1:]]
     assert bold == marked and bold
+
+
+# ----- confinement: nothing outside the workspace is read or written -----------------------------------
+def _dataset_folder(root):
+    data = root / "data"
+    data.mkdir()
+    (data / "tiny.json").write_text(json.dumps([{"instruction": "hi", "output": "ho"}]))
+    (data / "dataset_info.json").write_text(json.dumps({"tiny": {"file_name": "tiny.json"},
+                                                        "hub": {"hf_hub_url": "org/name"}}))
+    return data
+
+
+def test_datasets_inside_the_folder_are_accepted(tmp_path):
+    ws = Workspace(tmp_path)
+    data = _dataset_folder(tmp_path)
+    assert ws.check_datasets("data", ["tiny", "hub", "tiny.json"]) == data.resolve()
+    assert ws.check_datasets(str(data), "tiny") == data.resolve()
+    assert ws.check_datasets(str(demo_data_dir()), "demo_identity") == demo_data_dir()
+
+
+@pytest.mark.parametrize("name", ["../secret.json", "/etc/passwd", "sub/../../secret.json"])
+def test_dataset_names_that_leave_the_folder_are_refused(tmp_path, name):
+    ws = Workspace(tmp_path)
+    _dataset_folder(tmp_path)
+    (tmp_path / "secret.json").write_text("[]")
+    with pytest.raises(ConfigError, match="not a name"):
+        ws.check_datasets("data", [name])
+
+
+def test_dataset_info_entry_pointing_out_is_refused(tmp_path):
+    ws = Workspace(tmp_path)
+    data = _dataset_folder(tmp_path)
+    (data / "dataset_info.json").write_text(json.dumps({"evil": {"file_name": "../../../etc/passwd"}}))
+    with pytest.raises(ConfigError, match="outside the dataset folder"):
+        ws.check_datasets("data", "evil")
+
+
+def test_dataset_symlink_out_of_the_folder_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "private.json").write_text("[]")
+    root = tmp_path / "ws"
+    root.mkdir()
+    ws = Workspace(root)
+    data = _dataset_folder(root)
+    (data / "link.json").symlink_to(outside / "private.json")
+    with pytest.raises(ConfigError, match="not a name"):
+        ws.check_datasets("data", ["link.json"])
+
+
+@pytest.mark.parametrize("folder", ["/etc", "..", "data/../.."])
+def test_dataset_folder_outside_the_workspace_is_refused(tmp_path, folder):
+    ws = Workspace(tmp_path / "ws")
+    (tmp_path / "ws").mkdir()
+    with pytest.raises(ConfigError, match="outside the web UI's workspace"):
+        ws.dataset_dir(folder)
+
+
+def test_demo_data_is_the_default_dataset_folder_when_data_is_absent(tmp_path):
+    folder, is_demo = Workspace(tmp_path).default_dataset_dir()
+    assert is_demo and (Path(folder) / "dataset_info.json").is_file()
+    from tunery.webui.datasets_view import dataset_names
+
+    assert "demo_identity" in dataset_names(folder)
+    (tmp_path / "data").mkdir()
+    assert Workspace(tmp_path).default_dataset_dir() == ("data", False)
+
+
+def test_settings_live_in_one_folder_by_name(tmp_path, monkeypatch):
+    monkeypatch.delenv("TUNERY_HOME", raising=False)
+    ws = Workspace(tmp_path)
+    assert ws.settings_file("my_run") == tmp_path.resolve() / "webui_settings" / "my_run.yaml"
+    assert ws.settings_file("a.yml").name == "a.yml"
+    monkeypatch.setenv("TUNERY_HOME", str(tmp_path / "home"))
+    assert Workspace(tmp_path).settings_dir == (tmp_path / "home" / "webui_settings").resolve()
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/x.yaml", "a/b", "..", ".hidden", "", "a\\b", "x..yaml"])
+def test_settings_names_with_paths_are_refused(tmp_path, name):
+    with pytest.raises(ConfigError, match="settings name"):
+        Workspace(tmp_path).settings_file(name)
+
+
+def test_settings_symlink_out_is_refused(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.settings_dir.mkdir(parents=True)
+    (tmp_path / "secret.yaml").write_text("a: 1\n")
+    (ws.settings_dir / "leak.yaml").symlink_to(tmp_path / "secret.yaml")
+    with pytest.raises(ConfigError, match="links outside"):
+        ws.settings_file("leak")
+    assert ws.settings_names() == []
+
+
+def _bytes_of(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("marker", ["train_results.json", "notes.txt"])
+def test_finished_or_foreign_output_folder_is_left_untouched(tmp_path, marker):
+    out = tmp_path / "saves" / "done"
+    out.mkdir(parents=True)
+    (out / "training_args.yaml").write_text("learning_rate: 0.1\n")
+    (out / marker).write_text("{}")
+    before = _bytes_of(out)
+    manager = RunManager(Workspace(tmp_path))
+    with pytest.raises(ResourceError, match="finished train run" if marker.startswith("train") else "did not write"):
+        manager.start("train", {"learning_rate": 5.0}, "saves/done")
+    assert _bytes_of(out) == before and manager.get("saves/done") is None
+
+
+def test_unfinished_run_folder_may_be_resumed(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoint-2").mkdir(parents=True)
+    for name in ("training_args.yaml", "trainer_log.jsonl", "running_log.txt"):
+        (out / name).write_text("")
+    assert Workspace(tmp_path).output_dir("run", "train") == out.resolve()
+
+
+@pytest.mark.parametrize("folder", ["/tmp/tunery-elsewhere", "../out", "saves/../../out"])
+def test_output_folder_outside_the_workspace_is_refused_before_writing(tmp_path, folder):
+    root = tmp_path / "ws"
+    root.mkdir()
+    with pytest.raises(ConfigError, match="outside"):
+        RunManager(Workspace(root)).start("train", {}, folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ws"] and not any(root.iterdir())
+
+
+def test_output_symlink_out_of_the_workspace_is_refused(tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "saves").symlink_to(target)
+    with pytest.raises(ConfigError, match="outside"):
+        RunManager(Workspace(root)).start("train", {}, "saves/run")
+    assert not any(target.iterdir())
+
+
+def test_unwritable_output_folder_is_refused(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(ResourceError, match="cannot write"):
+            Workspace(tmp_path).output_dir("ro/run", "train")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_output_file_instead_of_folder_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ResourceError, match="not a folder"):
+        Workspace(tmp_path).output_dir("f", "eval")
+
+
+def test_evaluation_with_results_is_refused_before_its_yaml_is_written(tmp_path):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    with pytest.raises(ResourceError, match="finished eval"):
+        RunManager(Workspace(tmp_path)).start("eval", {"task": "x"}, "eval", config_name="eval_args.yaml")
+    assert not (out / "eval_args.yaml").exists()
+
+
+# ----- login and binding -------------------------------------------------------------------------------
+def test_auth_parsing():
+    from tunery.webui.app import parse_auth
+
+    assert parse_auth("ann:s3:cret") == ("ann", "s3:cret")
+    assert parse_auth("") is None and parse_auth(None) is None
+    for bad in ("ann", ":pw", "ann:"):
+        with pytest.raises(ConfigError, match="user:password"):
+            parse_auth(bad)
+
+
+def test_exposure_warning_only_beyond_loopback_without_login():
+    from tunery.webui.app import exposure_warning
+
+    assert exposure_warning("127.0.0.1", None) is None
+    assert exposure_warning("localhost", None) is None
+    assert exposure_warning("127.0.1.1", None) is None
+    assert "0.0.0.0 without a login" in exposure_warning("0.0.0.0", None)
+    assert "--auth" in exposure_warning("192.168.1.5", None)
+    assert exposure_warning("0.0.0.0", ("a", "b")) is None
+    assert "public link" in exposure_warning("127.0.0.1", None, share=True)
+
+
+class _FakeApp:
+    def __init__(self):
+        self.kwargs = None
+
+    def queue(self, **_):
+        return self
+
+    def launch(self, **kwargs):
+        self.kwargs = kwargs
+
+
+@pytest.fixture
+def fake_app(monkeypatch):
+    from tunery.webui import app as app_module
+
+    fake, built = _FakeApp(), {}
+
+    def build(lang, follow_browser=True, workspace=None):
+        built.update(lang=lang, follow_browser=follow_browser)
+        return fake
+
+    monkeypatch.setattr(app_module, "build_app", build)
+    for key in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "GRADIO_SHARE", "TUNERY_WEBUI_AUTH", "LANGUAGE", "LC_ALL",
+                "LC_MESSAGES"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    return app_module, fake, built
+
+
+def test_launch_passes_auth_and_warns_when_exposed(fake_app, capsys):
+    app_module, fake, built = fake_app
+    assert webui_cli.main(["--host", "0.0.0.0", "--port", "7999"]) == 0
+    assert fake.kwargs["server_name"] == "0.0.0.0" and fake.kwargs["server_port"] == 7999
+    assert fake.kwargs["auth"] is None and "without a login" in capsys.readouterr().err
+    assert built == {"lang": "en", "follow_browser": True}
+
+    webui_cli.main(["--host", "0.0.0.0", "--auth", "ann:pw", "--lang", "zh"])
+    assert fake.kwargs["auth"] == ("ann", "pw") and capsys.readouterr().err == ""
+    assert built == {"lang": "zh", "follow_browser": False}
+
+
+def test_launch_reads_auth_and_host_from_the_environment(fake_app, monkeypatch, capsys):
+    app_module, fake, _ = fake_app
+    monkeypatch.setenv("TUNERY_WEBUI_AUTH", "bob:pw")
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    webui_cli.main([])
+    assert fake.kwargs["auth"] == ("bob", "pw") and fake.kwargs["server_name"] == "0.0.0.0"
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("TUNERY_WEBUI_AUTH")
+    monkeypatch.delenv("GRADIO_SERVER_NAME")
+    webui_cli.main([])
+    assert fake.kwargs["server_name"] == "127.0.0.1" and fake.kwargs["server_port"] == 7860
+    assert capsys.readouterr().err == ""
+
+
+def test_language_follows_the_locale():
+    from tunery.webui.app import default_lang
+
+    assert default_lang({"LANG": "zh_CN.UTF-8"}) == "zh"
+    assert default_lang({"LANG": "en_US.UTF-8"}) == "en"
+    assert default_lang({"LANGUAGE": "zh_TW", "LANG": "en_US"}) == "zh"
+    assert default_lang({}) == "en"
+
+
+# ----- defaults, runs and progress bar ------------------------------------------------------------------
+def test_default_evaluation_task_exists():
+    from tunery.evaluation.tasks import find_task_folder, has_split, parse_task_name
+    from tunery.webui.tab_jobs import TASKS
+
+    name, split = parse_task_name(TASKS[0])
+    folder = find_task_folder(name, "does-not-exist")
+    assert folder is not None and has_split(folder, split)
+
+
+def test_progress_bar_is_html_not_a_slider():
+    from tunery.webui.progress import progress_html
+
+    html = progress_html(42.4, "3/7 <x>")
+    assert "role='progressbar'" in html and "aria-valuenow='42'" in html and "width:42.4%" in html
+    assert "&lt;x&gt;" in html and "<input" not in html
+    assert "aria-valuenow='100'" in progress_html(250)
+
+
+def test_runs_and_adapter_choices_come_from_the_save_root(tmp_path):
+    from tunery.webui.runs import adapter_choices, run_folders, run_info, runs_table
+
+    saves = tmp_path / "saves"
+    done = saves / "done"
+    (done / "checkpoint-3").mkdir(parents=True)
+    (done / "checkpoint-6").mkdir()
+    for folder in (done, done / "checkpoint-3", done / "checkpoint-6"):
+        (folder / "adapter_config.json").write_text("{}")
+    (done / "train_results.json").write_text("{}")
+    (done / "trainer_log.jsonl").write_text(json.dumps({"current_steps": 6, "total_steps": 6, "loss": 1.5}) + "\n")
+    stopped = saves / "stopped"
+    (stopped / "checkpoint-2").mkdir(parents=True)
+    (stopped / "checkpoint-2" / "adapter_config.json").write_text("{}")
+    (saves / "not_a_run").mkdir()
+    folders = run_folders(saves)
+    assert {f.name for f in folders} == {"done", "stopped"}
+    assert set(adapter_choices(folders, tmp_path.resolve())) == {
+        "saves/done", "saves/done/checkpoint-6", "saves/done/checkpoint-3", "saves/stopped/checkpoint-2"}
+    rows = {row[0]: row for row in runs_table([run_info(f) for f in folders], tmp_path.resolve())}
+    assert rows["saves/done"] == ["saves/done", "finished", "6/6", 1.5]
+    assert rows["saves/stopped"][1] == "stopped"

@@ -69,7 +69,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "webui": Command(
         "Web UI: train, evaluate, chat and export in the browser (127.0.0.1:7860 by default).",
-        "tunery webui [--lang en|zh]",
+        "tunery webui [--host H] [--port P] [--auth user:pass] [--lang en|zh]",
         webui.main,
     ),
     "data": Command(

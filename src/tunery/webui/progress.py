@@ -51,3 +51,16 @@ def loss_table(progress: Progress):
     rows = [{"step": s, "loss": v, "series": "train"} for s, v in progress.losses]
     rows += [{"step": s, "loss": v, "series": "eval"} for s, v in progress.eval_losses]
     return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
+def progress_html(percentage: float, label: str = "") -> str:
+    """A read-only progress bar (HTML, ARIA progressbar) filled to ``percentage`` (0-100), caption ``label``."""
+    pct = max(0.0, min(100.0, float(percentage or 0.0)))
+    caption = label.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return (
+        f"<div class='tunery-progress' role='progressbar' aria-valuemin='0' aria-valuemax='100' "
+        f"aria-valuenow='{pct:.0f}' style='width:100%'>"
+        f"<div style='height:14px;border-radius:7px;background:var(--neutral-200,#e5e7eb);overflow:hidden'>"
+        f"<div style='height:100%;width:{pct:.1f}%;background:var(--color-accent,#f97316)'></div></div>"
+        f"<div style='font-size:0.85em;margin-top:2px'>{pct:.0f}% {caption}</div></div>"
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -12,30 +11,34 @@ import gradio as gr
 from tunery.errors import TuneryError
 from tunery.webui import config_builder
 from tunery.webui.datasets_view import dataset_names
-from tunery.webui.runner import RunManager
+from tunery.webui.runner import Run, RunManager
 from tunery.webui.ui_state import UI
 
 RESULT_FILES = ("predict_results.json", "results.json", "all_results.json")
+# Benchmarks offered in the task menu; the packaged samples run offline, the others download once.
+TASKS = ("sample_en_test", "sample_zh_test", "mmlu_test", "cmmlu_test", "ceval_validation")
 
 
-def _wait_and_report(manager: RunManager, output_dir: str, files: tuple[str, ...]) -> str:
-    run = manager.get(output_dir)
-    while run is not None and run.running:
+def _wait_and_report(run: Run, files: tuple[str, ...]) -> str:
+    while run.running:
         time.sleep(1.0)
     for name in files:
-        path = Path(output_dir) / name
+        path = run.output_dir / name
         if path.is_file():
             return json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=2, ensure_ascii=False)
-    return run.log_tail() if run else ""
+    return run.log_tail()
 
 
 def build_eval(ui: UI, manager: RunManager) -> None:
     L = ui.label
+    ws = ui.workspace
+    data_dir, _ = ws.default_dataset_dir()
     ui.add("eval_mode", gr.Radio(["predict", "mmlu"], value="predict", label=L("eval_mode"), elem_id="eval_mode"))
     with gr.Row():
-        ui.add("eval_dataset", gr.Dropdown(choices=dataset_names("data"), multiselect=True, allow_custom_value=True,
+        ui.add("eval_dataset", gr.Dropdown(choices=dataset_names(data_dir), multiselect=True, allow_custom_value=True,
                                            label=L("eval_dataset"), elem_id="eval_dataset"))
-        ui.add("task", gr.Textbox(value="sample_test", label=L("task"), elem_id="task"))
+        ui.add("task", gr.Dropdown(list(TASKS), value=TASKS[0], allow_custom_value=True, label=L("task"),
+                                   elem_id="task"))
         ui.add("n_shot", gr.Number(value=5, precision=0, label=L("n_shot"), elem_id="n_shot"))
     with gr.Row():
         ui.add("max_new_tokens", gr.Number(value=128, precision=0, label=L("max_new_tokens"), elem_id="eval_max_new_tokens"))
@@ -50,13 +53,16 @@ def build_eval(ui: UI, manager: RunManager) -> None:
             if mode == "predict":
                 config = config_builder.predict_config({**base, "dataset_dir": dataset_dir, "eval_dataset": eval_dataset,
                                                         "max_new_tokens": max_new_tokens, "output_dir": output_dir})
-                manager.start("predict", config, output_dir, config_name="predict_args.yaml")
+                ws.check_datasets(config.get("dataset_dir", "data"), config.get("eval_dataset"))
+                run_ = manager.start("predict", config, output_dir, config_name="predict_args.yaml")
             else:
                 config = config_builder.eval_config({**base, "task": task, "n_shot": n_shot, "save_dir": output_dir})
-                manager.start("eval", config, output_dir, config_name="eval_args.yaml")
+                if "/" in task or "\\" in task or task.startswith("."):
+                    ws.resolve(task, "task folder")  # a task given as a folder must lie in the workspace
+                run_ = manager.start("eval", config, output_dir, config_name="eval_args.yaml")
         except TuneryError as err:
             return str(err)
-        return _wait_and_report(manager, output_dir, RESULT_FILES)
+        return _wait_and_report(run_, RESULT_FILES)
 
     ui["run_eval"].click(
         run,
@@ -85,13 +91,12 @@ def build_export(ui: UI, manager: RunManager) -> None:
             values["export_gguf_type"] = gguf_type
         try:
             config = config_builder.export_config(values)
-            manager.start("export", config, export_dir, config_name="export_args.yaml")
+            run_ = manager.start("export", config, export_dir, config_name="export_args.yaml")
         except TuneryError as err:
             return str(err)
-        run_ = manager.get(export_dir)
         while run_.running:
             time.sleep(1.0)
-        files = sorted(p.name for p in Path(export_dir).iterdir())
+        files = sorted(p.name for p in run_.output_dir.iterdir())
         return run_.log_tail(15) + "\n\nfiles: " + ", ".join(files)
 
     ui["run_export"].click(

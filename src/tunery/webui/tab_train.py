@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -11,8 +10,10 @@ import yaml
 from tunery.errors import TuneryError
 from tunery.webui import config_builder
 from tunery.webui.datasets_view import dataset_names, preview
-from tunery.webui.progress import loss_table, read_progress
+from tunery.webui.paths import demo_data_dir
+from tunery.webui.progress import Progress, loss_table, progress_html, read_progress
 from tunery.webui.runner import RunManager
+from tunery.webui.runs import run_folders, run_info, runs_table
 from tunery.webui.ui_state import UI
 
 TRAIN_KEYS = [
@@ -25,16 +26,19 @@ MODEL_KEYS = ["model_name_or_path", "adapter_name_or_path", "template"]
 
 def build(ui: UI, manager: RunManager) -> None:
     L = ui.label
+    ws = ui.workspace
+    data_dir, is_demo = ws.default_dataset_dir()
     with gr.Row():
         ui.add("stage", gr.Dropdown(["sft", "pt", "rm", "dpo", "kto", "orpo", "simpo", "ppo", "grpo"], value="sft",
                                     label=L("stage"), elem_id="stage"))
         ui.add("finetuning_type", gr.Radio(["lora", "freeze", "full"], value="lora", label=L("finetuning_type"),
                                            elem_id="finetuning_type"))
     with gr.Row():
-        ui.add("dataset_dir", gr.Textbox(value="data", label=L("dataset_dir"), elem_id="dataset_dir", scale=1))
-        ui.add("dataset", gr.Dropdown(choices=dataset_names("data"), multiselect=True, allow_custom_value=True,
+        ui.add("dataset_dir", gr.Textbox(value=data_dir, label=L("dataset_dir"), elem_id="dataset_dir", scale=1))
+        ui.add("dataset", gr.Dropdown(choices=dataset_names(data_dir), multiselect=True, allow_custom_value=True,
                                       label=L("dataset"), elem_id="dataset", scale=2))
         ui.add("preview_data", gr.Button(L("preview_data"), elem_id="preview_data", scale=0))
+    dataset_hint = gr.Markdown(L("dataset_dir_demo_hint"), visible=is_demo, elem_id="dataset_hint")
     ui.add("data_preview", gr.HTML(label=L("data_preview"), elem_id="data_preview"))
     with gr.Row():
         ui.add("learning_rate", gr.Textbox(value="1e-4", label=L("learning_rate"), elem_id="learning_rate"))
@@ -63,19 +67,32 @@ def build(ui: UI, manager: RunManager) -> None:
         ui.add("start", gr.Button(L("start"), variant="primary", elem_id="start"))
         ui.add("abort", gr.Button(L("abort"), variant="stop", elem_id="abort"))
     with gr.Row():
-        ui.add("settings_path", gr.Textbox(value="saves/webui_settings.yaml", label=L("settings_path"),
-                                           elem_id="settings_path", scale=2))
+        ui.add("settings_name", gr.Dropdown(choices=ws.settings_names(), value="webui", allow_custom_value=True,
+                                            label=L("settings_name"), info=str(ws.settings_dir),
+                                            elem_id="settings_name", scale=2))
         ui.add("save_settings", gr.Button(L("save_settings"), elem_id="save_settings", scale=0))
         ui.add("load_settings", gr.Button(L("load_settings"), elem_id="load_settings", scale=0))
     with gr.Row():
+        # no wrap_lines: Gradio sizes a wrapped Code block far too tall (~1,500 px of blank page after Start);
+        # max_lines bounds both blocks, long lines scroll sideways
         ui.add("command_preview", gr.Code(label=L("command_preview"), language="shell", elem_id="command_preview",
-                                                    wrap_lines=True))
-        ui.add("yaml_preview", gr.Code(label=L("yaml_preview"), language="yaml", elem_id="yaml_preview"))
-    ui.add("progress", gr.Slider(0, 100, value=0, interactive=False, label=L("progress"), elem_id="progress"))
+                                          lines=4, max_lines=14))
+        ui.add("yaml_preview", gr.Code(label=L("yaml_preview"), language="yaml", elem_id="yaml_preview",
+                                       lines=4, max_lines=14))
     status = gr.Markdown(L("status_idle"), elem_id="train_status")
+    ui.add("progress", gr.HTML(progress_html(0.0), elem_id="progress", js_on_load=None))
     with gr.Row():
         ui.add("log", gr.Textbox(lines=12, max_lines=12, label=L("log"), elem_id="train_log", autoscroll=True))
         ui.add("loss_plot", gr.LinePlot(x="step", y="loss", color="series", label=L("loss_plot"), elem_id="loss_plot"))
+    with ui.add("past_runs", gr.Accordion(L("past_runs"), open=False, elem_id="past_runs")):
+        with gr.Row():
+            ui.add("run_pick", gr.Dropdown(choices=[], label=L("run_pick"), elem_id="run_pick", scale=3))
+            ui.add("refresh_runs", gr.Button(L("refresh_runs"), elem_id="refresh_runs", scale=0))
+        with gr.Row():
+            ui.add("runs_table", gr.Dataframe(headers=["folder", "status", "steps", "last loss"], interactive=False,
+                                              label=L("runs_table"), elem_id="runs_table", max_height=320))
+            ui.add("run_plot", gr.LinePlot(x="step", y="loss", color="series", label=L("loss_plot"),
+                                           elem_id="run_plot"))
 
     inputs = [ui[k] for k in MODEL_KEYS + TRAIN_KEYS]
 
@@ -92,6 +109,7 @@ def build(ui: UI, manager: RunManager) -> None:
     def do_start(*args: Any):
         try:
             config = config_builder.train_config(values_of(*args))
+            ws.check_datasets(config.get("dataset_dir", "data"), config.get("dataset"))
             manager.start("train", config, config["output_dir"])
         except TuneryError as err:
             return f"**{err}**", config_builder.command_line("train", {}), ""
@@ -102,11 +120,18 @@ def build(ui: UI, manager: RunManager) -> None:
         run = manager.abort(output_dir)
         return ui.label("status_aborted") if run else ui.label("status_idle")
 
-    def tick(output_dir: str):
+    def tick(output_dir: str, shown: str):
+        """Redraw while the run is going and once when it ends; ``shown`` (per browser session) remembers
+        the end already drawn, so a later message (e.g. a refused Start) is not overwritten."""
         run = manager.get(output_dir)
+        keep = (gr.update(), gr.update(), gr.update(), gr.update(), shown)
         if run is None:
-            return gr.update(), gr.update(), gr.update(), gr.update()
+            return keep
+        ended = "" if run.running else f"{run.output_dir}:{run.process.pid}"
+        if ended and ended == shown:
+            return keep
         progress = read_progress(run.output_dir)
+        label = progress.label if progress.total else ""
         if run.running:
             state = f"{ui.label('status_running')}: {progress.label}"
         elif run.aborted:
@@ -116,28 +141,41 @@ def build(ui: UI, manager: RunManager) -> None:
             progress.percentage = 100.0
         else:
             state = ui.label("status_failed")
-        return progress.percentage, state, run.log_tail(), loss_table(progress)
+        return progress_html(progress.percentage, label), state, run.log_tail(), loss_table(progress), ended
 
     def refresh_datasets(dataset_dir: str):
-        return gr.update(choices=dataset_names(dataset_dir))
+        """The dataset menu for the folder typed; the demo-data hint only while the folder is the demo data."""
+        try:
+            folder = ws.dataset_dir(dataset_dir)
+        except TuneryError:
+            return gr.update(choices=[]), gr.update(visible=False)
+        return gr.update(choices=dataset_names(str(folder))), gr.update(visible=folder == demo_data_dir())
 
     def do_data_preview(*args: Any):
         values = values_of(*args)
         config = config_builder.clean({k: values[k] for k in ("model_name_or_path", "template", "dataset_dir", "dataset")})
         try:
+            config["dataset_dir"] = str(ws.check_datasets(config.get("dataset_dir", "data"), config.get("dataset")))
             return preview(config)
         except TuneryError as err:
-            return f"<p><b>{err}</b></p>"
+            return f"<p><b>{_escape(str(err))}</b></p>"
 
-    def save_settings(path: str, *args: Any):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(config_builder.to_yaml(config_builder.clean(values_of(*args))), encoding="utf-8")
-        return f"saved to `{path}`"
-
-    def load_settings(path: str):
+    def save_settings(name: str, *args: Any):
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as err:
+            path = ws.settings_file(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(config_builder.to_yaml(config_builder.clean(values_of(*args))), encoding="utf-8")
+        except (TuneryError, OSError) as err:
+            return f"**{err}**", gr.update()
+        return f"saved to `{path}`", gr.update(choices=ws.settings_names())
+
+    def load_settings(name: str):
+        try:
+            path = ws.settings_file(name)
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            if not isinstance(data, dict):
+                raise OSError(f"{path} does not hold a mapping of settings")
+        except (TuneryError, OSError, yaml.YAMLError) as err:
             return [gr.update()] * len(inputs) + [f"**{err}**"]
         updates = []
         for key in MODEL_KEYS + TRAIN_KEYS:
@@ -150,9 +188,42 @@ def build(ui: UI, manager: RunManager) -> None:
     ui["preview_cmd"].click(do_preview, inputs, [ui["command_preview"], ui["yaml_preview"], status])
     ui["start"].click(do_start, inputs, [status, ui["command_preview"], ui["yaml_preview"]])
     ui["abort"].click(do_abort, [ui["output_dir"]], [status])
-    ui["dataset_dir"].change(refresh_datasets, [ui["dataset_dir"]], [ui["dataset"]])
+    ui["dataset_dir"].change(refresh_datasets, [ui["dataset_dir"]], [ui["dataset"], dataset_hint])
     ui["preview_data"].click(do_data_preview, inputs, [ui["data_preview"]])
-    ui["save_settings"].click(save_settings, [ui["settings_path"], *inputs], [status])
-    ui["load_settings"].click(load_settings, [ui["settings_path"]], [*inputs, status])
+    ui["save_settings"].click(save_settings, [ui["settings_name"], *inputs], [status, ui["settings_name"]])
+    ui["load_settings"].click(load_settings, [ui["settings_name"]], [*inputs, status])
     timer = gr.Timer(1.0)
-    timer.tick(tick, [ui["output_dir"]], [ui["progress"], status, ui["log"], ui["loss_plot"]])
+    shown = gr.State("")
+    timer.tick(tick, [ui["output_dir"], shown], [ui["progress"], status, ui["log"], ui["loss_plot"], shown])
+
+    def refresh_runs(output_dir: str, picked: str | None):
+        infos = [run_info(f) for f in run_folders(ws.save_root, extra=_extra_folder(ws, output_dir))]
+        rows = runs_table(infos, ws.root)
+        names = [row[0] for row in rows]
+        pick = picked if picked in names else (names[0] if names else None)
+        return rows, gr.update(choices=names, value=pick)
+
+    def show_run(picked: str | None):
+        if not picked:
+            return loss_table(Progress())
+        try:
+            folder = ws.resolve(picked, "run folder")
+        except TuneryError:
+            return gr.update()
+        return loss_table(read_progress(folder))
+
+    for trigger in (ui["refresh_runs"].click, ui["past_runs"].expand):
+        trigger(refresh_runs, [ui["output_dir"], ui["run_pick"]], [ui["runs_table"], ui["run_pick"]])
+    ui["run_pick"].change(show_run, [ui["run_pick"]], [ui["run_plot"]])
+
+
+def _extra_folder(ws, output_dir: str) -> tuple:
+    """The form's output folder, when it lies inside the workspace."""
+    try:
+        return (ws.resolve(output_dir, "output folder"),)
+    except TuneryError:
+        return ()
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

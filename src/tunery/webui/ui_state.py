@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunery.webui.locales import t
+from tunery.webui.paths import Workspace
 
 
 @dataclass
@@ -13,6 +14,7 @@ class UI:
     """Components by key, so callbacks and the language switch can address them."""
 
     lang: str = "en"
+    workspace: Workspace = field(default_factory=Workspace)  # where the UI may read and write
     components: dict[str, Any] = field(default_factory=dict)
 
     def add(self, key: str, component: Any) -> Any:
