@@ -10,7 +10,7 @@ from tunery.data.templates.builtin import BUILTINS, build_builtin
 from tunery.data.templates.jinja_auto import AutoTemplate
 
 OFFICIAL = sorted(name for name, spec in BUILTINS.items() if spec.official)
-NO_OFFICIAL = {"default", "empty", "alpaca", "vicuna", "falcon", "fewshot"}
+NO_OFFICIAL = {"default", "empty", "alpaca", "vicuna", "falcon", "fewshot", "qwen3_nothink"}
 # (builtin, official model, default_system override): ChatML models that differ only in the system prompt
 CHATML_VARIANTS = [
     ("chatml", "Qwen/Qwen2-0.5B-Instruct", "You are a helpful assistant."),
@@ -60,7 +60,7 @@ def test_every_family_with_an_official_template_is_covered(reference):
         assert BUILTINS[name].official in by_model, f"{name}: no reference render for {BUILTINS[name].official}"
 
 
-@pytest.mark.parametrize("name", [n for n in OFFICIAL if n != "qwen3_nothink"])
+@pytest.mark.parametrize("name", OFFICIAL)
 def test_builtin_matches_official_render(reference, name):
     conversations, by_model = reference
     sample, _ = by_model[BUILTINS[name].official]
@@ -80,10 +80,10 @@ def test_default_system_override_matches_official(reference, name, model, system
         assert template.render_text(msgs, add_generation_prompt=gen) == expected, f"{name} {key}"
 
 
-def test_qwen3_nothink_matches_official_with_thinking_disabled(reference):
+def test_qwen3_with_thinking_disabled_matches_official(reference):
     conversations, by_model = reference
     official = AutoTemplate(OfficialTokenizer(by_model["Qwen/Qwen3-0.6B"][1]), enable_thinking=False)
-    template = build_builtin("qwen3_nothink")
+    template = build_builtin("qwen3", enable_thinking=False)
     for conv in conversations.values():
         for msgs, gen in ((conv, False), (conv[:-1], True)):
             assert template.render_text(msgs, add_generation_prompt=gen) == official.render_text(msgs, add_generation_prompt=gen)
@@ -91,13 +91,23 @@ def test_qwen3_nothink_matches_official_with_thinking_disabled(reference):
     assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
+def test_qwen3_nothink_is_plain_chatml_as_the_official_chatml_template(reference):
+    """LLaMA-Factory's qwen3_nothink (Qwen3 instruct models) is ChatML without any think tokens."""
+    conversations, by_model = reference
+    sample, _ = by_model["openbmb/MiniCPM3-4B"]
+    template = build_builtin("qwen3_nothink")
+    for key, msgs, gen, expected in cases(conversations, sample):
+        text = template.render_text(msgs, add_generation_prompt=gen)
+        assert text == expected, key
+        assert "<think>" not in text
+
+
 @pytest.mark.parametrize("name", OFFICIAL)
 def test_builtin_trains_the_same_spans_as_auto_on_the_official_template(reference, name):
     """The builtin and ``template: auto`` over the official Jinja agree on what is trained."""
     conversations, by_model = reference
     sample, entry = by_model[BUILTINS[name].official]
-    thinking = name != "qwen3_nothink"
-    auto = AutoTemplate(OfficialTokenizer(entry), enable_thinking=thinking)
+    auto = AutoTemplate(OfficialTokenizer(entry), enable_thinking=True)
     builtin = build_builtin(name)
     for conv, msgs in conversations.items():
         if sample["renders"][f"{conv}/full_gen_false"]["status"] != "ok":
