@@ -90,3 +90,44 @@ def test_preview_marks_trained_spans(reference_dir, tiny_chatml_model, capsys):
                  "--model_name_or_path", str(tiny_chatml_model), "--num", "1", "--stage", "dpo"])
     out = capsys.readouterr().out
     assert code == 0 and "(chosen)" in out and "(rejected)" in out and "[[" in out
+
+
+def test_check_applies_the_training_truncation_policy(tmp_path, tiny_chatml_model, capsys):
+    """FR2-04: a long prompt with a short reply is truncated (not dropped) and check says so, per row count."""
+    rows = [{"instruction": "Read this: " + "the ferry leaves at noon. " * 30, "input": "When does it leave?",
+             "output": "At noon."},
+            {"instruction": "Say yes.", "output": "Yes."}]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"ferry": {"file_name": "d.json"}}))
+    code = main(["data", "check", "--dataset", "ferry", "--dataset_dir", str(tmp_path), "--model_name_or_path",
+                 str(tiny_chatml_model), "--cutoff_len", "48", "--json"])
+    assert code == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert (report["total"], report["valid"], report["invalid"]) == (2, 2, 0)
+    assert (report["truncated"], report["dropped"]) == (1, 0)
+    assert report["lengths"]["cut"] == 1 and report["lengths"]["truncated"] == 1
+    assert "training truncates 1 rows" in report["message"]
+
+
+def test_check_reports_tools_the_template_cannot_show_and_counts_add_up(tmp_path, tiny_chatml_model, capsys):
+    """FR2-06: tool schemas on a template without tool support make the row invalid; valid = rows - invalid."""
+    tools = json.dumps([{"name": "set_alarm", "description": "Set an alarm",
+                         "parameters": {"type": "object", "properties": {"at": {"type": "string"}}}}])
+    rows = [{"conversations": [{"from": "human", "value": "Wake me at 7."},
+                               {"from": "gpt", "value": "I will set it."}], "tools": tools},
+            {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}], "tools": ""}]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"alarm": {
+        "file_name": "d.json", "formatting": "sharegpt", "columns": {"messages": "conversations", "tools": "tools"}}}))
+    argv = ["data", "check", "--dataset", "alarm", "--dataset_dir", str(tmp_path), "--model_name_or_path",
+            str(tiny_chatml_model), "--template", "auto"]
+    assert main([*argv, "--json"]) == 1
+    (report,) = json.loads(capsys.readouterr().out)
+    assert (report["total"], report["valid"], report["invalid"]) == (2, 1, 1)
+    (problem,) = report["problems"]
+    assert problem["row"] == 0 and problem["field"] == "tools"
+    assert "no tool support" in problem["reason"] and "template: qwen" in problem["reason"]
+    # a builtin with a tool format renders the schemas: nothing to report
+    assert main([*argv[:-1], "qwen", "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert (report["total"], report["valid"], report["invalid"]) == (2, 2, 0)

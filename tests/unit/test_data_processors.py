@@ -6,6 +6,7 @@ import pytest
 
 from tests.fixtures.tiny_models import build_tokenizer
 from tunery.data.processors import (
+    FAILED,
     IGNORE_INDEX,
     OK,
     REPLY_CUT,
@@ -91,16 +92,80 @@ def test_truncation_keeps_the_reply_where_it_can(tok, template):
     assert trained_text(tok, input_ids, labels).startswith("Hi there<|im_end|>")
 
 
-def test_reply_cut_away_drops_history_first_then_reports(tok, template):
+def test_sft_long_prompt_short_reply_keeps_the_reply_and_the_prompts_end(tok, template):
+    """FR2-04: the reply survives whole, the prompt loses its start, the row is TRUNCATED (LLaMA-Factory's policy)."""
+    long = rec("filler words " * 60 + "Which day?", "Thursday.")
+    full, full_labels, _ = encode_sft(long, tok, template, ProcessSettings(cutoff_len=4096))
+    reply = ids(tok, "Thursday.<|im_end|>\n")
+    assert full[-len(reply):] == reply
+    input_ids, labels, status = encode_sft(long, tok, template, ProcessSettings(cutoff_len=40))
+    assert status == TRUNCATED and len(input_ids) == len(labels) == 40
+    assert input_ids == full[-40:] and labels == full_labels[-40:]  # the end: question + whole reply
+    assert trained_text(tok, input_ids, labels) == "Thursday.<|im_end|>"
+    assert tok.decode(input_ids).endswith("Which day?<|im_end|>\n<|im_start|>assistant\nThursday.<|im_end|>\n")
+
+
+def test_sft_multi_turn_keeps_the_last_reply_and_earlier_labels_in_the_kept_end(tok, template):
     long_first = rec("Hello " * 60, "Hi", "2+2?", "4")
-    short_second = len(ids(tok, SYSTEM + "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"))
-    input_ids, labels, status = encode_sft(long_first, tok, template, ProcessSettings(cutoff_len=short_second + 2))
-    # the first exchange cannot fit, so it is dropped and the second one is trained
-    assert status == TRUNCATED and trained_text(tok, input_ids, labels) == "4<|im_end|>"
-    one = rec("Hello " * 60, "Hi")
-    out = process_batch(batch(one), stage="sft", tokenizer=tok, template=template,
-                        settings=ProcessSettings(cutoff_len=20))
+    full, full_labels, _ = encode_sft(long_first, tok, template, ProcessSettings(cutoff_len=4096))
+    input_ids, labels, status = encode_sft(long_first, tok, template, ProcessSettings(cutoff_len=30))
+    assert status == TRUNCATED and input_ids == full[-30:] and labels == full_labels[-30:]
+    assert trained_text(tok, input_ids, labels) == "Hi<|im_end|>¦4<|im_end|>"
+
+
+def test_sft_drops_only_when_no_reply_token_fits_and_says_why(tok, template):
+    out = process_batch(batch(rec("Hello " * 60, "Hi")), stage="sft", tokenizer=tok, template=template,
+                        settings=ProcessSettings(cutoff_len=1))
     assert out["_status"] == [REPLY_CUT] and out["input_ids"] == [[]]
+    assert "f row 0: dropped: cutoff_len=1 leaves no room for the reply" in out["_error"][0]
+    kept = process_batch(batch(rec("Hello " * 60, "Hi")), stage="sft", tokenizer=tok, template=template,
+                         settings=ProcessSettings(cutoff_len=2))
+    # cutoff_len=2: one prompt token and the reply's first token, which is trained
+    assert kept["_status"] == [TRUNCATED] and len(kept["input_ids"][0]) == 2
+    assert kept["labels"][0] == [IGNORE_INDEX, kept["input_ids"][0][1]]
+
+
+def test_truncation_budget_is_the_one_policy():
+    from tunery.data.processors import truncation_budget
+
+    assert truncation_budget(10, [5], 20) == (10, 5)          # fits: nothing cut
+    assert truncation_budget(200, [25], 96) == (71, 25)       # short reply kept whole, prompt cut
+    assert truncation_budget(10, [500], 100) == (10, 90)      # short prompt kept, reply cut
+    assert truncation_budget(300, [300], 100) == (50, 50)     # both long: reply keeps half
+    assert truncation_budget(300, [], 100) == (100, 0)        # prompt only (ppo/grpo/predict)
+    assert truncation_budget(300, [9, 3], 1) == (1, 0)        # no room: the caller drops the row
+
+
+def test_kto_and_unsupervised_apply_the_same_policy(tok, template):
+    long = rec("filler words " * 60 + "Which day?", "Thursday.", kto_tag=True)
+    kto = process_batch(batch(long), stage="kto", tokenizer=tok, template=template, settings=ProcessSettings(cutoff_len=40))
+    assert kto["_status"] == [TRUNCATED] and tok.decode(kto["completion_ids"][0]) == "Thursday.<|im_end|>"
+    assert len(kto["input_ids"][0]) == 40 and kto["input_ids"][0] == kto["prompt_ids"][0] + kto["completion_ids"][0]
+    assert tok.decode(kto["prompt_ids"][0]).endswith("Which day?<|im_end|>\n<|im_start|>assistant\n")
+    for stage in ("ppo", "grpo", "predict"):
+        out = process_batch(batch(long), stage=stage, tokenizer=tok, template=template,
+                            settings=ProcessSettings(cutoff_len=40))
+        full = template.prompt_ids(tok, long["messages"][:1])
+        assert out["_status"] == [TRUNCATED] and out["input_ids"][0] == full[-40:], stage
+
+
+def test_rm_and_dpo_keep_short_replies_whole(tok, template):
+    r = rec("filler words " * 60 + "Which day?", chosen="Thursday.", rejected="Monday.")
+    for stage in ("rm", "dpo", "orpo", "simpo"):
+        out = process_batch(batch(r), stage=stage, tokenizer=tok, template=template,
+                            settings=ProcessSettings(cutoff_len=40))
+        assert out["_status"] == [TRUNCATED], stage
+        assert tok.decode(out["chosen_ids"][0]) == "Thursday.<|im_end|>"
+        assert tok.decode(out["rejected_ids"][0]) == "Monday.<|im_end|>"
+        assert len(out["prompt_ids"][0]) + max(len(out["chosen_ids"][0]), len(out["rejected_ids"][0])) == 40
+        assert tok.decode(out["prompt_ids"][0]).endswith("Which day?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_images_are_reported_not_dropped(tok, template):
+    r = rec("Describe <image>", "A cat.")
+    r["images"] = ["cat.png"]
+    out = process_batch(batch(r), stage="sft", tokenizer=tok, template=template, settings=ProcessSettings(cutoff_len=64))
+    assert out["_status"] == [FAILED] and "images would be silently left out" in out["_error"][0]
 
 
 def test_pt_documents_end_with_eos_and_are_cut(tok, template):

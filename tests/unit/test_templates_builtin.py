@@ -66,7 +66,7 @@ def test_stop_token_ids_come_from_the_template(tok, tiny_llama_model):
     # generic builtins stop at the tokenizer's eos, and write it after each reply
     default = get_template("default", tok)
     assert default.stop_token_ids(tok) == [tok.eos_token_id]
-    assert [s.text for s in default.render(CHAT[1:3]) if s.role == "assistant"] == [" Paris.<|im_end|>"]
+    assert [s.text for s in default.render(CHAT[1:3]) if s.role == "assistant"] == ["Paris.<|im_end|>"]
 
 
 def test_default_system_and_override(tok):
@@ -92,8 +92,9 @@ def test_qwen3_reasoning_blocks(tok):
         "<|im_start|>assistant\n<think>\n\n</think>\n\n")
     plain = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     assert [s.text for s in nothink.render(plain) if s.role == "assistant"] == ["hello<|im_end|>"]
-    assert [s.text for s in get_template("qwen3_nothink", tok).render(plain) if s.role == "assistant"] == [
-        "hello<|im_end|>"]
+    # qwen3_nothink is LLaMA-Factory's template for Qwen3 instruct models: no think block, not even in the prompt
+    assert get_template("qwen3_nothink", tok).render_text(plain) == (
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n")
     assert [s.text for s in get_template("qwen3", tok).render(plain) if s.role == "assistant"] == [
         "<think>\n\n</think>\n\nhello<|im_end|>"]
 
@@ -109,7 +110,7 @@ def test_content_with_braces_is_kept_verbatim(tok):
     chat = [{"role": "user", "content": "Format {content} and {eos} please"},
             {"role": "assistant", "content": "{bos} {}"}]
     text = get_template("default", tok).render_text(chat)
-    assert "Format {content} and {eos} please" in text and " {bos} {}" in text
+    assert "Format {content} and {eos} please" in text and "{bos} {}" in text
 
 
 def test_unknown_template_suggests_names(tok):

@@ -171,7 +171,12 @@ ONE_CALL_CHAT = [TOOL_CHAT[0], {"role": "function_call", "content": CALL}, TOOL_
 ])
 def test_auto_trains_tool_calls_of_official_templates(official, model, chat):
     template = AutoTemplate(OfficialTokenizer(official[model]))
-    replies = [s.text for s in template.render(chat, TOOLS) if s.role == "assistant"]
+    tools = TOOLS
+    if not template.supports_tools:  # DeepSeek's templates render calls but never the schemas
+        with pytest.raises(DataError, match="no tool support"):
+            template.render(chat, TOOLS)
+        tools = None
+    replies = [s.text for s in template.render(chat, tools) if s.role == "assistant"]
     assert len(replies) == 2
     assert template.parse_tool_calls(replies[0]) == parse_call_content(chat[1]["content"])
     assert replies[1].lstrip().startswith(chat[-1]["content"]) or "</think>" in replies[1]
@@ -183,3 +188,19 @@ def test_auto_refuses_a_template_that_drops_tool_calls(official):
     template = AutoTemplate(OfficialTokenizer(official["ibm-granite/granite-3.0-2b-instruct"]))
     with pytest.raises(DataError, match="does not render this conversation's tool calls"):
         template.render(ONE_CALL_CHAT, TOOLS)
+
+
+@pytest.mark.parametrize("model,supported", [("Qwen/Qwen2.5-7B-Instruct", True), ("deepseek-ai/DeepSeek-V3", False),
+                                             ("HuggingFaceTB/SmolLM2-135M-Instruct", False)])
+def test_auto_refuses_tool_schemas_its_template_would_leave_out(official, model, supported):
+    """FR2-06: tools on a template that cannot show them are an error naming the fix, never dropped silently."""
+    template = AutoTemplate(OfficialTokenizer(official[model]))
+    plain = [TOOL_CHAT[0], {"role": "assistant", "content": "It is sunny."}]
+    assert template.supports_tools is supported
+    if supported:
+        assert '"name": "get_weather"' in template.render_text(plain, TOOLS)
+        return
+    with pytest.raises(DataError, match="no tool support") as err:
+        template.render(plain, TOOLS)
+    assert "template: qwen" in err.value.hint
+    assert "It is sunny." in template.render_text(plain)  # without the schemas the row renders

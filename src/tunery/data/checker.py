@@ -23,7 +23,10 @@ from tunery.data.dataset_info import (
 from tunery.data.loader import load_dataset_records, record_features
 from tunery.data.pipeline import settings_for
 from tunery.data.processors import (
+    FAILED,
     IGNORE_INDEX,
+    REPLY_CUT,
+    TRUNCATED,
     ProcessSettings,
     document_ids,
     document_text,
@@ -46,6 +49,8 @@ class DatasetCheck:
     problems: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
     lengths: dict[str, Any] | None = None
+    truncated: int = 0   # valid rows training will cut to cutoff_len (reply kept, prompt's end kept)
+    dropped: int = 0     # valid rows training will drop because cutoff_len leaves no room for a reply
 
 
 def length_stats(lengths: list[int], cutoff_len: int) -> dict[str, Any]:
@@ -108,17 +113,52 @@ def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", 
         if report.skipped:
             check.status = "invalid_rows"
         if tokenizer is not None and template is not None:
-            lengths = []
-            for record in records:
-                try:
-                    lengths.append(full_length(record, tokenizer, template, own_stage))
-                except TuneryError as exc:  # e.g. the chat template rejects the roles
-                    if len(check.problems) < max_problems:
-                        check.problems.append({**record["_source"], "field": "messages", "reason": exc.message})
-                    check.invalid += 1
-                    check.status = "invalid_rows"
-            check.lengths = length_stats(lengths, data_args.cutoff_len)
+            _apply_training_policy(check, records, tokenizer, template, own_stage, data_args, max_problems)
     return results
+
+
+def _apply_training_policy(check: DatasetCheck, records: list[dict[str, Any]], tokenizer, template, stage: str,
+                           data_args: Any, max_problems: int) -> None:
+    """Run the records through the processors training uses (``process_batch``, same settings) and count.
+
+    Rows the template cannot render become invalid (valid + invalid == total stays true); rows the
+    truncation policy cuts or drops at ``cutoff_len`` are counted; the token lengths before any cut
+    give the distribution.
+    """
+    settings = settings_for(data_args, stage)
+    settings = ProcessSettings(settings.cutoff_len, settings.train_on_prompt, settings.mask_history, False)
+    lengths = []
+    for record in records:
+        batch = {key: [record.get(key)] for key in record_features()}
+        if stage_kind(stage) != "pt":  # pt documents are split into blocks, never cut or dropped
+            row = process_batch(batch, stage=stage, tokenizer=tokenizer, template=template, settings=settings)
+            status = row["_status"][0]
+            if status == FAILED:
+                field_name, reason = _field_of(row["_error"][0].split(": ", 1)[-1])
+                if len(check.problems) < max_problems:
+                    check.problems.append({**record["_source"], "field": field_name, "reason": reason})
+                check.invalid += 1
+                check.valid -= 1
+                check.status = "invalid_rows"
+                continue
+            check.truncated += status == TRUNCATED
+            check.dropped += status == REPLY_CUT
+        lengths.append(full_length(record, tokenizer, template, stage))
+    check.lengths = length_stats(lengths, data_args.cutoff_len)
+    check.lengths.update(truncated=check.truncated, dropped=check.dropped)
+    if check.truncated or check.dropped:
+        note = (f"at cutoff_len={data_args.cutoff_len} training truncates {check.truncated} rows (reply kept, "
+                f"prompt's end kept) and drops {check.dropped} (no room for a reply)")
+        check.message = f"{check.message}; {note}" if check.message else note
+
+
+def _field_of(reason: str) -> tuple[str, str]:
+    """(field, reason without it) from a DataError text ending "(field 'tools')"; field messages otherwise."""
+    marker = " (field '"
+    if reason.endswith("')") and marker in reason:
+        text, tail = reason.rsplit(marker, 1)
+        return tail[:-2], text
+    return "messages", reason
 
 
 def _natural_stage(attr) -> str:

@@ -116,8 +116,12 @@ def process_records(records, tokenizer, template, stage: str, settings: ProcessS
                             load_from_cache_file=False)
     statuses = Counter(tokenized["_status"])
     errors: list[str] = []
-    if statuses[FAILED]:
-        errors = [e for e in tokenized["_error"] if e][:5]
+    if statuses[FAILED] or statuses[REPLY_CUT]:
+        reasons = [(st, e) for st, e in zip(tokenized["_status"], tokenized["_error"]) if e]
+        errors = [e for st, e in reasons if st == FAILED][:5]
+        if statuses[REPLY_CUT]:
+            logger.warning("%d examples dropped by the truncation policy; first: %s", statuses[REPLY_CUT],
+                           "; ".join([e for st, e in reasons if st == REPLY_CUT][:3]))
     if statuses[REPLY_CUT] or statuses[FAILED]:
         tokenized = tokenized.filter(keep, input_columns="_status", num_proc=workers)
     return tokenized.remove_columns(["_status", "_error"]), statuses, errors
@@ -233,12 +237,12 @@ def _report(stats: DataStats, train, evaluation, settings: ProcessSettings, data
         logger.warning("%d examples were longer than cutoff_len=%d and were truncated", stats.truncated,
                        settings.cutoff_len)
     if stats.reply_cut:
-        logger.warning("%d examples were dropped: their reply did not fit in cutoff_len=%d (raise cutoff_len)",
+        logger.warning("%d examples were dropped: cutoff_len=%d leaves no room for their reply (raise cutoff_len)",
                        stats.reply_cut, settings.cutoff_len)
     if train is not None and stats.train_examples == 0 and not data_args.streaming:
         first = f" First problem: {stats.problems[0]}" if stats.problems else ""
         raise DataError(
-            f"no training example left: {stats.reply_cut} replies did not fit in cutoff_len={settings.cutoff_len}, "
+            f"no training example left: {stats.reply_cut} had no room for a reply in cutoff_len={settings.cutoff_len}, "
             f"{stats.skipped_invalid} examples were invalid.{first}",
             hint="raise cutoff_len, or run `tunery data check` / `tunery data preview` to see what is wrong")
 

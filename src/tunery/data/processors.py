@@ -2,10 +2,14 @@
 
 Labels are -100 where a token is not trained. The template decides the text and which tokens
 belong to assistant turns (``Encoded.turns``); this module only decides, per stage, which of those
-turns are trained and how an over-long example is cut. Every batch function returns a ``_status``
-column (OK / TRUNCATED / REPLY_CUT / FAILED) and an ``_error`` column so counts and reasons survive
-``datasets.map`` worker processes; rows whose reply was cut away entirely, or that the template
-rejects, are dropped afterwards and counted, never trained on silently and never a crash.
+turns are trained. How an over-long example is cut is ONE policy for every stage and for
+``tunery data check`` (:func:`truncation_budget`, applied by :func:`fit_prompt_and_replies`): the
+reply is kept (at least half of ``cutoff_len``) and the prompt keeps its end; pt documents are split
+into ``cutoff_len`` blocks, nothing lost. Every batch function returns a ``_status`` column (OK /
+TRUNCATED / REPLY_CUT / FAILED) and an ``_error`` column so counts and reasons survive
+``datasets.map`` worker processes; rows that cannot keep any reply token (REPLY_CUT, only when
+``cutoff_len`` leaves no room at all) or that the template rejects are dropped afterwards and
+counted with their cause, never trained on silently and never a crash.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunery.data.converters import ASSISTANT, FUNCTION_CALL, SYSTEM
-from tunery.errors import ConfigError, TuneryError
+from tunery.errors import ConfigError, DataError, TuneryError
 
 IGNORE_INDEX = -100
 OK, TRUNCATED, REPLY_CUT, FAILED = 0, 1, 2, 3
@@ -45,7 +49,23 @@ def stage_kind(stage: str) -> str:
 
 def _records(batch: dict[str, list]) -> list[dict[str, Any]]:
     n = len(batch["messages"])
-    return [{key: batch[key][i] for key in batch} for i in range(n)]
+    records = [{key: batch[key][i] for key in batch} for i in range(n)]
+    for record in records:
+        check_renderable(record)
+    return records
+
+
+def check_renderable(record: dict[str, Any]) -> None:
+    """Raise DataError for a part of the record no stage can train, so it is reported, never dropped silently.
+
+    Images: Tunery's pipeline trains text-only models, so the pictures would vanish and the model
+    would learn replies about images it never saw. (Tools, system and tool turns are checked by the
+    template that renders them.)
+    """
+    if record.get("images"):
+        raise DataError("the example has images, but Tunery trains text-only models: the images would be "
+                        "silently left out", field="images",
+                        hint="remove the images column from dataset_info.json to train on the text alone")
 
 
 # ---------------------------------------------------------------- sft
@@ -63,53 +83,47 @@ def sft_labels(input_ids: list[int], turns: list[int], settings: ProcessSettings
     return labels
 
 
-def encode_sft(record: dict[str, Any], tokenizer, template, settings: ProcessSettings) -> tuple[list[int], list[int], int]:
-    """(input_ids, labels, status) of one conversation, cut to ``cutoff_len`` keeping replies where it can.
-
-    Over-long: cut from the right when some trained token survives; otherwise drop the oldest
-    exchanges (keeping the system prompt) and retry; when even the last exchange leaves no trained
-    token within ``cutoff_len`` the example is REPLY_CUT.
-    """
-    messages = list(record["messages"])
-    tools = record.get("tools")
-    status = OK
-    while True:
-        enc = template.encode(tokenizer, messages, tools)
-        ids, labels = enc.input_ids, sft_labels(enc.input_ids, enc.turns, settings)
-        if len(ids) <= settings.cutoff_len:
-            return ids, labels, status
-        status = TRUNCATED
-        cut_labels = labels[: settings.cutoff_len]
-        if any(label != IGNORE_INDEX and turn >= 0 for label, turn in zip(cut_labels, enc.turns)):
-            return ids[: settings.cutoff_len], cut_labels, status
-        shorter = drop_oldest_exchange(messages)
-        if shorter is None:
-            return [], [], REPLY_CUT
-        messages = shorter
-
-
-def drop_oldest_exchange(messages: list[dict[str, str]]) -> list[dict[str, str]] | None:
-    """The conversation without its first user..assistant exchange, or None if only one is left."""
-    head = [m for m in messages[:1] if m["role"] == SYSTEM]
-    body = messages[len(head):]
-    replies = [i for i, m in enumerate(body) if m["role"] in (ASSISTANT, FUNCTION_CALL)]
-    if len(replies) < 2:
+def last_turn_start(turns: list[int]) -> int | None:
+    """Index of the first token of the last assistant turn (None when nothing is trained)."""
+    last = max(turns, default=-1)
+    if last < 0:
         return None
-    # the next exchange starts after the first run of assistant/function turns
-    i = replies[0]
-    while i < len(body) and body[i]["role"] in (ASSISTANT, FUNCTION_CALL):
-        i += 1
-    return head + body[i:] if i < len(body) else None
+    return turns.index(last)
+
+
+def encode_sft(record: dict[str, Any], tokenizer, template, settings: ProcessSettings) -> tuple[list[int], list[int], int]:
+    """(input_ids, labels, status) of one conversation, cut to ``cutoff_len`` by the shared policy.
+
+    The prompt is everything before the last assistant turn (earlier turns keep their labels), the
+    reply is that turn to the end; :func:`fit_prompt_and_replies` keeps the reply and the prompt's
+    end. Status TRUNCATED when anything was cut, REPLY_CUT (nothing returned) when no reply token fits.
+    """
+    ids, status, _ = _fit_sft(record, tokenizer, template, settings)
+    return ids[0], ids[1], status
+
+
+def _fit_sft(record: dict[str, Any], tokenizer, template, settings: ProcessSettings):
+    enc = template.encode(tokenizer, record["messages"], record.get("tools"))
+    ids, labels = enc.input_ids, sft_labels(enc.input_ids, enc.turns, settings)
+    start = last_turn_start(enc.turns)
+    if start is None:
+        return ([], []), REPLY_CUT, "the template renders no assistant reply to train on"
+    prompt, (reply,), status = fit_prompt_and_replies(ids[:start], [ids[start:]], settings.cutoff_len)
+    if status == REPLY_CUT:
+        return ([], []), status, drop_reason(start, [len(ids) - start], settings.cutoff_len)
+    lo, hi = start - len(prompt), start + len(reply)
+    return (ids[lo:hi], labels[lo:hi]), status, ""
 
 
 def process_sft(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings) -> dict[str, list]:
-    out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "_status": []}
+    out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "_status": [], "_error": []}
     for record in _records(batch):
-        ids, labels, status = encode_sft(record, tokenizer, template, settings)
+        (ids, labels), status, reason = _fit_sft(record, tokenizer, template, settings)
         out["input_ids"].append(ids)
         out["attention_mask"].append([1] * len(ids))
         out["labels"].append(labels)
         out["_status"].append(status)
+        out["_error"].append(_where(record, reason))
     return out
 
 
@@ -158,15 +172,44 @@ def split_last_turn(enc) -> tuple[list[int], list[int]]:
     return list(enc.input_ids[: positions[0]]), list(enc.input_ids[positions[0]: positions[-1] + 1])
 
 
+def truncation_budget(prompt_len: int, reply_lens: list[int], cutoff_len: int) -> tuple[int, int]:
+    """THE truncation policy of every stage: (prompt tokens kept, reply tokens kept per reply).
+
+    Everything fits: nothing is cut. Otherwise the replies keep up to ``max(cutoff_len - prompt_len,
+    cutoff_len // 2)`` tokens (a short reply is kept whole, a long one keeps at least half the
+    budget) and the prompt gets the rest, keeping its end (the question next to the reply). As in
+    LLaMA-Factory, a long prompt never costs the example its reply. Lengths are token counts.
+    """
+    longest = max(reply_lens, default=0)
+    if prompt_len + longest <= cutoff_len:
+        return prompt_len, longest
+    reply_budget = max(0, min(longest, max(cutoff_len - prompt_len, cutoff_len // 2)))
+    return min(prompt_len, max(0, cutoff_len - reply_budget)), reply_budget
+
+
 def fit_prompt_and_replies(prompt: list[int], replies: list[list[int]], cutoff: int) -> tuple[list[int], list[list[int]], int]:
-    """Keep prompt + longest reply within ``cutoff``: replies keep at least half, the prompt keeps its end."""
-    longest = max((len(r) for r in replies), default=0)
-    if len(prompt) + longest <= cutoff:
-        return prompt, replies, OK
-    reply_budget = min(longest, max(cutoff - len(prompt), cutoff // 2))
-    prompt_budget = cutoff - reply_budget
-    prompt = prompt[len(prompt) - prompt_budget:] if prompt_budget > 0 else []
-    return prompt, [r[:reply_budget] for r in replies], TRUNCATED
+    """Apply :func:`truncation_budget`: (prompt's end, replies' starts, status OK/TRUNCATED/REPLY_CUT).
+
+    REPLY_CUT when a non-empty reply keeps no token (``cutoff`` too small for anything but prompt).
+    """
+    prompt_keep, reply_keep = truncation_budget(len(prompt), [len(r) for r in replies], cutoff)
+    status = OK if prompt_keep == len(prompt) and all(len(r) <= reply_keep for r in replies) else TRUNCATED
+    if any(r and reply_keep == 0 for r in replies):
+        status = REPLY_CUT
+    return prompt[len(prompt) - prompt_keep:], [r[:reply_keep] for r in replies], status
+
+
+def drop_reason(prompt_len: int, reply_lens: list[int], cutoff_len: int) -> str:
+    """Why an example is dropped by the truncation policy, with the numbers."""
+    return (f"dropped: cutoff_len={cutoff_len} leaves no room for the reply "
+            f"(prompt {prompt_len} tokens, reply {max(reply_lens, default=0)} tokens); raise cutoff_len")
+
+
+def _where(record: dict[str, Any], reason: str) -> str:
+    if not reason:
+        return ""
+    source = record.get("_source") or {}
+    return f"{source.get('file', '?')} row {source.get('row', '?')}: {reason}"
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -188,20 +231,24 @@ def encode_pairwise(record: dict[str, Any], tokenizer, template, settings: Proce
     n = common_prefix_len(prompt_c, prompt_r)
     prompt = prompt_c[:n]
     chosen, rejected = prompt_c[n:] + chosen, prompt_r[n:] + rejected
+    lengths = (len(prompt), [len(chosen), len(rejected)])
     prompt, (chosen, rejected), status = fit_prompt_and_replies(prompt, [chosen, rejected], settings.cutoff_len)
+    reason = ""
     if not chosen or not rejected:
         status = REPLY_CUT
-    return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected, "_status": status}
+        reason = drop_reason(*lengths, settings.cutoff_len)
+    return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected, "_status": status,
+            "_error": _where(record, reason)}
 
 
 def process_pairwise(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings) -> dict[str, list]:
     keys = ["prompt_ids", "chosen_ids", "rejected_ids", "chosen_input_ids", "chosen_attention_mask", "chosen_labels",
-            "rejected_input_ids", "rejected_attention_mask", "rejected_labels", "_status"]
+            "rejected_input_ids", "rejected_attention_mask", "rejected_labels", "_status", "_error"]
     out: dict[str, list] = {k: [] for k in keys}
     for record in _records(batch):
         ex = encode_pairwise(record, tokenizer, template, settings)
         prompt = ex["prompt_ids"]
-        for key in ("prompt_ids", "chosen_ids", "rejected_ids", "_status"):
+        for key in ("prompt_ids", "chosen_ids", "rejected_ids", "_status", "_error"):
             out[key].append(ex[key])
         for side in ("chosen", "rejected"):
             reply = ex[f"{side}_ids"]
@@ -213,14 +260,18 @@ def process_pairwise(batch: dict[str, list], *, tokenizer, template, settings: P
 
 def process_kto(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings) -> dict[str, list]:
     """KTO: prompt + one reply with its desirable/undesirable ``label`` (trl's column names)."""
-    keys = ["prompt_ids", "completion_ids", "label", "input_ids", "attention_mask", "labels", "_status"]
+    keys = ["prompt_ids", "completion_ids", "label", "input_ids", "attention_mask", "labels", "_status", "_error"]
     out: dict[str, list] = {k: [] for k in keys}
     for record in _records(batch):
         enc = template.encode(tokenizer, record["messages"], record.get("tools"))
         prompt, reply = split_last_turn(enc)
+        lengths = (len(prompt), [len(reply)])
         prompt, (reply,), status = fit_prompt_and_replies(prompt, [reply], settings.cutoff_len)
+        reason = ""
         if not reply:
             status = REPLY_CUT
+            reason = drop_reason(*lengths, settings.cutoff_len) if lengths[1][0] else "the template renders no reply"
+        out["_error"].append(_where(record, reason))
         out["prompt_ids"].append(prompt)
         out["completion_ids"].append(reply)
         out["label"].append(bool(record["kto_tag"]))
@@ -236,7 +287,8 @@ def process_kto(batch: dict[str, list], *, tokenizer, template, settings: Proces
 def process_unsupervised(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings) -> dict[str, list]:
     """Prompt only, ending with the generation prompt; ``labels`` are the reference reply's ids (may be empty).
 
-    An over-long prompt keeps its end (the question and the generation prompt are what matter).
+    Used for prediction and the ppo/grpo prompts: the shared policy with no reply, so an over-long
+    prompt keeps its end (the question and the generation prompt are what matter).
     """
     out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "_status": []}
     for record in _records(batch):
@@ -244,10 +296,8 @@ def process_unsupervised(batch: dict[str, list], *, tokenizer, template, setting
         reference = ""
         if messages and messages[-1]["role"] in (ASSISTANT, FUNCTION_CALL):
             reference = messages.pop()["content"]
-        ids = template.prompt_ids(tokenizer, messages, record.get("tools"))
-        status = OK
-        if len(ids) > settings.cutoff_len:
-            ids, status = ids[len(ids) - settings.cutoff_len:], TRUNCATED
+        ids, _, status = fit_prompt_and_replies(template.prompt_ids(tokenizer, messages, record.get("tools")), [],
+                                                settings.cutoff_len)
         out["input_ids"].append(ids)
         out["attention_mask"].append([1] * len(ids))
         out["labels"].append(tokenizer(reference, add_special_tokens=False)["input_ids"] if reference else [])
@@ -279,7 +329,7 @@ def process_batch(batch: dict[str, list], *, stage: str, tokenizer, template, se
     fn = PROCESSORS[kind]
     try:
         out = fn(batch, tokenizer=tokenizer, template=template, settings=settings)
-        out["_error"] = [""] * len(out["_status"])
+        out.setdefault("_error", [""] * len(out["_status"]))
         return out
     except TuneryError:
         pass
@@ -288,7 +338,7 @@ def process_batch(batch: dict[str, list], *, stage: str, tokenizer, template, se
         single = {key: [values[i]] for key, values in batch.items()}
         try:
             out = fn(single, tokenizer=tokenizer, template=template, settings=settings)
-            out["_error"] = [""] * len(out["_status"])
+            out.setdefault("_error", [""] * len(out["_status"]))
         except TuneryError as exc:
             source = (single.get("_source") or [None])[0] or {}
             where = f"{source.get('file', '?')} row {source.get('row', '?')}"

@@ -123,6 +123,11 @@ class Template(ABC):
     def render(self, messages: list[dict], tools: Any = None, add_generation_prompt: bool = False) -> list[Segment]:
         """The exact text of the conversation, split so that assistant replies are their own segments."""
 
+    @property
+    def supports_tools(self) -> bool:
+        """Whether tool schemas reach the prompt. Builtins always write them (in their tool format)."""
+        return True
+
     def render_text(self, messages: list[dict], tools: Any = None, add_generation_prompt: bool = False) -> str:
         return segments_text(self.render(messages, tools, add_generation_prompt))
 

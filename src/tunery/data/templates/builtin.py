@@ -2,8 +2,14 @@
 
 Each spec whose ``official`` is set renders byte-identical text to that model's official chat
 template on plain conversations (tests/unit/test_templates_official.py checks it against the
-official Jinja templates). The others (default, empty, alpaca, vicuna, falcon, fewshot) have no
-official chat template to match.
+official Jinja templates). The others (default, empty, alpaca, vicuna, falcon, fewshot, and
+qwen3_nothink, whose Qwen3-Instruct-2507 template is plain ChatML) have no official template in the
+reference set; tests/unit/test_templates_lf_names.py pins what each renders.
+
+A name means what the same name means in LLaMA-Factory (the same model family and mode); where
+LLaMA-Factory's text differs from the model's official template only in details (spaces its
+per-segment tokenization adds, a default system prompt), the official template wins and
+docs/templates.md lists the difference.
 """
 
 from __future__ import annotations
@@ -45,13 +51,13 @@ _GEMMA = dict(
 SPECS: list[TemplateSpec] = [
     TemplateSpec(
         name="default",
-        system="System: {content}\n",
-        user="Human: {content}\n",
+        system="System: {content}{eos}\n",
+        user="Human: {content}{eos}\n",
         gen="Assistant:",
-        assistant=" {content}{eos}",
+        assistant="{content}{eos}",
         assistant_tail="\n",
-        tool="Observation: {content}\n",
-        note="generic format for models without a chat template",
+        tool="Observation: {content}{eos}\n",
+        note="generic format for models without a chat template (LLaMA-Factory's: eos after every turn)",
     ),
     TemplateSpec(name="empty", note="plain concatenation, no markers at all"),
     TemplateSpec(
@@ -60,7 +66,7 @@ SPECS: list[TemplateSpec] = [
         user="### Instruction:\n{content}\n\n",
         gen="### Response:\n",
         assistant="{content}{eos}",
-        assistant_sep="\n\n",
+        assistant_tail="\n\n",
         default_system="Below is an instruction that describes a task. "
                        "Write a response that appropriately completes the request.",
         note="Stanford Alpaca prompt",
@@ -117,9 +123,10 @@ SPECS: list[TemplateSpec] = [
     TemplateSpec(name="qwen", official="Qwen/Qwen2.5-7B-Instruct", **_CHATML,
                  default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant."),
     TemplateSpec(name="qwen3", official="Qwen/Qwen3-0.6B", **_CHATML, thinking="qwen3",
-                 note="thinking mode; `enable_thinking: false` renders like qwen3_nothink"),
-    TemplateSpec(name="qwen3_nothink", official="Qwen/Qwen3-0.6B", **_CHATML, thinking="qwen3",
-                 note="Qwen3 with enable_thinking=false: the empty <think> block is part of the prompt"),
+                 note="hybrid reasoning models; `enable_thinking: false` puts the empty <think> block in the prompt"),
+    TemplateSpec(name="qwen3_nothink", **_CHATML,
+                 note="Qwen3 instruct (non-reasoning, e.g. *-Instruct-2507) models: plain ChatML, no <think> "
+                      "tokens anywhere (as in LLaMA-Factory)"),
     TemplateSpec(name="gemma", official="google/gemma-2-2b-it", **_GEMMA,
                  note="the official template rejects a system message; here it is folded into the first user turn"),
     TemplateSpec(name="gemma3", official="google/gemma-3-1b-it", **_GEMMA),
@@ -252,8 +259,6 @@ def build_builtin(name: str, tokenizer=None, *, default_system: str | None = Non
                   tool_format: str | None = None) -> SpecTemplate:
     """A ready template for builtin ``name``; the tokenizer supplies ``{bos}``/``{eos}`` and stop ids."""
     spec = BUILTINS[name]
-    if name == "qwen3_nothink":
-        enable_thinking = False
     eos = (getattr(tokenizer, "eos_token", None) or "") if tokenizer is not None else ""
     bos = (getattr(tokenizer, "bos_token", None) or "") if tokenizer is not None else ""
     stops = list(spec.stop_words) or ([eos] if eos else [])

@@ -11,6 +11,7 @@ text and the end-of-turn token in the full rendering.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tunery.data.templates.base import PROMPT_ROLE, Segment, Template, parse_tools
@@ -41,6 +42,30 @@ def _calls_rendered(messages: list[dict], segments: list[Segment]) -> bool:
         if msg["role"] == "function_call" and not all(c["name"] in text for c in parse_call_content(msg["content"])):
             return False
     return len(replies) == len(turns)
+
+
+def _loose(text: str) -> str:
+    """Text without whitespace, quotes and backslashes: templates trim content or write it through tojson."""
+    return re.sub(r'[\s"\\]', "", text)
+
+
+def _check_nothing_dropped(messages: list[dict], segments: list[Segment]) -> None:
+    """A chat template that silently leaves out a system, user or tool message is an error, not a quiet loss.
+
+    Each such message's text must appear in the rendering (content may be trimmed). Assistant turns
+    are found exactly by the span search; their earlier reasoning may be dropped on purpose.
+    """
+    text = _loose("".join(s.text for s in segments))
+    for i, msg in enumerate(messages):
+        role, content = msg.get("role"), (msg.get("content") or "")
+        if is_assistant(role or "") or not isinstance(content, str) or not content.strip():
+            continue
+        if _loose(content) not in text:
+            part = {"system": "system prompt", "tool": "tool result", "observation": "tool result"}.get(role, "message")
+            raise DataError(
+                f"the tokenizer's chat template (template 'auto') leaves out the {part} of message {i} "
+                f"(role '{role}'): it would be silently missing from training", field="messages",
+                hint="choose a builtin template that renders this role (e.g. template: chatml or qwen)")
 
 
 class AutoTemplate(Template):
@@ -91,11 +116,27 @@ class AutoTemplate(Template):
             return [{"role": "system", "content": self.default_system}, *messages]
         return list(messages)
 
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the tokenizer's Jinja template reads ``tools`` at all (otherwise schemas would vanish)."""
+        source = self.chat_template_source
+        text = source if isinstance(source, str) else " ".join(source.values())
+        return re.search(r"\btools\b", text) is not None
+
     def render(self, messages: list[dict], tools: Any = None, add_generation_prompt: bool = False) -> list[Segment]:
         messages = self._with_default_system(messages)
         hf_tools = to_hf_tools(parse_tools(tools))
+        if hf_tools and not self.supports_tools:
+            raise DataError(
+                "the tokenizer's chat template (template 'auto') has no tool support: the tool schemas would be "
+                "silently left out of the prompt; use a template with tool support (e.g. template: qwen)",
+                field="tools",
+                hint="choose a builtin template with tool support (e.g. template: qwen, chatml, llama3, mistral), "
+                     "or remove the tools column from dataset_info.json to train without the schemas")
         if not any(m.get("role") == "function_call" for m in messages):
-            return self._segments(messages, to_hf_messages(messages), hf_tools, add_generation_prompt)
+            segments = self._segments(messages, to_hf_messages(messages), hf_tools, add_generation_prompt)
+            _check_nothing_dropped(messages, segments)
+            return segments
         # Tool calls: find the message shape this template renders (see to_hf_messages), and never
         # accept a rendering that silently dropped a call
         styles = [self._call_style] if self._call_style else []
@@ -110,6 +151,7 @@ class AutoTemplate(Template):
                 continue
             if _calls_rendered(messages, segments):
                 self._call_style = style
+                _check_nothing_dropped(messages, segments)
                 return segments
         raise DataError(
             "the tokenizer's chat template does not render this conversation's tool calls"
