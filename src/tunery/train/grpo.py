@@ -68,6 +68,7 @@ def grpo_config(cfg: Any, stop_token_ids: list[int] | None = None) -> Any:
 
 def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, reward_funcs: list[Callable],
                   *, stop_token_ids: list[int] | None = None, callbacks: list | None = None) -> Any:
+    from tunery.train.continue_run import with_replanned_schedule
     from tunery.train.trainer import configure_training_args, standard_callbacks
 
     if not reward_funcs:
@@ -79,8 +80,9 @@ def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, rewa
     extra = list(callbacks or [])
     given = {type(c) for c in extra}
     all_callbacks = [c for c in standard_callbacks(cfg) if type(c) not in given] + extra
-    trainer = _trainer_cls()(model=model, reward_funcs=reward_funcs, args=args, train_dataset=data,
-                             processing_class=tokenizer, callbacks=all_callbacks)
+    trainer_cls = with_replanned_schedule(_trainer_cls())  # a continued run follows its own schedule
+    trainer = trainer_cls(model=model, reward_funcs=reward_funcs, args=args, train_dataset=data,
+                          processing_class=tokenizer, callbacks=all_callbacks)
     trainer._tunery_prompt_ids = dict(zip(data["prompt"], data["prompt_ids"]))
     drop_reference_adapter(trainer.model)
     return trainer

@@ -13,6 +13,7 @@ from typing import Any
 from tunery.errors import require
 from tunery.logging import get_logger
 from tunery.train.callbacks import LogCallback, SavePissaInit
+from tunery.train.continue_run import with_replanned_schedule
 from tunery.train.signals import StopOnSignal
 
 logger = get_logger(__name__)
@@ -98,7 +99,7 @@ def build_trainer(
     """
     from transformers import Trainer
 
-    trainer_cls = trainer_cls or Trainer
+    trainer_cls = with_replanned_schedule(trainer_cls or Trainer)  # a continued run follows its own schedule
     args = configure_training_args(args if args is not None else cfg.training)
     ratio = getattr(cfg.finetuning, "loraplus_lr_ratio", None)
     if ratio and getattr(model, "peft_config", None) and "optimizers" not in trainer_kwargs:

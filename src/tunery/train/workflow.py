@@ -7,6 +7,7 @@ imported only when used, so a stage that is not built yet is a plain message, no
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from tunery.errors import ConfigError
@@ -81,13 +82,25 @@ def run_stage(cfg: Any, callbacks: list | None = None) -> Any:
     """Output-dir rules, tokenizer and template, then the stage's own ``run``."""
     from tunery.data.template import get_template
     from tunery.model.loader import load_tokenizer
-    from tunery.train.outputs import prepare_output_dir
+    from tunery.train.continue_run import settings_fingerprint
+    from tunery.train.output_lock import acquire_output_lock, ensure_writable_dir
+    from tunery.train.outputs import CONFIG_FILE, prepare_output_dir
 
     module = stage_module(cfg.finetuning.stage)
-    prepare_output_dir(cfg.training)
-    tokenizer = load_tokenizer(cfg.model)
-    template = get_template(cfg.data.template or "auto", tokenizer, cfg.data)
-    return module.run(cfg, tokenizer, template, callbacks=callbacks)
+    args = cfg.training
+    out = ensure_writable_dir(args.output_dir)  # before anything is loaded: one clear error, exit 2
+    main_process = os.environ.get("RANK", "0") == "0"  # one lock per run, taken by its first process
+    lock = acquire_output_lock(out) if main_process else None
+    try:
+        prepare_output_dir(args, fingerprint=settings_fingerprint(cfg))
+        if args.do_train and main_process:
+            cfg.save(str(out / CONFIG_FILE))  # the settings of the running run: rerunning it resumes
+        tokenizer = load_tokenizer(cfg.model)
+        template = get_template(cfg.data.template or "auto", tokenizer, cfg.data)
+        return module.run(cfg, tokenizer, template, callbacks=callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def run_prediction(cfg: Any) -> Any:
