@@ -26,8 +26,9 @@ logger = get_logger(__name__)
 
 STATE_FILE = "trainer_state.json"
 RUN_STAMP = ".tunery_run.json"
-# Settings that say how to treat output_dir, not what is trained: left out of the fingerprint.
-_NOT_RUN_SETTINGS = ("overwrite_output_dir", "resume_from_checkpoint")
+# Settings that say how to treat output_dir or where to report, not what is trained: left out of the
+# fingerprint (report_to also does not survive a save and reload unchanged: [] comes back as ['']).
+_NOT_RUN_SETTINGS = ("overwrite_output_dir", "resume_from_checkpoint", "report_to", "logging_dir", "disable_tqdm")
 
 
 def read_state(folder: str | os.PathLike) -> dict[str, Any]:
