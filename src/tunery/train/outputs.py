@@ -1,7 +1,9 @@
 """What a run leaves in output_dir, and the rules that protect it.
 
 - A finished run (``train_results.json`` present) is never overwritten unless
-  ``overwrite_output_dir`` is set; then Tunery's own files from the old run are removed first.
+  ``overwrite_output_dir`` is set; then every file the old run wrote is removed first (an
+  interrupted run with the same settings fingerprint is resumed instead). Settings asking for more
+  steps or epochs continue it from its last checkpoint (see ``continue_run``).
 - Otherwise training resumes from the newest *complete* checkpoint. transformers writes
   ``trainer_state.json`` last when it saves a checkpoint, so a folder without it was cut off
   mid-save: it is removed, never resumed from.
