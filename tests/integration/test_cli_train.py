@@ -74,3 +74,38 @@ def test_dry_run_and_config_errors(tiny_chatml_model, reference_dir, tmp_path, c
     assert "optimizer steps: 3" in text and "estimated peak memory" in text and not out.exists()
     assert tunery_main(["train", str(cfg), "--lora_rnak", "4"]) == 2
     assert "lora_rank" in capsys.readouterr().err
+
+
+def test_unusable_output_dir_fails_before_loading(reference_dir, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    # a model that does not exist: reaching the loader would give another error than the output_dir one
+    for out in (blocker, blocker / "under", "/proc/tunery-out"):
+        cfg = _write_config(tmp_path / "sft.yaml", tmp_path / "no-such-model", reference_dir, out)
+        assert tunery_main(["train", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert f"output_dir {out} cannot be used as an output folder" in err, err
+        assert "internal error" not in err and "no-such-model" not in err
+
+
+def test_second_run_into_a_busy_output_dir_exits_2(tiny_chatml_model, reference_dir, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from tunery.train.output_lock import LOCK_FILE, acquire_output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        acquire_output_lock(out, pid=other.pid)  # a run in progress
+        cfg = _write_config(tmp_path / "sft.yaml", tiny_chatml_model, reference_dir, out)
+        assert tunery_main(["train", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by another Tunery run (pid {other.pid}" in err
+        assert not (out / "trainer_log.jsonl").exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert tunery_main(["train", str(cfg), "--max_steps", "1"]) == 0  # the lock of the ended run is stale
+    assert (out / "train_results.json").is_file() and not (out / LOCK_FILE).exists()

@@ -74,17 +74,20 @@ def test_finished_run_is_protected_unless_overwrite(finished_run, tiny_chatml_mo
 
     out, _ = finished_run
     with pytest.raises(ResourceError, match="already holds a finished run"):
-        prepare_output_dir(train_config(tiny_chatml_model, out).training)
+        prepare_output_dir(train_config(tiny_chatml_model, out, max_steps=6).training)  # no more steps asked
     # overwrite in a copy, so the module fixture stays intact
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
+    (copy / "notes.txt").write_text("mine")
     cfg = train_config(tiny_chatml_model, copy, overwrite_output_dir=True)
     assert prepare_output_dir(cfg.training) is None
     left = {p.name for p in copy.iterdir()}
-    assert not {"train_results.json", "trainer_log.jsonl", "checkpoint-6"} & left
-    assert "adapter_model.safetensors" in left  # only Tunery's run bookkeeping is removed up front
+    # every output of the old run goes before the new one writes: no old model beside new checkpoints
+    assert not {"train_results.json", "trainer_log.jsonl", "checkpoint-6", "adapter_model.safetensors",
+                "adapter_config.json", "tokenizer.json", "README.md", "training_loss.png", "runs"} & left
+    assert left == {"notes.txt"}  # a file Tunery did not write is kept
 
 
 def test_smoothing_and_generic_plot(tmp_path):

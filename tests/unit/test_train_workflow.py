@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 
 from tests.unit.train_utils import train_config
@@ -58,7 +61,9 @@ def test_run_stage_is_data_then_trainer_then_fit(monkeypatch, tmp_path):
 
 def test_do_predict_routes_to_batch_prediction(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(workflow, "run_predict", lambda cfg: calls.append(cfg) or {})
+    fake = types.ModuleType("tunery.inference.predict")
+    fake.run_predict = lambda cfg: calls.append(cfg) or {}
+    monkeypatch.setitem(sys.modules, "tunery.inference.predict", fake)
     cfg = train_config(tmp_path / "model", tmp_path / "out", do_train=False, do_predict=True,
                        predict_with_generate=True)
     assert train_cli.run(cfg) == 0

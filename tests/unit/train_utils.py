@@ -37,8 +37,12 @@ def train_config(model_path: Path, output_dir: Path, **overrides: Any) -> Any:
     return parse_config("train", raw)
 
 
-def run_tiny_training(cfg: Any, dataset: Any = None, callbacks: list | None = None, eval_dataset: Any = None) -> Any:
-    """Load the model for ``cfg``, build the trainer and fit; returns (outcome, trainer)."""
+def run_tiny_training(cfg: Any, dataset: Any = None, callbacks: list | None = None, eval_dataset: Any = None,
+                      fingerprint: str | None = None) -> Any:
+    """Load the model for ``cfg``, build the trainer and fit; returns (outcome, trainer).
+
+    ``fingerprint``: passed to the output-dir rules, as ``tunery train`` does (see settings_fingerprint).
+    """
     from transformers import DataCollatorForSeq2Seq
 
     from tunery.model.loader import load_model, load_tokenizer
@@ -47,7 +51,7 @@ def run_tiny_training(cfg: Any, dataset: Any = None, callbacks: list | None = No
     from tunery.train.trainer import build_trainer
 
     tokenizer = load_tokenizer(cfg.model)
-    prepare_output_dir(cfg.training)
+    prepare_output_dir(cfg.training, fingerprint=fingerprint)
     model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=True, training_args=cfg.training)
     trainer = build_trainer(
         cfg, model, tokenizer, train_dataset=dataset if dataset is not None else tokenized_dataset(tokenizer),

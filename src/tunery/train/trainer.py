@@ -18,6 +18,7 @@ from transformers import Trainer
 from tunery.errors import require
 from tunery.logging import get_logger
 from tunery.train.callbacks import LogCallback, SavePissaInit
+from tunery.train.continue_run import with_replanned_schedule
 from tunery.train.signals import StopOnSignal
 
 logger = get_logger(__name__)
@@ -95,7 +96,7 @@ def build_trainer(
     ``ref_model``, ``compute_loss_func``; ppo's scorer and settings). ``data_collator`` is passed only
     when given (trl's GRPOTrainer takes none). Every stage builds its trainer here.
     """
-    trainer_cls = trainer_cls or Trainer
+    trainer_cls = with_replanned_schedule(trainer_cls or Trainer)  # a continued run follows its own schedule
     args = configure_training_args(args if args is not None else cfg.training)
     ratio = getattr(cfg.finetuning, "loraplus_lr_ratio", None)
     if ratio and getattr(model, "peft_config", None) and "optimizers" not in trainer_kwargs:

@@ -7,13 +7,16 @@ Stages are registered by name in :mod:`tunery.train.stages`; each runs as data -
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from tunery.data.template import get_template
 from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.loader import load_tokenizer
-from tunery.train.outputs import prepare_output_dir
+from tunery.train.continue_run import settings_fingerprint
+from tunery.train.output_lock import acquire_output_lock, ensure_writable_dir
+from tunery.train.outputs import CONFIG_FILE, prepare_output_dir
 from tunery.train.stages import get_stage, run_stage_steps
 
 logger = get_logger(__name__)
@@ -45,12 +48,23 @@ def run_train(cfg: Any, callbacks: list | None = None) -> Any:
 
 
 def run_stage(cfg: Any, callbacks: list | None = None) -> Any:
-    """Output-dir rules, tokenizer and template, then the stage's data -> trainer -> fit."""
+    """Output-dir rules (writable, locked, resume/overwrite), tokenizer and template, then the stage's
+    data -> trainer -> fit."""
     stage = get_stage(cfg.finetuning.stage)
-    prepare_output_dir(cfg.training)
-    tokenizer = load_tokenizer(cfg.model)
-    template = get_template(cfg.data.template or "auto", tokenizer, cfg.data)
-    return run_stage_steps(stage, cfg, tokenizer, template, callbacks)
+    args = cfg.training
+    out = ensure_writable_dir(args.output_dir)  # before anything is loaded: one clear error, exit 2
+    main_process = os.environ.get("RANK", "0") == "0"  # one lock per run, taken by its first process
+    lock = acquire_output_lock(out) if main_process else None
+    try:
+        prepare_output_dir(args, fingerprint=settings_fingerprint(cfg))
+        if args.do_train and main_process:
+            cfg.save(str(out / CONFIG_FILE))  # the settings of the running run: rerunning it resumes
+        tokenizer = load_tokenizer(cfg.model)
+        template = get_template(cfg.data.template or "auto", tokenizer, cfg.data)
+        return run_stage_steps(stage, cfg, tokenizer, template, callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def point_at_trained_model(cfg: Any) -> None:
