@@ -82,7 +82,9 @@ def check_value(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
 
 def has_domain(meta: typing.Mapping[str, Any], tp: Any) -> bool:
     """True when a field states its domain: bool/Literal type, or a DOMAIN_KEYS entry in metadata."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    args = [tp]
+    if typing.get_origin(tp) is not Literal:
+        args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
     if all(a is bool or typing.get_origin(a) is Literal for a in args):
         return True
     return any(key in meta for key in DOMAIN_KEYS)
