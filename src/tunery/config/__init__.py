@@ -125,12 +125,21 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
     cfg = RunConfig(raw=raw)
     for name, obj in zip(names, built):
         setattr(cfg, name, obj)
-    if command == "train" and "do_train" not in raw:
+    _resolve_defaults(cfg, command)
+    validate(cfg, command, names)
+    return cfg
+
+
+def _resolve_defaults(cfg: RunConfig, command: str) -> None:
+    """Defaults that depend on other settings, decided here so nothing below the workflows writes into cfg."""
+    if command == "train" and "do_train" not in cfg.raw:
         t = cfg.training
         if not (t.do_train or t.do_eval or t.do_predict):
             t.do_train = True  # `tunery train cfg.yaml` trains even when the YAML omits do_train
-    validate(cfg, command, names)
-    return cfg
+    m = cfg.model
+    if (m.add_tokens or m.add_special_tokens) and not m.resize_vocab and "resize_vocab" not in cfg.raw:
+        m.resize_vocab = True
+        logger.info("resize_vocab turned on so the added tokens get embeddings")
 
 
 def load_config(command: str, tokens: list[str]) -> tuple[RunConfig, list[str]]:

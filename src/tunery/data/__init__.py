@@ -8,7 +8,7 @@ Public API (docs/ARCHITECTURE.md, "Data pipeline"):
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tunery.data.processors import (
@@ -87,12 +87,7 @@ def load_records(cfg: Any, stage: str = "unsupervised", which: str = "dataset") 
     from tunery.data.loader import load_mixed
 
     names = getattr(cfg.data, which)
-    data_args = cfg.data
-    if data_args.streaming:
-        from copy import copy
-
-        data_args = copy(data_args)
-        data_args.streaming = False
+    data_args = replace(cfg.data, streaming=False)  # workflows that need text load it whole
     dataset, _ = load_mixed(names, data_args, stage, _seed(cfg), getattr(cfg, "model", None))
     return [] if dataset is None else dataset.to_list()
 

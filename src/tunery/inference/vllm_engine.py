@@ -72,8 +72,6 @@ class VllmEngine(Engine):
         vllm = check_vllm_available()
         from tunery.model.loader import load_tokenizer, resolve
 
-        if len(cfg.model.adapters) > 1:
-            raise ConfigError("infer_backend: vllm applies one adapter", hint="merge the adapters first with tunery export")
         tokenizer = load_tokenizer(cfg.model)
         template = resolve_template(cfg, tokenizer)
         path = resolve(cfg.model).path

@@ -56,13 +56,8 @@ def main(tokens: list[str]) -> int:
 def run_train(cfg: Any) -> int:
     """Run ``cfg`` (a RunConfig for 'train'); returns the exit code (0, also after a clean signal stop)."""
     args = cfg.training
-    if not (args.do_train or args.do_eval or args.do_predict):
-        if "do_train" in cfg.raw:  # the user switched training off and asked for nothing else
-            raise ConfigError(
-                "nothing to do: do_train is false and neither do_eval nor do_predict is set",
-                hint="set do_train: true to train, or do_eval / do_predict to evaluate or predict",
-            )
-        args.do_train = True  # `tunery train cfg.yaml` trains even when the YAML omits do_train
+    if not (args.do_train or args.do_eval or args.do_predict):  # parse_config refuses or resolves this
+        args.do_train = True  # kept for hand-built configs: `tunery train cfg.yaml` trains by default
     if cfg.finetuning.dry_run:
         from tunery.train.dry_run import print_plan
 
