@@ -82,6 +82,7 @@ def test_unbuilt_stage_exits_2(tiny_chatml_model, reference_dir, tmp_path, capsy
     from tunery.train import workflow
 
     monkeypatch.setitem(workflow.STAGES, stage, ("tunery.train.not_written_yet",))
-    cfg = _write_config(tmp_path / "x.yaml", tiny_chatml_model, reference_dir, tmp_path / "out", stage=stage)
+    cfg = _write_config(tmp_path / "x.yaml", tiny_chatml_model, reference_dir, tmp_path / "out", stage=stage,
+                        reward_model="http://127.0.0.1:9/unused", reward_model_type="api")  # ppo needs one to parse
     assert tunery_main(["train", str(cfg)]) == 2
     assert f"stage {stage} is not built yet" in capsys.readouterr().err
