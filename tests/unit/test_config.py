@@ -192,5 +192,6 @@ def test_str_or_bool_fields_take_booleans(value, expected):
 
 
 def test_prediction_metric_settings():
-    cfg = parse_config("predict", {"metrics": "bleu,f1", "compute_metrics": "m.py:fn"})
+    # prediction needs data (rule prediction_needs_data_and_output_dir), hence eval_dataset
+    cfg = parse_config("predict", {"eval_dataset": "demo", "metrics": "bleu,f1", "compute_metrics": "m.py:fn"})
     assert cfg.data.metrics == "bleu,f1" and cfg.data.compute_metrics == "m.py:fn"

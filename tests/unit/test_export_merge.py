@@ -126,9 +126,8 @@ def test_legacy_format_writes_bin_shards(tiny_chatml_model, adapters, tmp_path):
 def test_refuses_to_merge_into_quantized_base_before_loading(tmp_path):
     from tunery.export.workflow import run_export
 
-    cfg = export_cfg(tmp_path / "does-not-exist", tmp_path / "out", [tmp_path / "adapter"], quantization_bit=4)
-    with pytest.raises(ConfigError) as err:
-        run_export(cfg)
+    with pytest.raises(ConfigError) as err:  # refused by parse_config (rule export_refuses_quantized_base)
+        run_export(export_cfg(tmp_path / "does-not-exist", tmp_path / "out", [tmp_path / "adapter"], quantization_bit=4))
     message = str(err.value)
     assert "quantized base" in message and "export_quantization_bit: 4" in message
     assert not (tmp_path / "out").exists()

@@ -49,12 +49,11 @@ def test_dpo_options_map_to_trl_losses(tiny_chatml_model, tmp_path):
     cfg = config(tiny_chatml_model, tmp_path / "o", stage="simpo", simpo_gamma=0.7, pref_ftx=0.2)
     _, args = trainer_parts(cfg.finetuning, cfg.training, 128)
     assert (args.loss_type, args.simpo_gamma, args.cpo_alpha) == ("simpo", 0.7, 0.2)
-    cfg = config(tiny_chatml_model, tmp_path / "o", stage="dpo", pref_loss="kto_pair")
+    # refused when the config is parsed (config/validation.py rules kto_pair_removed, label_smoothing_needs_sigmoid)
     with pytest.raises(ConfigError, match="kto"):
-        trainer_parts(cfg.finetuning, cfg.training, 128)
-    cfg = config(tiny_chatml_model, tmp_path / "o", stage="dpo", pref_loss="hinge", dpo_label_smoothing=0.1)
+        config(tiny_chatml_model, tmp_path / "o", stage="dpo", pref_loss="kto_pair")
     with pytest.raises(ConfigError, match="sigmoid"):
-        trainer_parts(cfg.finetuning, cfg.training, 128)
+        config(tiny_chatml_model, tmp_path / "o", stage="dpo", pref_loss="hinge", dpo_label_smoothing=0.1)
 
 
 def test_full_finetuning_uses_a_frozen_reference_and_writes_outputs(tiny_chatml_model, tmp_path):

@@ -65,7 +65,7 @@ def test_do_predict_routes_to_batch_prediction(monkeypatch, tmp_path):
     fake.run_predict = lambda cfg: calls.append(cfg) or {}
     monkeypatch.setitem(sys.modules, "tunery.inference.predict", fake)
     cfg = train_config(tmp_path / "model", tmp_path / "out", do_train=False, do_predict=True,
-                       predict_with_generate=True)
+                       predict_with_generate=True, eval_dataset="demo")  # prediction needs data to parse
     assert train_cli.run(cfg) == 0
     assert calls == [cfg] and cfg.training.predict_with_generate
 

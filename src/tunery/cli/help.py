@@ -11,6 +11,7 @@ import shutil
 import textwrap
 
 from tunery.config import COMMAND_GROUPS, group_class
+from tunery.config.groups import settings_of
 
 GROUP_TITLES = {
     "model": "model",
@@ -46,9 +47,14 @@ def format_command_help(command: str, summary: str, usage: str) -> str:
     for group in COMMAND_GROUPS.get(command, []):
         cls = group_class(group)
         lines += ["", f"{GROUP_TITLES[group]}:"]
-        for f in dataclasses.fields(cls):
-            if not f.init or f.name.startswith("_"):
+        titles = {f.name: f.metadata.get("help", f.name) for f in dataclasses.fields(cls) if f.metadata.get("group")}
+        current = None
+        for sub, f, _ in settings_of(cls):
+            if f.name.startswith("_"):
                 continue
+            if sub != current:  # a method group (finetuning.lora, model.quantization, ...)
+                current = sub
+                lines += ["", f"{GROUP_TITLES[group]}.{sub} ({titles[sub]}):" if sub else f"{GROUP_TITLES[group]}:"]
             help_text = _first_line(f.metadata.get("help", ""))
             head = f"  --{f.name} (default: {_default_text(f)})"
             lines.append(head)

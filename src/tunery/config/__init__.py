@@ -6,7 +6,6 @@ names LLaMA-Factory uses, so its YAML files parse unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +14,10 @@ from tunery.config.eval_args import EvaluationArguments
 from tunery.config.export_args import ExportArguments
 from tunery.config.finetuning_args import FinetuningArguments
 from tunery.config.generating_args import GeneratingArguments
+from tunery.config.groups import settings_of
 from tunery.config.model_args import ModelArguments
 from tunery.config.parser import build_dataclasses, dump_config, load_raw_config
+from tunery.config.validation import validate
 from tunery.errors import require
 from tunery.logging import get_logger
 
@@ -74,7 +75,7 @@ class RunConfig:
         out: dict[str, Any] = {}
         for name in ("model", "data", "finetuning", "generation", "evaluation", "export"):
             defaults = group_class(name)()
-            for f in dataclasses.fields(getattr(self, name)):
+            for _, f, _ in settings_of(type(getattr(self, name))):
                 value = getattr(getattr(self, name), f.name)
                 if f.name in self.raw or value != getattr(defaults, f.name):
                     out[f.name] = value
@@ -106,7 +107,11 @@ def _resolve_precision(raw: dict[str, Any]) -> None:
 
 
 def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -> RunConfig:
-    """Validate ``raw`` for ``command`` and build its RunConfig."""
+    """Build the RunConfig of ``command`` from ``raw`` and check it (see validation.py).
+
+    The one place settings are checked: types while building, then every domain and every rule
+    between settings, before anything loads. Raises ConfigError (exit 2) naming the settings.
+    """
     raw = dict(raw)
     names = COMMAND_GROUPS[command]
     if "training" in names:
@@ -119,7 +124,21 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
     cfg = RunConfig(raw=raw)
     for name, obj in zip(names, built):
         setattr(cfg, name, obj)
+    _resolve_defaults(cfg, command)
+    validate(cfg, command, names)
     return cfg
+
+
+def _resolve_defaults(cfg: RunConfig, command: str) -> None:
+    """Defaults that depend on other settings, decided here so nothing below the workflows writes into cfg."""
+    if command == "train" and "do_train" not in cfg.raw:
+        t = cfg.training
+        if not (t.do_train or t.do_eval or t.do_predict):
+            t.do_train = True  # `tunery train cfg.yaml` trains even when the YAML omits do_train
+    m = cfg.model
+    if (m.add_tokens or m.add_special_tokens) and not m.resize_vocab and "resize_vocab" not in cfg.raw:
+        m.resize_vocab = True
+        logger.info("resize_vocab turned on so the added tokens get embeddings")
 
 
 def load_config(command: str, tokens: list[str]) -> tuple[RunConfig, list[str]]:

@@ -1,11 +1,21 @@
-"""Stage, finetuning method, adapters and preference/RL settings (LLaMA-Factory's names)."""
+"""Stage, finetuning method, adapters and preference/RL settings (LLaMA-Factory's names).
+
+The method settings live in typed groups (``ft.lora.lora_rank``, ``ft.freeze``, ``ft.preference``,
+``ft.rl``, ``ft.multimodal``); the flat names (``ft.lora_rank``, ``--lora_rank``) keep working through
+:func:`tunery.config.groups.flat_groups`. Each field's metadata states its domain (see validation.py).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tunery.config.groups import flat_groups, group_field
+
 Stage = Literal["pt", "sft", "rm", "ppo", "dpo", "kto", "orpo", "simpo", "grpo"]
+
+FREE = "free text"
+PATH = "a path or hub id, checked when it is opened"
 
 
 def split_list(value: str | list[str] | None) -> list[str]:
@@ -18,75 +28,138 @@ def split_list(value: str | list[str] | None) -> list[str]:
 
 
 @dataclass
+class FreezeArguments:
+    """finetuning_type: freeze — which layers and modules train."""
+
+    freeze_trainable_layers: int = field(
+        default=2,
+        metadata={"help": "Freeze: train the last N layers (negative: the first N).", "nonzero": True},
+    )
+    freeze_trainable_modules: str = field(
+        default="all",
+        metadata={"help": "Freeze: module names inside those layers to train ('all').",
+                  "domain": "module names, checked against the loaded model"},
+    )
+    freeze_extra_modules: str | None = field(
+        default=None,
+        metadata={"help": "Freeze: extra non-layer modules to train (e.g. embed_tokens).",
+                  "domain": "module names, checked against the loaded model"},
+    )
+
+
+@dataclass
+class LoraArguments:
+    """finetuning_type: lora — adapter shape, initialisation and LoRA+ / DoRA / rsLoRA / PiSSA."""
+
+    additional_target: str | None = field(
+        default=None,
+        metadata={"help": "Modules trained fully and saved beside the adapter.",
+                  "domain": "module names, checked against the loaded model"},
+    )
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank.", "min": 1})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 x rank).", "min": 1})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout.", "min": 0, "lt": 1})
+    lora_target: str = field(
+        default="all",
+        metadata={"help": "Modules that get LoRA: 'all' linear layers but the head, or names.",
+                  "domain": "'all' or module names, checked against the loaded model"},
+    )
+    loraplus_lr_ratio: float | None = field(default=None, metadata={"help": "LoRA+: lr ratio of B to A.", "gt": 0})
+    loraplus_lr_embedding: float = field(default=1e-6, metadata={"help": "LoRA+: lr of embedding adapters.", "min": 0})
+    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilized LoRA scaling."})
+    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
+    pissa_init: bool = field(default=False, metadata={"help": "Initialize LoRA with PiSSA."})
+    pissa_iter: int = field(
+        default=16, metadata={"help": "PiSSA fast-SVD iterations (-1: exact SVD).", "min": -1, "nonzero": True}
+    )
+    pissa_convert: bool = field(default=False, metadata={"help": "Save PiSSA as a plain LoRA adapter."})
+    create_new_adapter: bool = field(default=False, metadata={"help": "New adapter on top of the loaded one."})
+
+    def __post_init__(self) -> None:
+        if self.lora_alpha is None:
+            self.lora_alpha = self.lora_rank * 2
+
+
+@dataclass
+class PreferenceArguments:
+    """dpo / kto / orpo / simpo (and the KL coefficient of grpo)."""
+
+    pref_beta: float = field(
+        default=0.1, metadata={"help": "Beta of the preference loss (KL coefficient for grpo).", "min": 0}
+    )
+    pref_ftx: float = field(default=0.0, metadata={"help": "Weight of an added SFT loss in DPO.", "min": 0})
+    pref_loss: Literal["sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"] = field(
+        default="sigmoid", metadata={"help": "DPO loss type."}
+    )
+    dpo_label_smoothing: float = field(
+        default=0.0, metadata={"help": "Robust DPO label smoothing.", "min": 0, "max": 0.5}
+    )
+    kto_chosen_weight: float = field(default=1.0, metadata={"help": "KTO weight of desirable examples.", "min": 0})
+    kto_rejected_weight: float = field(default=1.0, metadata={"help": "KTO weight of undesirable examples.", "min": 0})
+    simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target reward margin.", "min": 0})
+    ref_model: str | None = field(default=None, metadata={"help": "Reference model for DPO/KTO/PPO.", "domain": PATH})
+    ref_model_adapters: str | None = field(
+        default=None, metadata={"help": "Adapters of the reference model.", "domain": PATH}
+    )
+    ref_model_quantization_bit: int | None = field(
+        default=None, metadata={"help": "Quantize the reference model.", "choices": (4, 8)}
+    )
+
+
+@dataclass
+class RLArguments:
+    """ppo and grpo: reward model or reward functions, PPO's optimisation, GRPO's group size."""
+
+    reward_model: str | None = field(
+        default=None, metadata={"help": "Reward model path, adapter or http(s) API.", "domain": PATH}
+    )
+    reward_model_adapters: str | None = field(
+        default=None, metadata={"help": "Adapters of the reward model.", "domain": PATH}
+    )
+    reward_model_quantization_bit: int | None = field(
+        default=None, metadata={"help": "Quantize the reward model.", "choices": (4, 8)}
+    )
+    reward_model_type: Literal["lora", "full", "api"] = field(default="lora", metadata={"help": "Reward model kind."})
+    ppo_buffer_size: int = field(default=1, metadata={"help": "PPO: mini-batches per experience buffer.", "min": 1})
+    ppo_epochs: int = field(default=4, metadata={"help": "PPO: optimisation epochs per buffer.", "min": 1})
+    ppo_score_norm: bool = field(default=False, metadata={"help": "PPO: normalize scores."})
+    ppo_target: float = field(default=6.0, metadata={"help": "PPO: target KL for adaptive control.", "gt": 0})
+    ppo_whiten_rewards: bool = field(default=False, metadata={"help": "PPO: whiten rewards before GAE."})
+    # grpo (beyond LLaMA-Factory)
+    reward_funcs: str | None = field(
+        default=None,
+        metadata={"help": "GRPO reward functions: path/file.py:function or module:function, comma separated.",
+                  "domain": "function references, checked when they are imported"},
+    )
+    num_generations: int = field(default=4, metadata={"help": "GRPO completions per prompt.", "min": 2})
+
+
+@dataclass
+class MultimodalFinetuningArguments:
+    """Which parts of a vision-language model train (accepted for LLaMA-Factory configs)."""
+
+    freeze_vision_tower: bool = field(default=True, metadata={"help": "Multimodal: keep the vision tower frozen."})
+    freeze_multi_modal_projector: bool = field(default=True, metadata={"help": "Multimodal: freeze the projector."})
+    freeze_language_model: bool = field(default=False, metadata={"help": "Multimodal: freeze the LLM."})
+
+
+@flat_groups
+@dataclass
 class FinetuningArguments:
     stage: Stage = field(default="sft", metadata={"help": "Training stage: pt, sft, rm, dpo, kto, orpo, simpo, ppo, grpo."})
     finetuning_type: Literal["lora", "freeze", "full"] = field(
         default="lora", metadata={"help": "What is trained: lora adapters, some layers (freeze), or all (full)."}
     )
-    # freeze
-    freeze_trainable_layers: int = field(
-        default=2, metadata={"help": "Freeze: train the last N layers (negative: the first N)."}
-    )
-    freeze_trainable_modules: str = field(
-        default="all", metadata={"help": "Freeze: module names inside those layers to train ('all')."}
-    )
-    freeze_extra_modules: str | None = field(
-        default=None, metadata={"help": "Freeze: extra non-layer modules to train (e.g. embed_tokens)."}
-    )
-    # lora family
-    additional_target: str | None = field(
-        default=None, metadata={"help": "Modules trained fully and saved beside the adapter."}
-    )
-    lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 x rank)."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    lora_target: str = field(
-        default="all", metadata={"help": "Modules that get LoRA: 'all' linear layers but the head, or names."}
-    )
-    loraplus_lr_ratio: float | None = field(default=None, metadata={"help": "LoRA+: lr ratio of B to A."})
-    loraplus_lr_embedding: float = field(default=1e-6, metadata={"help": "LoRA+: lr of embedding adapters."})
-    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilized LoRA scaling."})
-    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
-    pissa_init: bool = field(default=False, metadata={"help": "Initialize LoRA with PiSSA."})
-    pissa_iter: int = field(default=16, metadata={"help": "PiSSA fast-SVD iterations (-1: exact SVD)."})
-    pissa_convert: bool = field(default=False, metadata={"help": "Save PiSSA as a plain LoRA adapter."})
-    create_new_adapter: bool = field(default=False, metadata={"help": "New adapter on top of the loaded one."})
-    # preference
-    pref_beta: float = field(default=0.1, metadata={"help": "Beta of the preference loss (KL coefficient for grpo)."})
-    pref_ftx: float = field(default=0.0, metadata={"help": "Weight of an added SFT loss in DPO."})
-    pref_loss: Literal["sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"] = field(
-        default="sigmoid", metadata={"help": "DPO loss type."}
-    )
-    dpo_label_smoothing: float = field(default=0.0, metadata={"help": "Robust DPO label smoothing."})
-    kto_chosen_weight: float = field(default=1.0, metadata={"help": "KTO weight of desirable examples."})
-    kto_rejected_weight: float = field(default=1.0, metadata={"help": "KTO weight of undesirable examples."})
-    simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target reward margin."})
-    ref_model: str | None = field(default=None, metadata={"help": "Reference model for DPO/KTO/PPO."})
-    ref_model_adapters: str | None = field(default=None, metadata={"help": "Adapters of the reference model."})
-    ref_model_quantization_bit: int | None = field(default=None, metadata={"help": "Quantize the reference model."})
-    # ppo
-    reward_model: str | None = field(default=None, metadata={"help": "Reward model path, adapter or http(s) API."})
-    reward_model_adapters: str | None = field(default=None, metadata={"help": "Adapters of the reward model."})
-    reward_model_quantization_bit: int | None = field(default=None, metadata={"help": "Quantize the reward model."})
-    reward_model_type: Literal["lora", "full", "api"] = field(default="lora", metadata={"help": "Reward model kind."})
-    ppo_buffer_size: int = field(default=1, metadata={"help": "PPO: mini-batches per experience buffer."})
-    ppo_epochs: int = field(default=4, metadata={"help": "PPO: optimisation epochs per buffer."})
-    ppo_score_norm: bool = field(default=False, metadata={"help": "PPO: normalize scores."})
-    ppo_target: float = field(default=6.0, metadata={"help": "PPO: target KL for adaptive control."})
-    ppo_whiten_rewards: bool = field(default=False, metadata={"help": "PPO: whiten rewards before GAE."})
-    # grpo (beyond LLaMA-Factory)
-    reward_funcs: str | None = field(
-        default=None, metadata={"help": "GRPO reward functions: path/file.py:function or module:function, comma separated."}
-    )
-    num_generations: int = field(default=4, metadata={"help": "GRPO completions per prompt."})
+    lora: LoraArguments = group_field(LoraArguments, "finetuning_type: lora")
+    freeze: FreezeArguments = group_field(FreezeArguments, "finetuning_type: freeze")
+    preference: PreferenceArguments = group_field(PreferenceArguments, "stages dpo, kto, orpo, simpo")
+    rl: RLArguments = group_field(RLArguments, "stages ppo, grpo")
+    multimodal: MultimodalFinetuningArguments = group_field(MultimodalFinetuningArguments, "vision-language models")
     # outputs and misc
     plot_loss: bool = field(default=False, metadata={"help": "Save loss plots to output_dir."})
     compute_accuracy: bool = field(default=False, metadata={"help": "Token accuracy during evaluation."})
     disable_shuffling: bool = field(default=False, metadata={"help": "Keep dataset order."})
     include_effective_tokens_per_second: bool = field(default=False, metadata={"help": "Log effective tokens/s."})
-    freeze_vision_tower: bool = field(default=True, metadata={"help": "Multimodal: keep the vision tower frozen."})
-    freeze_multi_modal_projector: bool = field(default=True, metadata={"help": "Multimodal: freeze the projector."})
-    freeze_language_model: bool = field(default=False, metadata={"help": "Multimodal: freeze the LLM."})
     use_llama_pro: bool = field(default=False, metadata={"help": "LLaMA Pro block expansion (unsupported)."})
     fast_path: bool = field(
         default=True,
@@ -95,14 +168,10 @@ class FinetuningArguments:
     dry_run: bool = field(default=False, metadata={"help": "Resolve model and data, print the plan, do not train."})
 
     def __post_init__(self) -> None:
-        if self.lora_alpha is None:
-            self.lora_alpha = self.lora_rank * 2
         if self.stage in ("orpo", "simpo"):
             # LLaMA-Factory spells these as dpo + pref_loss; Tunery accepts both.
-            self.pref_loss = self.stage
-        if self.stage == "ppo" and self.reward_model is None and not self.dry_run:
-            pass  # checked by the ppo workflow, which knows whether an API is used
+            self.preference.pref_loss = self.stage
 
     @property
     def lora_targets(self) -> list[str]:
-        return split_list(self.lora_target)
+        return split_list(self.lora.lora_target)

@@ -8,7 +8,6 @@ drift apart.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import enum
 import json
@@ -20,6 +19,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from tunery.config.groups import settings_of
 from tunery.errors import ConfigError
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -197,11 +197,8 @@ def _describe(tp: Any) -> str:
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # transformers' dataclasses use forward refs we may not resolve
-        hints = {}
-    return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(cls) if f.init}
+    """Flat setting name -> type, groups expanded (``lora_rank`` belongs to FinetuningArguments)."""
+    return {f.name: tp for _, f, tp in settings_of(cls)}
 
 
 def build_dataclasses(raw: dict[str, Any], classes: list[type], *, source: str = "config") -> list[Any]:

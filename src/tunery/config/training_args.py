@@ -17,11 +17,11 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that holds a finished run."}
     )
-    logging_dir: str | None = field(default=None, metadata={"help": "TensorBoard log folder (default: output_dir/runs)."})
+    logging_dir: str | None = field(default=None, metadata={"help": "TensorBoard log folder (default: output_dir/runs).", "domain": "a path"})
     no_cuda: bool = field(default=False, metadata={"help": "Old name of use_cpu."})
     include_tokens_per_second: bool = field(default=False, metadata={"help": "Accepted for compatibility; throughput is always logged."})
     warmup_ratio: float | None = field(
-        default=None, metadata={"help": "Share of the steps spent warming up (same as a float warmup_steps < 1)."}
+        default=None, metadata={"help": "Share of the steps spent warming up (same as a float warmup_steps < 1).", "min": 0, "max": 1}
     )
 
     def __post_init__(self) -> None:

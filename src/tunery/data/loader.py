@@ -307,12 +307,8 @@ def split_eval(dataset, val_size: float, seed: int, streaming: bool = False, buf
     """Split off ``val_size`` (a fraction < 1 or a count >= 1) as the evaluation set."""
     if not val_size:
         return dataset, None
-    if val_size < 0:
-        raise ConfigError(f"val_size must be >= 0, got {val_size}")
-    if streaming:
+    if streaming:  # val_size >= 0, and a count when streaming: checked by parse_config
         n = int(val_size)
-        if n < 1:
-            raise ConfigError("with streaming, val_size must be a count of examples (>= 1)")
         dataset = dataset.shuffle(buffer_size=buffer_size, seed=seed)
         return dataset.skip(n), dataset.take(n)
     size = int(val_size) if val_size >= 1 else val_size

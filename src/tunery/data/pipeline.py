@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from copy import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -91,10 +90,7 @@ def settings_for(data_args: Any, stage: str) -> ProcessSettings:
 def load_records(cfg: Any, stage: str = "unsupervised", which: str = "dataset") -> list[dict[str, Any]]:
     """Canonical records of ``cfg.data.dataset`` (or ``eval_dataset``) for workflows that need text."""
     names = getattr(cfg.data, which)
-    data_args = cfg.data
-    if data_args.streaming:
-        data_args = copy(data_args)
-        data_args.streaming = False
+    data_args = replace(cfg.data, streaming=False)  # workflows that need text load it whole
     dataset, _ = load_mixed(names, data_args, stage, _seed(cfg), getattr(cfg, "model", None))
     return [] if dataset is None else dataset.to_list()
 

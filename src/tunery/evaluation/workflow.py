@@ -153,15 +153,7 @@ def run_eval(cfg: Any) -> dict[str, Any]:
 
     Returns our task's results (empty without ``task``), with lm-eval's under ``harness`` (its text
     table under ``harness["table"]``); prints nothing."""
-    ev = cfg.evaluation
-    if not ev.task and not ev.harness_tasks:
-        raise ConfigError(
-            "nothing to evaluate", hint="set task (e.g. mmlu_test, ceval_validation, sample_en_test) or harness_tasks"
-        )
-    if ev.n_shot < 0:
-        raise ConfigError(f"n_shot must be 0 or more, got {ev.n_shot}")
-    if ev.batch_size < 1:
-        raise ConfigError(f"batch_size must be 1 or more, got {ev.batch_size}")
+    ev = cfg.evaluation  # task or harness_tasks, n_shot and batch_size: checked by parse_config
     _check_save_dir(ev.save_dir)
     if ev.task:  # read the task before the model: a typo fails in a second
         load_task(ev.task, ev.task_dir, ev.split, n_shot=ev.n_shot, max_samples=1)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tunery.errors import ConfigError, ModelError
+from tunery.errors import ModelError
 from tunery.logging import get_logger
 from tunery.model.loader import load_model, load_tokenizer
 
@@ -27,25 +27,6 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-def refuse_quantized_base(cfg: RunConfig) -> None:
-    """Merging LoRA deltas into 4/8-bit weights rounds them away; refuse and say what works."""
-    bits = cfg.model.quantization_bit
-    if bits is None:
-        return
-    if not cfg.model.adapters:
-        raise ConfigError(
-            f"quantization_bit: {bits} quantizes a model while it loads for training or chat; an export "
-            "would save those on-the-fly quantized weights",
-            hint=f"remove quantization_bit and set export_quantization_bit: {bits} to write a quantized export",
-        )
-    raise ConfigError(
-        f"cannot merge adapters into a {bits}-bit quantized base (quantization_bit: {bits}): the merged "
-        "weights would be re-rounded to the quantization grid and lose most of what the adapter learned",
-        hint="remove quantization_bit so the base loads unquantized (the adapter trained with QLoRA merges "
-        f"fine into it), and set export_quantization_bit: {bits} to quantize the merged model on export",
-    )
 
 
 def export_dtype(cfg: RunConfig, model: PreTrainedModel) -> torch.dtype:
@@ -86,7 +67,6 @@ def merge_adapters(model: PreTrainedModel, adapters: list[str]) -> PreTrainedMod
 
 def load_merged(cfg: RunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Tokenizer and base model with every adapter merged, on ``export_device``."""
-    refuse_quantized_base(cfg)
     base_args = dataclasses.replace(cfg.model, adapter_name_or_path=None)
     tokenizer = load_tokenizer(base_args)
     model = load_model(tokenizer, base_args, cfg.finetuning, is_trainable=False)
@@ -135,9 +115,7 @@ def _match_vocab(model: PreTrainedModel, adapter: str, n_tokens: int) -> None:
 
 def shard_size(export_args: ExportArguments) -> int:
     """``export_size`` (GB, a float is allowed) as bytes for ``max_shard_size``."""
-    size = float(export_args.export_size)
-    if size <= 0:
-        raise ConfigError(f"export_size must be positive, got {export_args.export_size}", hint="e.g. export_size: 5")
+    size = float(export_args.export_size)  # > 0: checked by parse_config
     return max(1, int(size * 1024**3))
 
 

@@ -38,9 +38,6 @@ def _gptq_installed() -> bool:
 
 def pick_method(cfg: RunConfig) -> str:
     """bnb or gptq, from ``export_quantization_method`` (auto when unset)."""
-    bits = cfg.export.export_quantization_bit
-    if bits not in (4, 8):
-        raise ConfigError(f"export_quantization_bit must be 4 or 8, got {bits}", hint="export_quantization_bit: 4")
     method = str(getattr(cfg.export, "export_quantization_method", None) or "auto").lower()
     if method in ("bitsandbytes", "bnb"):
         return "bnb"
@@ -120,8 +117,6 @@ def quantization_config(cfg: RunConfig, method: str, tokenizer: PreTrainedTokeni
         )
     from transformers import GPTQConfig
 
-    if not cfg.export.export_quantization_dataset:
-        raise ConfigError("GPTQ needs calibration data", hint="set export_quantization_dataset (a text/jsonl file or c4)")
     texts = calibration_texts(cfg.export.export_quantization_dataset, cfg.export.export_quantization_nsamples)
     return GPTQConfig(bits=bits, dataset=texts, tokenizer=tokenizer, model_seqlen=cfg.export.export_quantization_maxlen)
 

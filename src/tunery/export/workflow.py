@@ -42,20 +42,12 @@ class ExportResult:
 
 def validate(cfg: RunConfig) -> Path:
     """Catch contradictory settings before any model is loaded."""
-    e = cfg.export
-    if not e.export_dir:
-        raise ConfigError("export_dir is not set", hint="add export_dir: path/to/output to the config")
+    e = cfg.export  # export_dir set, no GGUF + export_quantization_bit, no quantized base: parse_config
     out = Path(e.export_dir)
     if out.exists() and not out.is_dir():
         raise ResourceError(f"export_dir {out} is a file", hint="choose a folder path for export_dir")
-    if e.export_format == "gguf" and e.export_quantization_bit is not None:
-        raise ConfigError(
-            "export_quantization_bit quantizes a transformers checkpoint, not a GGUF file",
-            hint="for a smaller GGUF use export_gguf_type: q8_0 and drop export_quantization_bit",
-        )
     if e.export_format == "gguf" and e.export_hub_model_id:
         logger.info("the GGUF file and Modelfile will be pushed to %s", e.export_hub_model_id)
-    merge.refuse_quantized_base(cfg)
     merge.shard_size(e)
     return out
 

@@ -55,9 +55,7 @@ def split_record(record: dict) -> tuple[list[dict], str]:
 
 def prediction_records(cfg: RunConfig) -> list[dict]:
     """Records of ``eval_dataset`` (LLaMA-Factory's --do_predict), else of ``dataset``."""
-    which = "eval_dataset" if cfg.data.eval_dataset else "dataset"
-    if not getattr(cfg.data, which):
-        raise ConfigError("prediction needs a dataset", hint="set eval_dataset (or dataset) to a name in dataset_info.json")
+    which = "eval_dataset" if cfg.data.eval_dataset else "dataset"  # one is set: checked by parse_config
     records = load_records(cfg, stage="unsupervised", which=which)
     if not records:
         raise DataError(f"{which} '{getattr(cfg.data, which)}' has no usable examples")
@@ -174,8 +172,6 @@ def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = 
     """
     scorer = Scorer(metrics if metrics is not None else setting(cfg, "metrics"),
                     compute_metrics if compute_metrics is not None else setting(cfg, "compute_metrics"))
-    if cfg.training is None or not getattr(cfg.training, "output_dir", None):
-        raise ConfigError("prediction needs output_dir", hint="set output_dir: where the predictions are written")
     records = prediction_records(cfg)
     if engine is None:
         engine = load_engine(cfg)

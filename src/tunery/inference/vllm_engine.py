@@ -71,8 +71,6 @@ class VllmEngine(Engine):
     @classmethod
     def from_config(cls, cfg: RunConfig) -> VllmEngine:
         vllm = check_vllm_available()
-        if len(cfg.model.adapters) > 1:
-            raise ConfigError("infer_backend: vllm applies one adapter", hint="merge the adapters first with tunery export")
         tokenizer = load_tokenizer(cfg.model)
         template = resolve_template(cfg, tokenizer)
         path = resolve(cfg.model).path

@@ -72,10 +72,7 @@ def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
         specials = [t.strip() for t in model_args.add_special_tokens.split(",") if t.strip()]
         added += tokenizer.add_special_tokens({"additional_special_tokens": specials}, replace_extra_special_tokens=False)
     if added:
-        logger.info("added %d tokens to the tokenizer", added)
-        if not model_args.resize_vocab:
-            model_args.resize_vocab = True
-            logger.info("resize_vocab turned on so the new tokens get embeddings")
+        logger.info("added %d tokens to the tokenizer", added)  # parse_config turned resize_vocab on for them
     return tokenizer
 
 

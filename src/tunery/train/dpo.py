@@ -83,9 +83,7 @@ def trainer_parts(ft: Any, training_args: Any, max_length: int | None) -> tuple[
         from trl import DPOConfig
 
         loss_types, weights = [loss], [1.0]
-        if ft.dpo_label_smoothing > 0:
-            if loss != "sigmoid":
-                raise ConfigError(f"dpo_label_smoothing works with pref_loss sigmoid, not {loss}")
+        if ft.dpo_label_smoothing > 0:  # only with sigmoid: config rule label_smoothing_needs_sigmoid
             loss_types = ["robust"]  # trl's robust DPO: the sigmoid loss corrected for label noise ε
         if ft.pref_ftx > 0:
             loss_types.append("sft")
@@ -103,8 +101,6 @@ def trainer_parts(ft: Any, training_args: Any, max_length: int | None) -> tuple[
         args = trl_config(CPOConfig, training_args, loss_type="simpo", beta=ft.pref_beta, simpo_gamma=ft.simpo_gamma,
                           cpo_alpha=ft.pref_ftx, **common)
         return _reference_free_trainer_cls(loss), args
-    if loss == "kto_pair":
-        raise ConfigError("pref_loss kto_pair was removed from trl", hint="use stage: kto with a kto_tag dataset")
     raise ConfigError(f"unknown pref_loss '{loss}'", hint=f"use one of {', '.join(DPO_LOSSES + REFERENCE_FREE_LOSSES)}")
 
 

@@ -177,10 +177,7 @@ def load_reward_classifier(cfg: Any, tokenizer: Any) -> Any:
 
 def load_reward_scorer(cfg: Any, tokenizer: Any, policy: Any = None) -> Callable[[list[list[int]]], torch.Tensor]:
     """The scorer ``cfg.finetuning`` asks for (``reward_model`` + ``reward_model_type``)."""
-    ft = cfg.finetuning
-    if not ft.reward_model:
-        raise ConfigError(f"stage {ft.stage} needs a reward_model",
-                          hint="train one with stage: rm, or give an http(s) scoring API with reward_model_type: api")
+    ft = cfg.finetuning  # reward_model is set: config rule ppo_needs_reward_model
     kind = ft.reward_model_type
     if kind == "api" or ft.reward_model.startswith(("http://", "https://")):
         return ApiScorer(ft.reward_model, tokenizer)

@@ -11,7 +11,6 @@ import os
 from typing import Any
 
 from tunery.data.template import get_template
-from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.loader import load_tokenizer
 from tunery.train.continue_run import settings_fingerprint
@@ -23,16 +22,12 @@ logger = get_logger(__name__)
 
 
 def resolve_actions(cfg: Any) -> None:
-    """Settle do_train / do_eval / do_predict: ``tunery train cfg.yaml`` trains even when the YAML omits
-    do_train; switching training off without asking for anything else is a ConfigError."""
+    """Settle do_train / do_eval / do_predict for a hand-built config: train when nothing is asked for.
+
+    ``parse_config`` already did this (and refused ``do_train: false`` with nothing else to do)."""
     args = cfg.training
-    if not (args.do_train or args.do_eval or args.do_predict):
-        if "do_train" in cfg.raw:  # the user switched training off and asked for nothing else
-            raise ConfigError(
-                "nothing to do: do_train is false and neither do_eval nor do_predict is set",
-                hint="set do_train: true to train, or do_eval / do_predict to evaluate or predict",
-            )
-        args.do_train = True
+    if not (args.do_train or args.do_eval or args.do_predict):  # parse_config refuses or resolves this
+        args.do_train = True  # kept for hand-built configs: `tunery train cfg.yaml` trains by default
 
 
 def run_train(cfg: Any, callbacks: list | None = None) -> Any:

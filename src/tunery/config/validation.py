@@ -1,0 +1,382 @@
+"""The config checks itself, once, at parse time: every setting's domain and every rule between settings.
+
+:func:`validate` runs from :func:`tunery.config.parse_config` after the types are read and before any
+tokenizer, dataset or model loads, so a contradictory config fails in a second with exit 2 (ConfigError).
+
+- Domains: each dataclass field states its domain in metadata, checked here centrally:
+  ``choices`` (allowed values), ``min``/``max`` (inclusive), ``gt``/``lt`` (exclusive), ``nonzero``,
+  or ``domain`` (a sentence saying why no range applies, e.g. a path checked when opened).
+  bool and Literal types are their own domain. transformers' TrainingArguments fields are checked by
+  transformers itself, plus :data:`TRAINING_DOMAINS` for the ones where a bad value fails late.
+- Rules: each function registered with :func:`rule` relates two or more settings (or a setting and
+  the command). Checks that need a loaded file or model (adapter folders, module names, checkpoints)
+  stay where the file or model is opened.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from tunery.config.finetuning_args import split_list
+from tunery.config.groups import settings_of
+from tunery.config.model_args import QUANTIZATION_BITS
+from tunery.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tunery.config import RunConfig
+
+DOMAIN_KEYS = ("choices", "min", "max", "gt", "lt", "nonzero", "domain")
+
+# Domains of transformers' own training settings whose bad values would otherwise surface mid-run.
+TRAINING_DOMAINS: dict[str, dict[str, Any]] = {
+    "learning_rate": {"min": 0},
+    "num_train_epochs": {"min": 0},
+    "max_steps": {"min": -1, "nonzero": True},
+    "per_device_train_batch_size": {"min": 1},
+    "per_device_eval_batch_size": {"min": 1},
+    "gradient_accumulation_steps": {"min": 1},
+    "weight_decay": {"min": 0},
+    "max_grad_norm": {"min": 0},
+    "warmup_steps": {"min": 0},
+    "warmup_ratio": {"min": 0, "max": 1},
+    "logging_steps": {"gt": 0},
+    "save_steps": {"gt": 0},
+    "adam_beta1": {"min": 0, "lt": 1},
+    "adam_beta2": {"min": 0, "lt": 1},
+    "adam_epsilon": {"min": 0},
+    "seed": {"min": 0},
+    "dataloader_num_workers": {"min": 0},
+    "neftune_noise_alpha": {"min": 0},
+}
+
+
+# ---------------------------------------------------------------------------------------- domains
+
+
+def check_value(key: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
+    """Raise ConfigError when ``value`` of setting ``key`` is outside the domain in ``meta``."""
+    if value is None or isinstance(value, bool):
+        return
+    choices = meta.get("choices")
+    if choices is not None:
+        text = str(value).lower()
+        if text not in [str(c).lower() for c in choices]:
+            raise ConfigError(f"'{key}' got {value!r}, which is not allowed",
+                              hint=f"choose one of: {', '.join(str(c) for c in choices)}")
+    if not isinstance(value, (int, float)):
+        return
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"'{key}' must be {meta['min']} or more, got {value}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"'{key}' must be {meta['max']} or less, got {value}")
+    if "gt" in meta and value <= meta["gt"]:
+        raise ConfigError(f"'{key}' must be more than {meta['gt']}, got {value}")
+    if "lt" in meta and value >= meta["lt"]:
+        raise ConfigError(f"'{key}' must be less than {meta['lt']}, got {value}")
+    if meta.get("nonzero") and value == 0:
+        raise ConfigError(f"'{key}' cannot be 0")
+
+
+def has_domain(meta: typing.Mapping[str, Any], tp: Any) -> bool:
+    """True when a field states its domain: bool/Literal type, or a DOMAIN_KEYS entry in metadata."""
+    args = [tp]
+    if typing.get_origin(tp) is not Literal:
+        args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    if all(a is bool or typing.get_origin(a) is Literal for a in args):
+        return True
+    return any(key in meta for key in DOMAIN_KEYS)
+
+
+def check_domains(cfg: RunConfig, groups: list[str]) -> None:
+    """Every setting of the command's groups against its stated domain."""
+    for name in groups:
+        obj = getattr(cfg, name)
+        if obj is None:
+            continue
+        for _, f, _ in settings_of(type(obj)):
+            meta = f.metadata if any(k in f.metadata for k in DOMAIN_KEYS) else TRAINING_DOMAINS.get(f.name, {})
+            check_value(f.name, getattr(obj, f.name), meta)
+
+
+# ------------------------------------------------------------------------------------------ rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    check: Callable[[Any, str], None]
+
+
+RULES: list[Rule] = []
+
+
+def rule(name: str) -> Callable[[Callable[[Any, str], None]], Callable[[Any, str], None]]:
+    """Register ``check(cfg, command)`` as the rule ``name``; it raises ConfigError naming the settings."""
+
+    def register(fn: Callable[[Any, str], None]) -> Callable[[Any, str], None]:
+        RULES.append(Rule(name, fn))
+        return fn
+
+    return register
+
+
+def _trains(cfg: Any, command: str) -> bool:
+    return command == "train" and cfg.training is not None and bool(cfg.training.do_train)
+
+
+def _new_adapter(cfg: Any) -> bool:
+    return bool(cfg.finetuning.create_new_adapter or not cfg.model.adapters)
+
+
+@rule("nothing_to_do")
+def _nothing_to_do(cfg: Any, command: str) -> None:
+    t = cfg.training
+    if command == "train" and not (t.do_train or t.do_eval or t.do_predict):
+        raise ConfigError(
+            "nothing to do: do_train is false and neither do_eval nor do_predict is set",
+            hint="set do_train: true to train, or do_eval / do_predict to evaluate or predict",
+        )
+
+
+@rule("streaming_needs_max_steps")
+def _streaming_needs_max_steps(cfg: Any, command: str) -> None:
+    if _trains(cfg, command) and cfg.data.streaming and cfg.training.max_steps <= 0:
+        raise ConfigError(
+            "streaming: true needs max_steps (a streamed dataset has no length, so num_train_epochs cannot "
+            "be turned into steps)",
+            hint="set max_steps: N, or drop streaming",
+        )
+
+
+@rule("val_size_or_eval_dataset")
+def _val_size_or_eval_dataset(cfg: Any, command: str) -> None:
+    if command in ("train", "predict") and cfg.data.val_size > 0 and cfg.data.eval_dataset:
+        raise ConfigError(
+            f"val_size: {cfg.data.val_size} and eval_dataset: {cfg.data.eval_dataset} both choose the evaluation data",
+            hint="keep one: eval_dataset, or val_size to split it off the training data",
+        )
+
+
+@rule("streaming_val_size_is_a_count")
+def _streaming_val_size_is_a_count(cfg: Any, command: str) -> None:
+    if cfg.data.streaming and 0 < cfg.data.val_size < 1:
+        raise ConfigError(
+            f"with streaming: true, val_size must be a count of examples (>= 1), got {cfg.data.val_size}",
+            hint="a streamed dataset has no length to take a fraction of; give e.g. val_size: 100",
+        )
+
+
+@rule("interleave_probs_match_datasets")
+def _interleave_probs(cfg: Any, command: str) -> None:
+    text = cfg.data.interleave_probs
+    if not text:
+        return
+    if cfg.data.mix_strategy == "concat":
+        raise ConfigError("interleave_probs needs mix_strategy interleave_under or interleave_over, not concat",
+                          hint="set mix_strategy: interleave_under, or drop interleave_probs")
+    try:
+        probs = [float(p) for p in split_list(text)]
+    except ValueError:
+        raise ConfigError(f"interleave_probs '{text}' is not a comma-separated list of numbers") from None
+    n = len(split_list(cfg.data.dataset))
+    if n and len(probs) != n:
+        raise ConfigError(f"interleave_probs has {len(probs)} values for {n} datasets (dataset: {cfg.data.dataset})",
+                          hint="give one probability per dataset")
+    if abs(sum(probs) - 1.0) > 1e-6 or any(p < 0 for p in probs):
+        raise ConfigError(f"interleave_probs {probs} must be non-negative and sum to 1")
+
+
+@rule("quantization_bit_fits_method")
+def _quantization_bit_fits_method(cfg: Any, command: str) -> None:
+    q = cfg.model.quantization
+    if q.quantization_bit is None:
+        return
+    allowed = QUANTIZATION_BITS.get(q.quantization_method)
+    if allowed is None:
+        raise ConfigError(
+            f"quantization_method: {q.quantization_method} reads checkpoints quantized offline; "
+            f"quantization_bit: {q.quantization_bit} does not apply",
+            hint="drop quantization_bit and load the GPTQ/AWQ model (its config says how it is quantized), "
+            f"or quantize while loading with quantization_method: {', '.join(QUANTIZATION_BITS)}",
+        )
+    if q.quantization_bit not in allowed:
+        raise ConfigError(
+            f"quantization_method: {q.quantization_method} loads {'/'.join(map(str, allowed))}-bit weights, "
+            f"not quantization_bit: {q.quantization_bit}",
+            hint=f"use quantization_bit: {allowed[-1] if 4 not in allowed else 4}",
+        )
+
+
+@rule("quantized_base_needs_lora")
+def _quantized_base_needs_lora(cfg: Any, command: str) -> None:
+    bits, kind = cfg.model.quantization_bit, cfg.finetuning.finetuning_type
+    if _trains(cfg, command) and bits is not None and kind != "lora":
+        raise ConfigError(
+            f"a {bits}-bit quantized base (quantization_bit: {bits}) can only be trained with LoRA (QLoRA), "
+            f"not finetuning_type: {kind}",
+            hint="set finetuning_type: lora, or drop quantization_bit",
+        )
+
+
+@rule("quantized_base_merges_no_adapters")
+def _quantized_base_merges_no_adapters(cfg: Any, command: str) -> None:
+    adapters = cfg.model.adapters
+    to_merge = adapters if cfg.finetuning.create_new_adapter else adapters[:-1]
+    if _trains(cfg, command) and cfg.model.quantization_bit is not None and to_merge:
+        raise ConfigError(
+            "adapters cannot be merged into a quantized base before training "
+            "(quantization_bit with several adapter_name_or_path, or with create_new_adapter)",
+            hint="pass a single adapter_name_or_path to continue it, without create_new_adapter",
+        )
+
+
+@rule("pissa_needs_full_precision")
+def _pissa_needs_full_precision(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    if (_trains(cfg, command) and ft.finetuning_type == "lora" and ft.lora.pissa_init and _new_adapter(cfg)
+            and cfg.model.quantization_bit is not None):
+        raise ConfigError("pissa_init needs a full-precision base, but quantization_bit is set",
+                          hint="drop quantization_bit or pissa_init")
+
+
+@rule("loraplus_needs_lora")
+def _loraplus_needs_lora(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    if _trains(cfg, command) and ft.lora.loraplus_lr_ratio is not None and ft.finetuning_type != "lora":
+        raise ConfigError(f"loraplus_lr_ratio applies to LoRA adapters, not finetuning_type: {ft.finetuning_type}",
+                          hint="drop loraplus_lr_ratio, or set finetuning_type: lora")
+
+
+@rule("label_smoothing_needs_sigmoid")
+def _label_smoothing_needs_sigmoid(cfg: Any, command: str) -> None:
+    p = cfg.finetuning.preference
+    if cfg.finetuning.stage in ("dpo", "orpo", "simpo") and p.dpo_label_smoothing > 0 and p.pref_loss != "sigmoid":
+        raise ConfigError(
+            f"dpo_label_smoothing works with pref_loss sigmoid, not {p.pref_loss}",
+            hint="drop dpo_label_smoothing, or set pref_loss: sigmoid",
+        )
+
+
+@rule("kto_pair_removed")
+def _kto_pair_removed(cfg: Any, command: str) -> None:
+    if cfg.finetuning.stage == "dpo" and cfg.finetuning.pref_loss == "kto_pair":
+        raise ConfigError("pref_loss kto_pair was removed from trl", hint="use stage: kto with a kto_tag dataset")
+
+
+@rule("grpo_needs_rewards")
+def _grpo_needs_rewards(cfg: Any, command: str) -> None:
+    rl = cfg.finetuning.rl
+    if _trains(cfg, command) and cfg.finetuning.stage == "grpo" and not rl.reward_funcs and not rl.reward_model:
+        raise ConfigError("stage grpo needs rewards: neither reward_funcs nor reward_model is set",
+                          hint="set reward_funcs: path/file.py:function and/or reward_model")
+
+
+@rule("ppo_needs_reward_model")
+def _ppo_needs_reward_model(cfg: Any, command: str) -> None:
+    if _trains(cfg, command) and cfg.finetuning.stage == "ppo" and not cfg.finetuning.rl.reward_model:
+        raise ConfigError("stage ppo needs a reward_model",
+                          hint="train one with stage: rm, or give an http(s) scoring API with reward_model_type: api")
+
+
+@rule("lora_reward_model_needs_lora_policy")
+def _lora_reward_needs_lora_policy(cfg: Any, command: str) -> None:
+    ft, rl = cfg.finetuning, cfg.finetuning.rl
+    api = rl.reward_model_type == "api" or str(rl.reward_model or "").startswith(("http://", "https://"))
+    if (_trains(cfg, command) and ft.stage == "ppo" and rl.reward_model and not api
+            and rl.reward_model_type == "lora" and ft.finetuning_type != "lora"):
+        raise ConfigError(
+            f"reward_model_type: lora needs a LoRA policy (finetuning_type: lora), not finetuning_type: {ft.finetuning_type}",
+            hint="use reward_model_type: full to load the reward model on its own",
+        )
+
+
+@rule("prediction_needs_data_and_output_dir")
+def _prediction_needs_data(cfg: Any, command: str) -> None:
+    if not (command == "predict" or (command == "train" and cfg.training.do_predict)):
+        return
+    if not (cfg.data.eval_dataset or cfg.data.dataset):
+        raise ConfigError("prediction needs a dataset (eval_dataset or dataset)",
+                          hint="set eval_dataset (or dataset) to a name in dataset_info.json")
+    if not getattr(cfg.training, "output_dir", None):
+        raise ConfigError("prediction needs output_dir", hint="set output_dir: where the predictions are written")
+
+
+@rule("vllm_applies_one_adapter")
+def _vllm_one_adapter(cfg: Any, command: str) -> None:
+    if command in ("chat", "api", "predict") and cfg.model.infer_backend == "vllm" and len(cfg.model.adapters) > 1:
+        raise ConfigError("infer_backend: vllm applies one adapter, but adapter_name_or_path names "
+                          f"{len(cfg.model.adapters)}", hint="merge the adapters first with tunery export")
+
+
+@rule("vllm_no_beam_search")
+def _vllm_no_beam_search(cfg: Any, command: str) -> None:
+    if command in ("chat", "api", "predict") and cfg.model.infer_backend == "vllm" and cfg.generation.num_beams > 1:
+        raise ConfigError(f"infer_backend: vllm does not do beam search here (num_beams: {cfg.generation.num_beams})",
+                          hint="set num_beams: 1")
+
+
+@rule("eval_needs_a_task")
+def _eval_needs_a_task(cfg: Any, command: str) -> None:
+    if command == "eval" and not cfg.evaluation.task and not cfg.evaluation.harness_tasks:
+        raise ConfigError(
+            "nothing to evaluate: neither task nor harness_tasks is set",
+            hint="set task (e.g. mmlu_test, ceval_validation, sample_en_test) or harness_tasks",
+        )
+
+
+@rule("export_needs_export_dir")
+def _export_needs_dir(cfg: Any, command: str) -> None:
+    if command == "export" and not cfg.export.export_dir:
+        raise ConfigError("export_dir is not set", hint="add export_dir: path/to/output to the config")
+
+
+@rule("gguf_has_its_own_quantization")
+def _gguf_quantization(cfg: Any, command: str) -> None:
+    e = cfg.export
+    if command == "export" and e.export_format == "gguf" and e.export_quantization_bit is not None:
+        raise ConfigError(
+            "export_quantization_bit quantizes a transformers checkpoint, not a GGUF file (export_format: gguf)",
+            hint="for a smaller GGUF use export_gguf_type: q8_0 and drop export_quantization_bit",
+        )
+
+
+@rule("gptq_needs_calibration_data")
+def _gptq_needs_data(cfg: Any, command: str) -> None:
+    e = cfg.export
+    if (command == "export" and e.export_quantization_bit is not None and e.export_quantization_method == "gptq"
+            and not e.export_quantization_dataset):
+        raise ConfigError("export_quantization_method: gptq needs calibration data",
+                          hint="set export_quantization_dataset (a text/jsonl file or c4)")
+
+
+@rule("export_refuses_quantized_base")
+def _export_refuses_quantized_base(cfg: Any, command: str) -> None:
+    """Merging LoRA deltas into 4/8-bit weights rounds them away; refuse and say what works."""
+    bits = cfg.model.quantization_bit
+    if command != "export" or bits is None:
+        return
+    if not cfg.model.adapters:
+        raise ConfigError(
+            f"quantization_bit: {bits} quantizes a model while it loads for training or chat; an export "
+            "would save those on-the-fly quantized weights",
+            hint=f"remove quantization_bit and set export_quantization_bit: {bits} to write a quantized export",
+        )
+    raise ConfigError(
+        f"cannot merge adapters into a {bits}-bit quantized base (quantization_bit: {bits}): the merged "
+        "weights would be re-rounded to the quantization grid and lose most of what the adapter learned",
+        hint="remove quantization_bit so the base loads unquantized (the adapter trained with QLoRA merges "
+        f"fine into it), and set export_quantization_bit: {bits} to quantize the merged model on export",
+    )
+
+
+def validate(cfg: RunConfig, command: str, groups: list[str]) -> None:
+    """Check ``cfg`` for ``command`` (whose setting groups are ``groups``); ConfigError on the first problem.
+
+    Domains first (a single bad value is the clearest message), then the rules in :data:`RULES` order.
+    """
+    check_domains(cfg, groups)
+    for r in RULES:
+        r.check(cfg, command)

@@ -1,0 +1,243 @@
+"""validation.py: every rule between settings and every setting's domain fail at parse time, naming the settings."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import subprocess
+import sys
+import typing
+
+import pytest
+
+from tunery.config import GROUPS, FinetuningArguments, ModelArguments, parse_config
+from tunery.config.groups import settings_of
+from tunery.config.training_args import TrainingArguments
+from tunery.config.validation import RULES, has_domain
+from tunery.errors import ConfigError
+
+TRAIN = {"model_name_or_path": "/nonexistent/model", "dataset": "d", "output_dir": "unused-out", "report_to": "none"}
+
+# (rule name, command, raw settings, words the message must contain)
+CASES = [
+    ("nothing_to_do", "train", {"do_train": False}, ["do_train", "do_eval", "do_predict"]),
+    ("streaming_needs_max_steps", "train", {"streaming": True}, ["streaming", "max_steps"]),
+    ("streaming_needs_max_steps", "train", {"streaming": True, "dry_run": True}, ["streaming", "max_steps"]),
+    ("val_size_or_eval_dataset", "train", {"val_size": 0.1, "eval_dataset": "e"}, ["val_size", "eval_dataset"]),
+    ("streaming_val_size_is_a_count", "train", {"streaming": True, "max_steps": 5, "val_size": 0.1},
+     ["streaming", "val_size"]),
+    ("interleave_probs_match_datasets", "train", {"dataset": "a,b", "mix_strategy": "interleave_under",
+                                                  "interleave_probs": "1.0"}, ["interleave_probs", "2 datasets"]),
+    ("interleave_probs_match_datasets", "train", {"interleave_probs": "1.0"}, ["interleave_probs", "mix_strategy"]),
+    ("quantization_bit_fits_method", "train", {"quantization_bit": 3}, ["quantization_method", "quantization_bit: 3"]),
+    ("quantization_bit_fits_method", "chat", {"quantization_method": "eetq", "quantization_bit": 4},
+     ["quantization_method: eetq", "quantization_bit: 4"]),
+    ("quantization_bit_fits_method", "chat", {"quantization_method": "gptq", "quantization_bit": 4},
+     ["quantization_method: gptq", "quantization_bit"]),
+    ("quantized_base_needs_lora", "train", {"quantization_bit": 4, "finetuning_type": "full"},
+     ["quantization_bit", "finetuning_type: full"]),
+    ("quantized_base_merges_no_adapters", "train", {"quantization_bit": 4, "adapter_name_or_path": "a,b"},
+     ["quantization_bit", "adapter_name_or_path"]),
+    ("pissa_needs_full_precision", "train", {"quantization_bit": 4, "pissa_init": True},
+     ["pissa_init", "quantization_bit"]),
+    ("loraplus_needs_lora", "train", {"finetuning_type": "full", "loraplus_lr_ratio": 16},
+     ["loraplus_lr_ratio", "finetuning_type"]),
+    ("label_smoothing_needs_sigmoid", "train", {"stage": "dpo", "pref_loss": "hinge", "dpo_label_smoothing": 0.1},
+     ["dpo_label_smoothing", "pref_loss", "hinge"]),
+    ("kto_pair_removed", "train", {"stage": "dpo", "pref_loss": "kto_pair"}, ["pref_loss", "kto_pair"]),
+    ("grpo_needs_rewards", "train", {"stage": "grpo"}, ["grpo", "reward_funcs", "reward_model"]),
+    ("ppo_needs_reward_model", "train", {"stage": "ppo"}, ["ppo", "reward_model"]),
+    ("lora_reward_model_needs_lora_policy", "train", {"stage": "ppo", "reward_model": "rm", "finetuning_type": "full"},
+     ["reward_model_type: lora", "finetuning_type"]),
+    ("prediction_needs_data_and_output_dir", "predict", {"dataset": None}, ["prediction", "dataset"]),
+    ("prediction_needs_data_and_output_dir", "predict", {"output_dir": ""}, ["prediction", "output_dir"]),
+    ("vllm_applies_one_adapter", "chat", {"infer_backend": "vllm", "adapter_name_or_path": "a,b"},
+     ["infer_backend: vllm", "adapter_name_or_path"]),
+    ("vllm_no_beam_search", "chat", {"infer_backend": "vllm", "num_beams": 2}, ["infer_backend: vllm", "num_beams"]),
+    ("eval_needs_a_task", "eval", {}, ["task", "harness_tasks"]),
+    ("export_needs_export_dir", "export", {}, ["export_dir"]),
+    ("gguf_has_its_own_quantization", "export", {"export_dir": "o", "export_format": "gguf",
+                                                 "export_quantization_bit": 4},
+     ["export_quantization_bit", "export_format: gguf"]),
+    ("gptq_needs_calibration_data", "export", {"export_dir": "o", "export_quantization_bit": 4,
+                                               "export_quantization_method": "gptq"},
+     ["export_quantization_method: gptq", "export_quantization_dataset"]),
+    ("export_refuses_quantized_base", "export", {"export_dir": "o", "quantization_bit": 4},
+     ["quantization_bit: 4", "export_quantization_bit: 4"]),
+    ("export_refuses_quantized_base", "export", {"export_dir": "o", "quantization_bit": 8, "adapter_name_or_path": "a"},
+     ["quantized base", "export_quantization_bit: 8"]),
+]
+
+
+def _raw(command: str, extra: dict) -> dict:
+    base = dict(TRAIN) if command in ("train", "predict") else {"model_name_or_path": "/nonexistent/model"}
+    if command == "predict":
+        base["eval_dataset"] = "e"
+    base.update(extra)
+    return {k: v for k, v in base.items() if v is not None and (k, v) != ("dataset", None)}
+
+
+@pytest.mark.parametrize(("name", "command", "extra", "needles"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_each_rule_refuses_its_pair_and_names_the_settings(name, command, extra, needles):
+    raw = _raw(command, extra)
+    if name == "prediction_needs_data_and_output_dir" and "dataset" in extra:
+        raw.pop("dataset", None), raw.pop("eval_dataset", None)
+    with pytest.raises(ConfigError) as err:
+        parse_config(command, raw)
+    message = str(err.value)
+    for needle in needles:
+        assert needle in message, (name, message)
+
+
+def test_every_rule_has_a_case():
+    assert {r.name for r in RULES} == {c[0] for c in CASES}
+
+
+@pytest.mark.parametrize(
+    ("command", "extra"),
+    [
+        ("train", {"stage": "grpo", "reward_funcs": "r.py:f"}),
+        ("train", {"stage": "ppo", "reward_model": "https://scorer.example/score"}),
+        ("train", {"stage": "ppo", "reward_model": "rm", "finetuning_type": "full", "reward_model_type": "full"}),
+        ("train", {"streaming": True, "max_steps": 10, "val_size": 5}),
+        ("train", {"quantization_bit": 4}),
+        ("train", {"quantization_bit": 4, "adapter_name_or_path": "a"}),  # continue one adapter: fine
+        ("train", {"quantization_method": "hqq", "quantization_bit": 3}),
+        ("train", {"stage": "dpo", "dpo_label_smoothing": 0.1}),
+        ("train", {"do_train": False, "do_eval": True, "val_size": 0.1}),
+        ("train", {"dataset": "a,b", "mix_strategy": "interleave_over", "interleave_probs": "0.9,0.1"}),
+        ("chat", {"quantization_bit": 4, "finetuning_type": "full"}),  # inference on a quantized base is fine
+        ("chat", {"infer_backend": "vllm", "adapter_name_or_path": "a"}),
+        ("eval", {"harness_tasks": "arc_easy"}),
+        ("export", {"export_dir": "o", "export_quantization_bit": 4, "export_quantization_dataset": "c4",
+                    "export_quantization_method": "gptq"}),
+    ],
+)
+def test_allowed_combinations_parse(command, extra):
+    parse_config(command, _raw(command, extra))
+
+
+def test_omitted_do_train_means_train():
+    cfg = parse_config("train", dict(TRAIN))
+    assert cfg.training.do_train is True
+    cfg = parse_config("train", {**TRAIN, "do_train": False, "do_eval": True, "val_size": 0.1})
+    assert cfg.training.do_train is False
+
+
+@pytest.mark.parametrize(
+    ("command", "key", "value", "needle"),
+    [
+        ("train", "cutoff_len", -1, "'cutoff_len' must be 1 or more"),
+        ("train", "lora_rank", 0, "'lora_rank' must be 1 or more"),
+        ("train", "lora_dropout", 1.0, "'lora_dropout' must be less than 1"),
+        ("train", "val_size", -0.1, "'val_size' must be 0 or more"),
+        ("train", "learning_rate", -1e-4, "'learning_rate' must be 0 or more"),
+        ("train", "max_steps", 0, "'max_steps' cannot be 0"),
+        ("train", "per_device_train_batch_size", 0, "'per_device_train_batch_size'"),
+        ("train", "quantization_bit", 7, "'quantization_bit' got 7"),
+        ("train", "freeze_trainable_layers", 0, "'freeze_trainable_layers' cannot be 0"),
+        ("train", "num_generations", 1, "'num_generations' must be 2 or more"),
+        ("train", "dpo_label_smoothing", 0.7, "'dpo_label_smoothing' must be 0.5 or less"),
+        ("chat", "top_p", 0, "'top_p' must be more than 0"),
+        ("eval", "n_shot", -1, "'n_shot' must be 0 or more"),
+        ("eval", "split", "train", "'split' got 'train'"),
+        ("export", "export_size", 0, "'export_size' must be more than 0"),
+        ("export", "export_quantization_bit", 3, "'export_quantization_bit' got 3"),
+    ],
+)
+def test_values_outside_their_domain_are_refused(command, key, value, needle):
+    raw = _raw(command, {"task": "sample_en_test", "export_dir": "o"} if command in ("eval", "export") else {})
+    if command == "eval":
+        raw.pop("export_dir")
+    elif command == "export":
+        raw.pop("task")
+    raw[key] = value
+    with pytest.raises(ConfigError) as err:
+        parse_config(command, raw)
+    assert needle in str(err.value)
+
+
+def _tunery_settings():
+    classes = list(GROUPS.values()) + [TrainingArguments]
+    own = {f.name for f in dataclasses.fields(TrainingArguments)} - {
+        f.name for f in dataclasses.fields(TrainingArguments.__mro__[1])}
+    for cls in classes:
+        for group, f, tp in settings_of(cls):
+            if cls is TrainingArguments and f.name not in own:
+                continue  # transformers' own fields: checked by transformers, plus validation.TRAINING_DOMAINS
+            yield f"{cls.__name__}.{group + '.' if group else ''}{f.name}", f, tp
+
+
+def test_every_setting_states_its_domain():
+    missing = [name for name, f, tp in _tunery_settings() if not has_domain(f.metadata, tp)]
+    assert not missing, f"settings without a domain (add choices/min/max/gt/lt or a 'domain' reason): {missing}"
+    numeric = [name for name, f, tp in _tunery_settings()
+               if {a for a in typing.get_args(tp) or (tp,) if a is not type(None)} <= {int, float}
+               and not any(k in f.metadata for k in ("min", "max", "gt", "lt", "nonzero", "choices", "domain"))]
+    assert not numeric
+
+
+def test_has_domain_fails_a_bare_setting():
+    @dataclasses.dataclass
+    class Bare:
+        size: int = 3
+        name: str = "x"
+        flag: bool = False
+
+    flags = {f.name: has_domain(f.metadata, tp) for _, f, tp in settings_of(Bare)}
+    assert flags == {"size": False, "name": False, "flag": True}
+
+
+def test_method_settings_live_in_groups_and_flat_names_still_work():
+    cfg = parse_config("train", {**TRAIN, "lora_rank": "16", "pref_beta": 0.2, "quantization_bit": 4,
+                                 "freeze_trainable_layers": 3, "num_generations": 8})
+    ft, model = cfg.finetuning, cfg.model
+    assert ft.lora.lora_rank == 16 and ft.lora.lora_alpha == 32 and ft.lora_rank == 16
+    assert ft.preference.pref_beta == 0.2 and ft.freeze.freeze_trainable_layers == 3 and ft.rl.num_generations == 8
+    assert model.quantization.quantization_bit == 4 and model.quantization_bit == 4
+    ft.lora_rank = 4  # the compatibility layer writes through to the group
+    assert ft.lora.lora_rank == 4
+    assert cfg.resolved()["lora_rank"] == 4 and "lora" not in cfg.resolved()
+
+
+def test_flat_constructor_copy_and_replace_keep_groups_independent():
+    ft = FinetuningArguments(lora_rank=4, stage="simpo")
+    assert ft.lora.lora_rank == 4 and ft.lora.lora_alpha == 8 and ft.preference.pref_loss == "simpo"
+    twin = copy.copy(ft)
+    twin.lora_rank = 32
+    assert ft.lora_rank == 4
+    other = dataclasses.replace(ft, lora_dropout=0.1)
+    other.lora_rank = 64
+    assert (ft.lora_rank, ft.lora_dropout, other.lora_dropout) == (4, 0.0, 0.1)
+    assert ModelArguments(quantization_method="bitsandbytes").quantization.quantization_method == "bnb"
+
+
+def test_help_shows_the_groups():
+    result = subprocess.run([sys.executable, "-m", "tunery", "train", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for title in ("finetuning.lora", "finetuning.freeze", "finetuning.preference", "finetuning.rl",
+                  "model.quantization"):
+        assert f"\n{title} (" in result.stdout
+    assert "--lora_rank (default: 8)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--stage", "grpo"], ["reward_funcs"]),
+        (["--streaming", "true", "--dry_run", "true"], ["streaming", "max_steps"]),
+        (["--quantization_bit", "4", "--finetuning_type", "full"], ["quantization_bit", "finetuning_type: full"]),
+    ],
+)
+def test_cli_config_error_wins_before_any_model_loads(tmp_path, args, needles):
+    # /nonexistent would fail as a model error if anything were loaded; the config error comes first.
+    result = subprocess.run(
+        [sys.executable, "-m", "tunery", "train", "--model_name_or_path", "/nonexistent/model", "--dataset", "d",
+         "--output_dir", str(tmp_path / "out"), *args],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr
+    assert not (tmp_path / "out").exists()
