@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import Trainer, TrainerCallback
 
-from tests.unit.test_train_resume import OVERRIDES, SignalAtStep
+from tests.unit.train.test_train_resume import OVERRIDES, SignalAtStep
 from tests.unit.train_utils import logged_losses, run_tiny_training, train_config
 from tunery.config import parse_config
 from tunery.config.parser import load_raw_config
