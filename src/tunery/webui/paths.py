@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from tunery.errors import ConfigError, ResourceError
+from tunery.runlog import LOG_FILE
 
 LOCK_NAME = ".tunery_webui.lock"
 RUN_LOG_NAME = "running_log.txt"
@@ -30,7 +31,7 @@ _CHECKPOINT = re.compile(r"^checkpoint-\d+$")
 # What a run of each command leaves behind while it is unfinished (anything else is a foreign file),
 # and the file that says it finished.
 _OWN_FILES = {
-    "train": {"training_args.yaml", "trainer_log.jsonl", "runs"},
+    "train": {"training_args.yaml", LOG_FILE, "runs"},
     "predict": {"predict_args.yaml", "generated_predictions.jsonl"},
     "eval": {"eval_args.yaml"},
     "export": {"export_args.yaml"},

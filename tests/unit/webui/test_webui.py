@@ -156,7 +156,7 @@ def test_dataset_preview_is_the_data_preview_training_uses(reference_dir, tiny_c
     assert len(entries) == 2 and html.count("<h4>") == 2
     # cutoff_len applies as in training: the first example is cut, and says so
     assert entries[0]["num_tokens"] == 40 and entries[0]["status"] == "truncated"
-    assert "40 tokens, 7 trained, truncated" in html
+    assert "40 tokens, 20 trained, truncated" in html  # the reply is kept, the prompt cut (FR2-04)
     bold = [unescape(b.split("</b>")[0]) for b in html.split("<b>")[1:]]
     marked = [m.split("]]")[0] for e in entries for m in e["marked_text"].split("[[")[1:]]
     assert bold == marked and bold
