@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from tunery.config.parser import parse_overrides
-from tunery.demo import RESULTS_FILE, demo_config, run_demo
+from tunery.demo import RESULTS_FILE, TABLE_FILE, demo_config, run_demo
 from tunery.errors import ConfigError
 
 ROWS = [
     ("identity: names Tuna and the Tunery project", "identity_match"),
     ("identity: names Tuna", "identity_names_tuna"),
     ("units: exact answer", "units_exact"),
-    ("units: right number anywhere", "units_lenient"),
+    ("units: right value and unit", "units_value"),
 ]
 
 
@@ -43,7 +43,8 @@ def report(results: dict[str, Any], output_dir: Path) -> None:
     print()
     print(format_table(results["before"], results["after"]))
     print(f"\ntime: {seconds['total'] / 60:.1f} min in all, training {seconds['train'] / 60:.1f} min. "
-          f"Replies and figures: {output_dir / RESULTS_FILE}; loss curve: {output_dir / 'training_loss.png'}")
+          f"Replies and figures: {output_dir / RESULTS_FILE}; markdown table: {output_dir / TABLE_FILE}; "
+          f"loss curve: {output_dir / 'training_loss.png'}")
     replies = results["replies"]
     for item in replies[:: max(1, len(replies) // 4)][:4]:
         print(f"  Q: {item['prompt']}\n     before: {item['before'][:90]}\n     after:  {item['after'][:90]}")
