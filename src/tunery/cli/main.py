@@ -18,6 +18,7 @@ from tunery.cli import api, chat, data, demo, env, estimate, export, predict, tr
 from tunery.cli import eval as eval_cmd
 from tunery.cli.help import format_command_help
 from tunery.errors import TuneryError
+from tunery.logging import quiet_library_warnings
 
 ISSUES_URL = "https://github.com/tunery/tunery/issues"
 # Exit code of a command whose output reader went away (`tunery ... | head`): 128 + SIGPIPE, as a shell reports it.
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
+    if not debug:
+        quiet_library_warnings()
     try:
         code = _dispatch(argv, debug)
         sys.stdout.flush()  # a closed pipe shows here, not as a complaint at interpreter exit
