@@ -45,3 +45,43 @@ def test_warnings_come_back_on_request():
     assert "is_gradient_checkpointing" in shown.stderr and "old peft thing" not in shown.stderr  # Python's default
     debug = _run("version", "--debug")
     assert "is_gradient_checkpointing" in debug.stderr
+
+
+def test_training_log_line_is_readable():
+    from tunery.train.callbacks import log_line
+
+    line = log_line({"loss": 1.23449, "grad_norm": 0.5, "learning_rate": 9e-05, "epoch": 0.25}, 10, 40, 3.2, 100)
+    assert line == "step 10/40  epoch 0.25  loss 1.2345  lr 9.0e-05  3.20 s/step  eta 0:01:40"
+    assert "{" not in line and "'" not in line
+    dpo = log_line({"loss": 0.69, "rewards/chosen": 0.0123, "learning_rate": 1e-5, "epoch": 1.0}, 3, 6)
+    assert dpo == "step 3/6  epoch 1.00  loss 0.6900  lr 1.0e-05  rewards/chosen 0.0123"
+    assert log_line({"eval_loss": 1.1, "eval_runtime": 2.0, "epoch": 1.0}, 10, 40) == "eval step 10/40  eval_loss 1.1"
+    done = log_line({"train_loss": 1.3, "train_runtime": 130.4, "train_samples_per_second": 2.0}, 40, 40)
+    assert done == "done  40 steps in 0:02:10  train_loss 1.3"
+
+
+class _State:
+    is_local_process_zero = is_world_process_zero = True
+    max_steps = 40
+
+    def __init__(self, step):
+        self.global_step = step
+
+
+def test_trainer_prints_lines_not_dicts(tmp_path, tiny_chatml_model, capsys):
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from tunery.train.callbacks import ReadablePrinterCallback, ReadableProgressCallback, use_readable_logs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_chatml_model)
+    for disable_tqdm, readable in ((False, ReadableProgressCallback), (True, ReadablePrinterCallback)):
+        args = TrainingArguments(output_dir=str(tmp_path), report_to="none", disable_tqdm=disable_tqdm)
+        trainer = use_readable_logs(Trainer(model=model, args=args))
+        kinds = [type(c) for c in trainer.callback_handler.callbacks]
+        assert readable in kinds and ProgressCallback not in kinds and PrinterCallback not in kinds
+    printer = ReadablePrinterCallback()
+    printer.on_train_begin(None, _State(0), None)
+    printer.on_log(None, _State(10), None, logs={"loss": 2.0, "learning_rate": 1e-4, "epoch": 0.5})
+    out = capsys.readouterr().out
+    assert out.startswith("step 10/40  epoch 0.50  loss 2.0000  lr 1.0e-04") and "eta " in out and "{" not in out
