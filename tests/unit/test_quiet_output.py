@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 WARNING_COMMAND = textwrap.dedent("""
     import sys, warnings
     from tunery.cli import main as cli
@@ -85,3 +87,59 @@ def test_trainer_prints_lines_not_dicts(tmp_path, tiny_chatml_model, capsys):
     printer.on_log(None, _State(10), None, logs={"loss": 2.0, "learning_rate": 1e-4, "epoch": 0.5})
     out = capsys.readouterr().out
     assert out.startswith("step 10/40  epoch 0.50  loss 2.0000  lr 1.0e-04") and "eta " in out and "{" not in out
+
+
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
+
+
+def _count_sleeps(monkeypatch):
+    from huggingface_hub.utils import _http
+
+    for name in ("http_backoff", "http_stream_backoff"):  # undo fail_fast_when_offline after the test
+        function = getattr(_http, name)
+        defaults = getattr(function, "__wrapped__", function).__kwdefaults__
+        monkeypatch.setitem(defaults, "retry_on_exceptions", defaults["retry_on_exceptions"])
+    sleeps = []
+    monkeypatch.setattr(_http.time, "sleep", lambda seconds: sleeps.append(seconds))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # the test session runs offline
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return sleeps
+
+
+def test_hub_download_without_network_is_not_retried(tmp_path, monkeypatch):
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from tunery.hub import fail_fast_when_offline
+
+    sleeps = _count_sleeps(monkeypatch)
+    with pytest.raises(LocalEntryNotFoundError):
+        hf_hub_download("owner/model", "config.json", cache_dir=str(tmp_path), endpoint=UNREACHABLE)
+    assert len(sleeps) == 5  # huggingface_hub's own behaviour: five back-off waits (what the user saw)
+
+    sleeps.clear()
+    assert fail_fast_when_offline() is True
+    with pytest.raises(LocalEntryNotFoundError) as info:
+        hf_hub_download("owner/model", "config.json", cache_dir=str(tmp_path), endpoint=UNREACHABLE)
+    assert sleeps == []  # no retries: the error comes at once
+    assert "connection" in str(info.value).lower() or "cache" in str(info.value).lower()
+
+
+def test_model_not_cached_and_no_network_is_one_model_error(tmp_path, monkeypatch):
+    from tunery import hub
+    from tunery.errors import ModelError
+
+    sleeps = _count_sleeps(monkeypatch)
+    hub.fail_fast_when_offline()
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", UNREACHABLE)
+    monkeypatch.setattr("huggingface_hub.hf_api.constants.ENDPOINT", UNREACHABLE, raising=False)
+    with pytest.raises(ModelError, match="not in the local cache and the hub cannot be reached"):
+        hub.resolve_model("owner/not-cached-model", cache_dir=str(tmp_path))
+    assert sleeps == []
+
+
+def test_fail_fast_can_be_turned_off(monkeypatch):
+    from tunery.hub import fail_fast_when_offline
+
+    monkeypatch.setenv("TUNERY_HUB_RETRY_CONNECT", "1")
+    assert fail_fast_when_offline() is False

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from tunery.config.parser import parse_overrides
-from tunery.demo import RESULTS_FILE, TABLE_FILE, demo_config, run_demo
 from tunery.errors import ConfigError
 
 ROWS = [
@@ -34,11 +33,15 @@ def build_config(tokens: list[str]) -> Any:
     if positional:
         raise ConfigError(f"tunery demo takes only --key value flags, not {positional[0]!r}",
                           hint="e.g. tunery demo --output_dir saves/demo --num_train_epochs 1")
+    # the demo workflow imports torch and transformers (seconds); `tunery --help` must not pay for them
+    from tunery.demo import demo_config
+
     return demo_config(overrides)
 
 
 def report(results: dict[str, Any], output_dir: Path) -> None:
     """The table, the time taken, and a few replies before and after."""
+    from tunery.demo import RESULTS_FILE, TABLE_FILE
     seconds = results["seconds"]
     print()
     print(format_table(results["before"], results["after"]))
@@ -52,6 +55,8 @@ def report(results: dict[str, Any], output_dir: Path) -> None:
 
 def main(tokens: list[str]) -> int:
     """``tunery demo [--key value ...]``: score, train, score again, report."""
+    from tunery.demo import run_demo
+
     cfg = build_config(tokens)
     results = run_demo(cfg, notify=lambda line: print(f"tunery demo: {line}", flush=True))
     report(results, Path(cfg.training.output_dir))
