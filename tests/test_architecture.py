@@ -273,3 +273,16 @@ def test_pending_list_holds_only_live_violations():
     live = _lazy_violations()[0] | _workflow_violations()[0]
     stale = sorted(PENDING - live)
     assert not stale, "fixed; remove from PENDING in tests/test_architecture.py:\n" + "\n".join(map(str, stale))
+
+
+def test_unit_tests_mirror_the_source_packages():
+    """tests/unit/<package>/ for each package of src/tunery; tests/unit/test_<module>.py for a root module."""
+    unit = REPO / "tests" / "unit"
+    problems = []
+    for folder in sorted(p for p in unit.rglob("*") if p.is_dir() and p.name != "__pycache__"):
+        if not (PACKAGE / folder.relative_to(unit)).is_dir():
+            problems.append(f"{folder.relative_to(REPO)} has no package src/tunery/{folder.relative_to(unit)}")
+    for test in sorted(unit.glob("test_*.py")):
+        if not (PACKAGE / f"{test.stem.removeprefix('test_')}.py").is_file():
+            problems.append(f"{test.relative_to(REPO)} tests no root module of src/tunery: move it into its package")
+    assert not problems, "\n".join(problems)

@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import Trainer, TrainerCallback
 
-from tests.unit.test_train_resume import OVERRIDES, SignalAtStep
+from tests.unit.train.test_train_resume import OVERRIDES, SignalAtStep
 from tests.unit.train_utils import logged_losses, run_tiny_training, train_config
 from tunery.config import parse_config
 from tunery.config.parser import load_raw_config
 from tunery.errors import ConfigError, ResourceError
-from tunery.train.callbacks import read_log
+from tunery.runlog import read as read_log
 from tunery.train.continue_run import settings_fingerprint
 
 
