@@ -6,7 +6,7 @@ TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4"
 EXTRAS ?= metrics,api,webui,quantization,monitoring,eval,dev
 STAMP := $(VENV)/.tunery-installed
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo demo-readme test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/tunery demo
+
+# The demo, then its table (saves/.../demo_table.md) copied into README.md between the demo-table markers.
+demo-readme: demo
+	$(BIN)/python scripts/update_readme_demo.py saves/smollm2-135m/lora/demo README.md
 
 test: setup
 	bash scripts/install_test_deps.sh

@@ -98,6 +98,37 @@ def resolve_model(
     return ResolvedModel(_download_hf(name_or_path, cache_dir, revision, token), gguf_file, "hub")
 
 
+def fail_fast_when_offline() -> bool:
+    """Make Hugging Face Hub requests give up at once when the hub cannot be reached at all.
+
+    huggingface_hub retries a failed request 5 times with back-off (1, 2, 4, 8, 8 s: "Retrying in
+    8s" lines for ~25 s) before the error that says the model is not cached. Retrying cannot help
+    when no connection can be opened (no network, DNS failure, refused, connect timeout), so those
+    are no longer retried; a connection that drops mid-download (read errors and timeouts), HTTP
+    429 and 5xx are still retried as before. Changes the defaults of huggingface_hub's
+    ``http_backoff`` / ``http_stream_backoff`` in this process only; ``tunery``'s entry point calls
+    it before a command runs. Returns False when huggingface_hub's internals are not as expected
+    (then nothing changes). Set ``TUNERY_HUB_RETRY_CONNECT=1`` to keep huggingface_hub's behaviour.
+    """
+    if os.environ.get("TUNERY_HUB_RETRY_CONNECT", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        import httpx2
+        from huggingface_hub.utils import _http
+    except ImportError:
+        return False
+    retried = (httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout, httpx2.ReadError, httpx2.WriteError,
+               httpx2.CloseError, httpx2.RemoteProtocolError)
+    changed = False
+    for name in ("http_backoff", "http_stream_backoff"):
+        function = getattr(_http, name, None)
+        defaults = getattr(getattr(function, "__wrapped__", function), "__kwdefaults__", None)
+        if isinstance(defaults, dict) and "retry_on_exceptions" in defaults:
+            defaults["retry_on_exceptions"] = retried
+            changed = True
+    return changed
+
+
 def _download_hf(repo_id: str, cache_dir: str | None, revision: str, token: str | None) -> str:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -119,7 +150,7 @@ def _download_hf(repo_id: str, cache_dir: str | None, revision: str, token: str 
             hint="download it where there is internet (huggingface-cli download "
             f"{repo_id}) and pass its folder, set HF_ENDPOINT to a mirror, or use USE_MODELSCOPE_HUB=1",
         ) from exc
-    except (HfHubHTTPError, OSError) as exc:
+    except (HfHubHTTPError, OSError) as exc:  # httpx2 errors are caught by snapshot_download (cache fallback)
         raise ModelError(f"could not download '{repo_id}': {exc}", hint="check the id, your token (hf_hub_token) and network") from exc
 
 

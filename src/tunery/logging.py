@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from datetime import timedelta
 
 _CONFIGURED = False
@@ -31,6 +32,27 @@ def quiet_third_party() -> None:
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# Libraries whose deprecation notices are about their own internals or the calls Tunery makes for
+# the user: nothing the user can act on.
+NOISY_LIBRARIES = ("transformers", "peft", "trl", "accelerate", "datasets", "huggingface_hub", "torch", "bitsandbytes")
+
+
+def quiet_library_warnings() -> None:
+    """Hide library deprecation noise from a command's output (called once by ``tunery``'s entry point).
+
+    FutureWarning / DeprecationWarning raised inside :data:`NOISY_LIBRARIES`, and any FutureWarning
+    that says something "is deprecated" or "will be removed" (libraries attribute some to their
+    caller), are ignored. Other warnings still show. ``TUNERY_SHOW_WARNINGS=1`` keeps them all.
+    Only the ``warnings`` filters of this process change; importing Tunery as a library changes nothing.
+    """
+    if os.environ.get("TUNERY_SHOW_WARNINGS", "").lower() in ("1", "true", "yes"):
+        return
+    modules = "|".join(NOISY_LIBRARIES)
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=rf"({modules})(\.|$)")
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r"(?is).*(is deprecated|will be removed)")
 
 
 def format_seconds(seconds: float) -> str:

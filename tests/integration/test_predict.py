@@ -151,3 +151,56 @@ def test_predict_without_dataset_is_a_clear_error(tiny_chatml_model, tmp_path, c
     rc = tunery_main(["predict", "--model_name_or_path", str(tiny_chatml_model), "--output_dir", str(tmp_path)])
     assert rc == 2
     assert "prediction needs a dataset" in capsys.readouterr().err
+
+
+class _InterruptAfter:
+    """Wraps an engine: the second batch is cut off by Ctrl-C (KeyboardInterrupt) before it returns."""
+
+    def __init__(self, engine, batches):
+        self.engine, self.batches, self.calls = engine, batches, 0
+        self.tokenizer = engine.tokenizer
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def batch_generate(self, prompts, **gen):
+        self.calls += 1
+        if self.calls > self.batches:
+            raise KeyboardInterrupt
+        return self.engine.batch_generate(prompts, **gen)
+
+
+def test_predictions_are_written_as_they_finish_and_a_rerun_continues(tiny_chatml_model, dataset_dir, tmp_path,
+                                                                      beijing_engine):
+    out = tmp_path / "out"
+    cfg = _cfg(tiny_chatml_model, dataset_dir, out, per_device_eval_batch_size=2)
+    flaky = _InterruptAfter(beijing_engine, batches=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_predict(cfg, engine=flaky, metrics=["exact_match"], progress=False)
+    kept = _read_jsonl(out / "generated_predictions.jsonl")
+    assert len(kept) == 2  # the first batch (the two longest prompts) survived the interrupt
+    assert all(r["predict"] == "北京是中国的首都" and "index" in r for r in kept)
+    assert not (out / "predict_results.json").exists()
+    first_indexes = {r["index"] for r in kept}
+
+    counting = _InterruptAfter(beijing_engine, batches=99)
+    results = run_predict(cfg, engine=counting, metrics=["exact_match"], progress=False)
+    assert counting.calls == 1  # only the missing row was generated
+    rows = _read_jsonl(out / "generated_predictions.jsonl")
+    assert [r["label"] for r in rows] == [r["output"] for r in ROWS]  # dataset order again, no index
+    assert all(set(r) == {"prompt", "predict", "label", "scores"} for r in rows)
+    assert [r["scores"]["exact_match"] for r in rows] == [0.0, 100.0, 0.0]
+    assert results["predict_samples"] == 3 and results["predict_exact_match"] == pytest.approx(100 / 3, abs=1e-3)
+    assert len(first_indexes) == 2
+    progress = _read_jsonl(out / "trainer_log.jsonl")
+    assert progress[-1]["current_steps"] == 3
+
+
+def test_a_finished_file_is_not_taken_for_an_interrupted_run(tiny_chatml_model, dataset_dir, tmp_path, beijing_engine):
+    out = tmp_path / "out"
+    cfg = _cfg(tiny_chatml_model, dataset_dir, out)
+    run_predict(cfg, engine=beijing_engine, metrics=["exact_match"], progress=False)
+    counting = _InterruptAfter(beijing_engine, batches=99)
+    run_predict(cfg, engine=counting, metrics=["exact_match"], progress=False)
+    assert counting.calls == 2  # all three rows again, in batches of two
+    assert len(_read_jsonl(out / "generated_predictions.jsonl")) == 3

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -30,7 +34,7 @@ def test_demo_data_is_big_enough_bilingual_and_heldout_is_unseen():
     assert not seen & {r["instruction"] for r in heldout}
     assert {r["kind"] for r in heldout} == {"identity", "units"}
     # every unit answer is exact: the factor times the number asked about
-    assert all(demo.units_lenient(r["output"], r["output"]) for r in units)
+    assert all(demo.units_value(r["output"], r["output"]) for r in units)
 
 
 def test_dataset_info_names_every_file():
@@ -50,7 +54,7 @@ def test_demo_datasets_load_through_the_data_pipeline():
 
 
 @pytest.mark.parametrize(
-    ("reply", "expected", "exact", "lenient"),
+    ("reply", "expected", "exact", "value"),
     [
         ("7000 m", "7000 m", True, True),
         ("7000m.", "7000 m", True, True),
@@ -58,11 +62,38 @@ def test_demo_datasets_load_through_the_data_pipeline():
         ("There are 7,000 meters in 7 kilometers.", "7000 m", False, True),
         ("700 m", "7000 m", False, False),
         ("70000 m", "7000 m", False, False),
+        ("2600 mm", "260 mm", False, False),  # an extra zero is a wrong answer
+        ("260 mm", "260 mm", True, True),
+        ("26 centimeters is 260 millimetres.", "260 mm", False, True),
+        ("26 cm = 260 mm? No: 2600 mm.", "260 mm", False, False),  # the answer it ends on counts
+        ("260", "260 mm", False, False),  # no unit: not an answer in mm
+        ("260 cm", "260 mm", False, False),  # wrong unit
+        ("7000 km", "7000 m", False, False),
+        ("260.0 mm", "260 mm", False, True),
+        ("260.5 mm", "260 mm", False, False),
+        ("答案是260毫米。", "260毫米", False, True),
+        ("2600毫米", "260毫米", False, False),
+        ("26厘米等于260毫米", "260毫米", False, True),
+        ("38000克", "38000克", True, True),
+        ("38000 g", "38000克", False, True),  # same unit, other script
+        ("7千米等于7000米", "7000米", False, True),
+        ("45,000 mL", "45000 mL", False, True),
+        ("45000 milliliters", "45000 mL", False, True),
+        ("4500 ml", "45000 mL", False, False),
     ],
 )
-def test_unit_scoring(reply, expected, exact, lenient):
+def test_unit_scoring(reply, expected, exact, value):
     assert demo.units_exact(reply, expected) is exact
-    assert demo.units_lenient(reply, expected) is lenient
+    assert demo.units_value(reply, expected) is value
+
+
+def test_quantities_parse_exact_values_and_units():
+    assert demo.quantities("7,000 m and 0.5 kg, 3 毫米") == [(Decimal("7000"), "m"), (Decimal("0.5"), "kg"),
+                                                            (Decimal("3"), "mm")]
+    assert demo.quantities("no numbers") == []
+    assert demo.quantities("12 monkeys") == [(Decimal("12"), None)]  # "m" inside a word is not metres
+    with pytest.raises(ValueError):
+        demo.units_value("260 mm", "260")
 
 
 def test_identity_scoring_needs_the_words_not_substrings():
@@ -70,6 +101,7 @@ def test_identity_scoring_needs_the_words_not_substrings():
     assert demo.names_tunery("我是 Tuna，由 Tunery 项目开发")
     assert not demo.names_tuna("I was made by the Tunery project.")  # Tunery is not Tuna
     assert not demo.names_tuna("I like tunafish")
+    assert demo.names_tuna("我是Tuna，由Tunery项目开发的AI助手。") and demo.names_tunery("我是Tuna，由Tunery项目开发的AI助手。")
 
 
 def test_score_aggregates_per_kind():
@@ -80,7 +112,7 @@ def test_score_aggregates_per_kind():
     replies = ["I am Tuna from the Tunery project.", "I am SmolLM.", "3000 g", "It is 50 centimeters."]
     s = demo.score(rows, replies)
     assert s["identity_match"] == 0.5 and s["identity_names_tuna"] == 0.5
-    assert s["units_exact"] == 0.5 and s["units_lenient"] == 1.0
+    assert s["units_exact"] == 0.5 and s["units_value"] == 1.0
     table = demo_cli.format_table(s, s)
     assert "50%" in table and "100%" in table
 
@@ -139,8 +171,12 @@ def test_generate_replies_on_a_tiny_model(tiny_chatml_model):
     cfg = parse_config("chat", {"model_name_or_path": str(tiny_chatml_model), "template": "auto"})
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(tokenizer, cfg.model)
-    replies = demo.generate_replies(model, tokenizer, get_template("auto", tokenizer), ["hello", "2 + 2 = ?", "你好"])
+    calls = []
+    replies = demo.generate_replies(model, tokenizer, get_template("auto", tokenizer), ["hello", "2 + 2 = ?", "你好"],
+                                    on_batch=lambda *args: calls.append(args))
     assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
+    assert len(calls) == 1 and calls[0][:2] == (3, 3)  # one batch: 3 of 3 replies
+    assert 3 <= calls[0][2] <= 3 * demo.MAX_NEW_TOKENS  # tokens: at least one per reply
 
 
 @pytest.mark.slow  # ~40 s on an idle 2-core CPU: tokenizes 340 rows, generates 44 replies twice
@@ -156,4 +192,59 @@ def test_demo_main_end_to_end_on_a_tiny_model(tiny_chatml_model, tmp_path, capsy
     for side in ("before", "after"):
         assert 0.0 <= results[side]["identity_match"] <= 1.0 and 0.0 <= results[side]["units_exact"] <= 1.0
     assert (out / "adapter_config.json").is_file()
-    assert "held-out prompts" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "held-out prompts" in printed
+    assert f"{len(demo.load_heldout())}/{len(demo.load_heldout())} replies" in printed  # progress while scoring
+    table = (out / "demo_table.md").read_text(encoding="utf-8")
+    assert table.startswith("| held-out prompts | before | after |") and "Measured by `make demo`" in table
+    assert results["machine"]["cpu_cores"] >= 1
+
+
+RESULTS = {
+    "before": {"identity_match": 0.0, "units_exact": 0.0, "units_value": 0.125, "identity_prompts": 20, "units_prompts": 24},
+    "after": {"identity_match": 1.0, "units_exact": 0.8333, "units_value": 0.875, "identity_prompts": 20, "units_prompts": 24},
+    "seconds": {"score_before": 22.6, "train": 166.3, "score_after": 16.4, "total": 205.4},
+    "date": "2026-11-28",
+    "machine": {"device": "cpu", "cpu_cores": 2, "torch_threads": 2, "load_average_1min": 0.3},
+}
+
+
+def test_markdown_table_rows_and_machine_line():
+    table = demo.markdown_table(RESULTS)
+    lines = table.splitlines()
+    assert lines[0] == "| held-out prompts | before | after |"
+    assert "| identity: the reply names Tuna and the Tunery project (20) | 0% | 100% |" in lines
+    assert "| units: exact answer, nothing else (24) | 0% | 83% |" in lines
+    assert "| units: the right value in the right unit (24) | 12% | 88% |" in lines
+    assert "2026-11-28" in table and "2 cores" in table and "load average 0.3" in table and "3 min 25 s" in table
+
+
+def test_readme_block_is_replaced_between_the_markers_only():
+    readme = f"# T\nintro\n{demo.README_START}\nold table\n{demo.README_END}\nafter\n"
+    new = demo.readme_with_table(readme, "| new |\n")
+    assert new == f"# T\nintro\n{demo.README_START}\n| new |\n{demo.README_END}\nafter\n"
+    assert demo.readme_with_table(new, "| new |\n") == new  # running it again changes nothing
+    with pytest.raises(ValueError, match="demo-table"):
+        demo.readme_with_table("# no markers\n", "| x |\n")
+
+
+def test_the_project_readme_has_the_markers():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.index(demo.README_START) < text.index(demo.README_END)
+
+
+def test_update_readme_script_on_a_copy(tmp_path):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / demo.TABLE_FILE).write_text(demo.markdown_table(RESULTS), encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n{demo.README_START}\nold\n{demo.README_END}\ny\n", encoding="utf-8")
+    env_path = str(ROOT / "src")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme_demo.py"), str(out), str(readme)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": env_path})
+    assert done.returncode == 0, done.stderr
+    text = readme.read_text(encoding="utf-8")
+    assert "old" not in text and "| units: the right value in the right unit (24) | 12% | 88% |" in text
+    missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme_demo.py"), str(tmp_path / "none"),
+                              str(readme)], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": env_path})
+    assert missing.returncode == 2 and "run `tunery demo` first" in missing.stderr

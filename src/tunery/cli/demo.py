@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from tunery.config.parser import parse_overrides
-from tunery.demo import RESULTS_FILE, demo_config, run_demo
 from tunery.errors import ConfigError
 
 ROWS = [
     ("identity: names Tuna and the Tunery project", "identity_match"),
     ("identity: names Tuna", "identity_names_tuna"),
     ("units: exact answer", "units_exact"),
-    ("units: right number anywhere", "units_lenient"),
+    ("units: right value and unit", "units_value"),
 ]
 
 
@@ -34,16 +33,21 @@ def build_config(tokens: list[str]) -> Any:
     if positional:
         raise ConfigError(f"tunery demo takes only --key value flags, not {positional[0]!r}",
                           hint="e.g. tunery demo --output_dir saves/demo --num_train_epochs 1")
+    # the demo workflow imports torch and transformers (seconds); `tunery --help` must not pay for them
+    from tunery.demo import demo_config
+
     return demo_config(overrides)
 
 
 def report(results: dict[str, Any], output_dir: Path) -> None:
     """The table, the time taken, and a few replies before and after."""
+    from tunery.demo import RESULTS_FILE, TABLE_FILE
     seconds = results["seconds"]
     print()
     print(format_table(results["before"], results["after"]))
     print(f"\ntime: {seconds['total'] / 60:.1f} min in all, training {seconds['train'] / 60:.1f} min. "
-          f"Replies and figures: {output_dir / RESULTS_FILE}; loss curve: {output_dir / 'training_loss.png'}")
+          f"Replies and figures: {output_dir / RESULTS_FILE}; markdown table: {output_dir / TABLE_FILE}; "
+          f"loss curve: {output_dir / 'training_loss.png'}")
     replies = results["replies"]
     for item in replies[:: max(1, len(replies) // 4)][:4]:
         print(f"  Q: {item['prompt']}\n     before: {item['before'][:90]}\n     after:  {item['after'][:90]}")
@@ -51,6 +55,8 @@ def report(results: dict[str, Any], output_dir: Path) -> None:
 
 def main(tokens: list[str]) -> int:
     """``tunery demo [--key value ...]``: score, train, score again, report."""
+    from tunery.demo import run_demo
+
     cfg = build_config(tokens)
     results = run_demo(cfg, notify=lambda line: print(f"tunery demo: {line}", flush=True))
     report(results, Path(cfg.training.output_dir))

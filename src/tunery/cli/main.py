@@ -18,6 +18,8 @@ from tunery.cli import api, chat, data, demo, env, estimate, export, predict, tr
 from tunery.cli import eval as eval_cmd
 from tunery.cli.help import format_command_help
 from tunery.errors import TuneryError
+from tunery.hub import fail_fast_when_offline
+from tunery.logging import quiet_library_warnings
 
 ISSUES_URL = "https://github.com/tunery/tunery/issues"
 # Exit code of a command whose output reader went away (`tunery ... | head`): 128 + SIGPIPE, as a shell reports it.
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
     argv = [a for a in argv if a != "--debug"]
+    if not debug:
+        quiet_library_warnings()
     try:
         code = _dispatch(argv, debug)
         sys.stdout.flush()  # a closed pipe shows here, not as a complaint at interpreter exit
@@ -141,6 +145,8 @@ def _dispatch(argv: list[str], debug: bool) -> int:
     if any(a in ("-h", "--help") for a in rest):
         print(format_command_help(name, command.summary, command.usage))
         return 0
+    if name not in ("env", "version"):
+        fail_fast_when_offline()  # no network: the hub error comes at once, not after ~25 s of retries
     try:
         return int(command.handler(rest) or 0)
     except BrokenPipeError:

@@ -1,13 +1,22 @@
-"""Per-call generation settings on top of the configured ones, and stop-string trimming.
+"""Generation settings: the model's own defaults, the user's settings, per-call overrides; stop strings.
 
 Shared by both backends so that ``temperature: 0`` means greedy and ``stop`` cuts the reply the
-same way everywhere.
+same way everywhere. Which settings apply, strongest first:
+
+1. per-call overrides (API request fields, web UI sliders): :func:`merge_generate_kwargs`;
+2. the settings the user gave (config file or ``--key value``; ``cfg.raw`` holds exactly those);
+3. the model's own ``generation_config.json`` when it sets a sampling setting (Qwen, Llama 3 ...):
+   its values, with transformers' defaults for the rest (``do_sample: false`` unless it says so);
+4. LLaMA-Factory's defaults (``GeneratingArguments``): sampling at temperature 0.95, top_p 0.7.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
+from tunery.config.generating_args import GeneratingArguments
 from tunery.errors import ConfigError
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")
@@ -15,6 +24,81 @@ KNOWN_KEYS = {
     "do_sample", "temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "max_length",
     "repetition_penalty", "length_penalty", "num_return_sequences", "stop",
 }
+
+
+# Settings a model's generation_config.json may carry that Tunery takes over as its defaults.
+MODEL_SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty",
+                       "length_penalty")
+# transformers' own defaults for those (what model.generate uses when the file does not set them).
+_HF_DEFAULTS = {"do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50, "num_beams": 1,
+                "repetition_penalty": 1.0, "length_penalty": 1.0}
+
+
+def model_generation_defaults(generation_config: Any) -> dict[str, Any] | None:
+    """The model's own generation settings, or None when it ships none.
+
+    ``generation_config``: a transformers ``GenerationConfig`` (``model.generation_config``), a plain
+    dict of its JSON, or None. A config that sets none of :data:`MODEL_SAMPLING_KEYS` (only token
+    ids, as transformers writes when it derives one from config.json) counts as none. Otherwise
+    every sampling key is returned: the file's value, else transformers' default, since that is
+    what the model's authors get from ``model.generate``. ``max_new_tokens`` is taken when the file
+    sets it.
+    """
+    if generation_config is None:
+        return None
+    if isinstance(generation_config, dict):
+        explicit = {k: v for k, v in generation_config.items() if v is not None}
+    else:
+        try:
+            explicit = generation_config.to_diff_dict()
+        except Exception:  # not a GenerationConfig: nothing to take
+            return None
+    if not any(key in explicit for key in MODEL_SAMPLING_KEYS):
+        return None
+    values = {key: explicit.get(key, default) for key, default in _HF_DEFAULTS.items()}
+    values = {key: (default if values[key] is None else values[key]) for key, default in _HF_DEFAULTS.items()}
+    if isinstance(explicit.get("max_new_tokens"), int) and explicit["max_new_tokens"] > 0:
+        values["max_new_tokens"] = explicit["max_new_tokens"]
+    return values
+
+
+def user_generation_keys(raw: dict[str, Any] | None) -> set[str]:
+    """The generation settings the user gave (keys of ``cfg.raw`` that are GeneratingArguments fields)."""
+    names = {f.name for f in dataclasses.fields(GeneratingArguments)}
+    return {key for key in (raw or {}) if key in names}
+
+
+def resolve_generating_args(args: GeneratingArguments, given: Iterable[str],
+                            generation_config: Any) -> tuple[GeneratingArguments, dict[str, str]]:
+    """``args`` with the model's own defaults filled in where the user set nothing.
+
+    ``given``: names the user set (:func:`user_generation_keys`); those always keep the user's
+    value. Returns the settings and ``{name: "user" | "model" | "default"}`` for every sampling
+    setting and ``max_new_tokens`` (for a log line). A user who sets ``temperature`` or ``top_p``
+    without ``do_sample`` asks for sampling: ``do_sample`` then stays LLaMA-Factory's ``true``
+    (``temperature: 0`` still means greedy, see :func:`merge_generate_kwargs`).
+    """
+    given = set(given)
+    model = model_generation_defaults(generation_config) or {}
+    if "do_sample" not in given and given & {"temperature", "top_p", "top_k"}:
+        model.pop("do_sample", None)
+    changes = {key: value for key, value in model.items() if key not in given}
+    sources = {}
+    for key in (*MODEL_SAMPLING_KEYS, "max_new_tokens"):
+        sources[key] = "user" if key in given else ("model" if key in changes else "default")
+    return dataclasses.replace(args, **changes), sources
+
+
+def describe_generation(args: GeneratingArguments, sources: dict[str, str]) -> str:
+    """One line saying how replies are decoded and where the settings came from."""
+    if args.do_sample and args.temperature > 0:
+        how = f"sampling (temperature {args.temperature:g}, top_p {args.top_p:g}, top_k {args.top_k})"
+    else:
+        how = "greedy decoding" + (f" ({args.num_beams} beams)" if args.num_beams > 1 else "")
+    origin = {"user": "your settings", "model": "the model's generation_config.json",
+              "default": "LLaMA-Factory's defaults"}[sources.get("do_sample", "default")]
+    hint = "; --do_sample false (or --temperature 0) for greedy replies" if args.do_sample else ""
+    return f"generation: {how}, max {args.max_new_tokens} new tokens, from {origin}{hint}"
 
 
 def merge_generate_kwargs(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -19,9 +19,18 @@ from transformers.generation.streamers import BaseStreamer
 
 from tunery.errors import ConfigError
 from tunery.inference.engine import Engine, GenerationJob, Response, TextStream
-from tunery.inference.generation import cut_at_stop, held_back
+from tunery.inference.generation import (
+    cut_at_stop,
+    describe_generation,
+    held_back,
+    resolve_generating_args,
+    user_generation_keys,
+)
 from tunery.inference.prompting import resolve_template
+from tunery.logging import get_logger
 from tunery.model.loader import load_model, load_tokenizer
+
+logger = get_logger(__name__)
 
 if TYPE_CHECKING:
     from tunery.config import RunConfig
@@ -169,7 +178,10 @@ class HuggingFaceEngine(Engine):
         template = resolve_template(cfg, tokenizer)
         model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=False)
         name = os.path.basename(str(cfg.model.model_name_or_path).rstrip("/")) or "tunery"
-        return cls(model, tokenizer, template, cfg.generation, name)
+        generating_args, sources = resolve_generating_args(
+            cfg.generation, user_generation_keys(cfg.raw), getattr(model, "generation_config", None))
+        logger.info(describe_generation(generating_args, sources))
+        return cls(model, tokenizer, template, generating_args, name)
 
     @property
     def device(self) -> torch.device:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,18 +83,23 @@ def _free_memory() -> None:
 
 
 def generate_all(engine: Engine, prompts: list[list[int]], batch_size: int, progress: bool = True,
-                 on_progress: Any = None, **gen: Any) -> list[Response]:
+                 on_progress: Any = None, on_reply: Callable[[int, Response], None] | None = None,
+                 **gen: Any) -> list[Response]:
     """One reply per prompt, in input order, in batches that halve after an out-of-memory error.
 
-    Prompts run longest first: batches hold similar lengths (less padding), and a batch too big
-    for memory fails at the start of the run rather than after an hour.
+    Prompts run longest first: batches hold similar lengths (less padding, and short prompts finish
+    together), and a batch too big for memory fails at the start of the run rather than after an
+    hour. ``on_reply(index, reply)`` is called for each reply as its batch finishes (``index`` into
+    ``prompts``); ``on_progress(done)`` after each batch. The progress bar counts replies and shows
+    generated tokens, tokens/s and the time left.
     """
     from tqdm.auto import tqdm
 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     results: list[Response | None] = [None] * len(prompts)
-    size, done = max(1, int(batch_size)), 0
-    with tqdm(total=len(prompts), desc="Predicting", unit="sample", disable=not progress) as bar:
+    size, done, tokens = max(1, int(batch_size)), 0, 0
+    start = time.perf_counter()
+    with tqdm(total=len(prompts), desc="Predicting", unit="reply", disable=not progress) as bar:
         while done < len(order):
             chunk = order[done : done + size]
             try:
@@ -112,7 +118,13 @@ def generate_all(engine: Engine, prompts: list[list[int]], batch_size: int, prog
                 continue
             for i, reply in zip(chunk, replies):
                 results[i] = reply
+                tokens += int(reply.completion_tokens or 0)
+                if on_reply is not None:
+                    on_reply(i, reply)
             done += len(chunk)
+            elapsed = time.perf_counter() - start
+            bar.set_postfix_str(f"{tokens} tokens, {tokens / elapsed:.1f} tokens/s" if elapsed > 0 else f"{tokens} tokens",
+                                refresh=False)
             bar.update(len(chunk))
             if on_progress is not None:
                 on_progress(done)
@@ -163,12 +175,33 @@ def write_outputs(output_dir: str, rows: list[dict], results: dict[str, float]) 
     _write_json(all_path, merged)
 
 
+def read_partial(path: Path, prompt_texts: list[str]) -> dict[int, dict]:
+    """Rows an interrupted run already wrote to ``path``: ``{index: row}`` for rows whose ``index``
+    names a prompt with the same text (a finished file has no ``index`` and gives nothing)."""
+    if not path.is_file():
+        return {}
+    done: dict[int, dict] = {}
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # the last line of a run killed mid-write
+                continue
+            index = row.pop("index", None) if isinstance(row, dict) else None
+            if isinstance(index, int) and 0 <= index < len(prompt_texts) and row.get("prompt") == prompt_texts[index]:
+                done[index] = row
+    return done
+
+
 def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = None,
                 compute_metrics: str | None = None, progress: bool = True) -> dict[str, float]:
     """Predict over the dataset, write the output files, return the corpus results.
 
     ``engine`` lets the training workflow pass the model it just trained (wrapped in a
-    HuggingFaceEngine) instead of loading it again.
+    HuggingFaceEngine) instead of loading it again. Each reply is appended to
+    generated_predictions.jsonl (with its ``index``) as soon as its batch finishes, so an
+    interrupted run keeps what it did; run again, it generates only the rows still missing. When
+    all are done the file is rewritten in dataset order, without ``index``.
     """
     scorer = Scorer(metrics if metrics is not None else setting(cfg, "metrics"),
                     compute_metrics if compute_metrics is not None else setting(cfg, "compute_metrics"))
@@ -185,20 +218,39 @@ def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = 
     if not (out / "training_args.yaml").is_file():  # a training run in the same folder wrote its own
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(str(out / "training_args.yaml"))
-    replies = generate_all(engine, prompts, batch_size, progress=progress,
-                           on_progress=runlog.ProgressWriter(out, len(prompts), "predict"), **gen)
+    prompt_texts = [engine.tokenizer.decode(ids, skip_special_tokens=False) for ids in prompts]
+    pred_path = out / PREDICTIONS_FILE
+    rows: dict[int, dict] = read_partial(pred_path, prompt_texts)
+    per_sample: dict[int, dict[str, float]] = {i: dict(row.get("scores") or {}) for i, row in rows.items()}
+    todo = [i for i in range(len(prompts)) if i not in rows]
+    if rows:
+        logger.info("%d of %d predictions are already in %s (an interrupted run): generating the other %d "
+                    "(delete the file to start over)", len(rows), len(prompts), pred_path, len(todo))
+    limit = engine.generate_kwargs(gen).get("max_new_tokens")
+    logger.info("generating %d replies in batches of %d, up to %s new tokens each", len(todo), batch_size, limit)
+
+    writer, already = runlog.ProgressWriter(out, len(prompts), "predict"), len(rows)
+    with pred_path.open("a" if rows else "w", encoding="utf-8") as fh:
+        def keep(position: int, reply: Response) -> None:
+            index = todo[position]
+            scores = scorer(reply.text, labels[index]) if labels[index] else {}
+            per_sample[index] = scores
+            rows[index] = {"prompt": prompt_texts[index], "predict": reply.text, "label": labels[index],
+                           "scores": {k: round(v, 4) for k, v in scores.items()}}
+            fh.write(json.dumps({**rows[index], "index": index}, ensure_ascii=False) + "\n")
+            fh.flush()
+
+        try:
+            generate_all(engine, [prompts[i] for i in todo], batch_size, progress=progress, on_reply=keep,
+                         on_progress=lambda done: writer(already + done), **gen)
+        except KeyboardInterrupt:
+            logger.warning("interrupted: %d of %d predictions are saved in %s; run the same command again to "
+                           "generate the rest", len(rows), len(prompts), pred_path)
+            raise
     runtime = time.perf_counter() - start
-    rows, per_sample = [], []
-    for ids, label, reply in zip(prompts, labels, replies):
-        scores = scorer(reply.text, label) if label else {}
-        per_sample.append(scores)
-        rows.append({
-            "prompt": engine.tokenizer.decode(ids, skip_special_tokens=False),
-            "predict": reply.text,
-            "label": label,
-            "scores": {k: round(v, 4) for k, v in scores.items()},
-        })
-    results = {f"predict_{k}": round(v, 4) for k, v in aggregate(per_sample).items()}
+    ordered = [rows[i] for i in range(len(prompts))]
+    results = {f"predict_{k}": round(v, 4)
+               for k, v in aggregate([per_sample[i] for i in range(len(prompts))]).items()}
     results.update(
         predict_samples=len(prompts),
         predict_runtime=round(runtime, 4),
@@ -206,7 +258,6 @@ def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = 
     )
     if not any(labels):
         logger.warning("no example has a reference reply: predictions were written without scores")
-    write_outputs(cfg.training.output_dir, rows, results)
-    logger.info("wrote %d predictions to %s", len(rows), os.path.join(cfg.training.output_dir, PREDICTIONS_FILE))
+    write_outputs(cfg.training.output_dir, ordered, results)
+    logger.info("wrote %d predictions to %s", len(ordered), os.path.join(cfg.training.output_dir, PREDICTIONS_FILE))
     return results
-

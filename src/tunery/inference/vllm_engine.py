@@ -8,11 +8,12 @@ streamed reply arrives as one piece; batch prediction is where this backend pays
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 from tunery.errors import ConfigError, ResourceError, require
 from tunery.inference.engine import Engine, Response, TextStream
-from tunery.inference.generation import cut_at_stop
+from tunery.inference.generation import cut_at_stop, resolve_generating_args, user_generation_keys
 from tunery.inference.prompting import resolve_template
 from tunery.model.loader import load_tokenizer, resolve
 
@@ -57,6 +58,17 @@ def engine_args(cfg: RunConfig, model_path: str) -> dict[str, Any]:
     return args
 
 
+def _generation_config(path: str) -> Any:
+    """The model folder's generation_config.json as a dict, or None (no file, unreadable, a hub id)."""
+    file = os.path.join(path, "generation_config.json")
+    try:
+        with open(file, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class VllmEngine(Engine):
     """Generation with ``vllm.LLM`` on token-id prompts; one LoRA adapter at a time."""
 
@@ -81,7 +93,9 @@ class VllmEngine(Engine):
 
             lora = LoRARequest("default", 1, cfg.model.adapters[0])
         name = str(cfg.model.model_name_or_path).rstrip("/").split("/")[-1]
-        return cls(llm, tokenizer, template, cfg.generation, name, lora)
+        generating_args, _ = resolve_generating_args(cfg.generation, user_generation_keys(cfg.raw),
+                                                     _generation_config(str(path)))
+        return cls(llm, tokenizer, template, generating_args, name, lora)
 
     def _sampling_params(self, gen: dict[str, Any]) -> tuple[Any, list[str]]:
         from vllm import SamplingParams

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from tunery import runlog
 from tunery.logging import format_seconds
@@ -67,6 +68,100 @@ class LogCallback(TrainerCallback):
             if name not in record and key not in _DROPPED and isinstance(value, (int, float)):
                 record[name] = value
         return record
+
+
+# Keys the readable line shows in its own words (or not at all: per-session speed figures).
+_LINE_SKIP = {"loss", "eval_loss", "learning_rate", "epoch", "grad_norm", *_DROPPED, "train_samples_per_second",
+              "train_steps_per_second", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second",
+              "num_input_tokens_seen"}
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def log_line(logs: dict[str, Any], step: int, total: int, seconds_per_step: float | None = None,
+             remaining: float | None = None) -> str:
+    """One readable line for a Trainer log (what the terminal shows instead of a dict of strings).
+
+    ``step 10/40  epoch 0.25  loss 1.234  lr 9.0e-05  3.2 s/step  eta 0:01:40`` for a training log,
+    ``eval step 10/40  eval_loss 1.1`` for an evaluation, ``done  40 steps in 0:02:10  train_loss 1.3``
+    for the final summary; other numbers (rewards/chosen, ...) follow as ``name value``.
+    ``seconds_per_step`` / ``remaining`` (seconds) are left out when None.
+    """
+    if "train_loss" in logs:
+        parts = [f"done  {step} steps in {format_seconds(logs.get('train_runtime', 0.0))}",
+                 f"train_loss {_num(logs['train_loss'])}"]
+        return "  ".join(parts)
+    evaluating = "eval_loss" in logs and "loss" not in logs
+    parts = [f"{'eval step' if evaluating else 'step'} {step}/{total}" if total else f"step {step}"]
+    if "epoch" in logs and not evaluating:
+        parts.append(f"epoch {logs['epoch']:.2f}")
+    if logs.get("loss") is not None:
+        parts.append(f"loss {logs['loss']:.4f}" if isinstance(logs["loss"], float) else f"loss {logs['loss']}")
+    if logs.get("eval_loss") is not None:
+        parts.append(f"eval_loss {_num(logs['eval_loss'])}")
+    if isinstance(logs.get("learning_rate"), (int, float)):
+        parts.append(f"lr {logs['learning_rate']:.1e}")
+    for key, value in logs.items():
+        if key not in _LINE_SKIP and isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{key} {_num(value)}")
+    if not evaluating and seconds_per_step is not None:
+        parts.append(f"{seconds_per_step:.2f} s/step" if seconds_per_step < 10 else f"{seconds_per_step:.0f} s/step")
+    if not evaluating and remaining is not None:
+        parts.append(f"eta {format_seconds(remaining)}")
+    return "  ".join(parts)
+
+
+class _Pace:
+    """Seconds per step and time left since this session's first step (resumed runs count from there)."""
+
+    def start(self, state: Any) -> None:
+        self.start_time, self.start_step = time.time(), state.global_step
+
+    def figures(self, state: Any) -> tuple[float | None, float | None]:
+        done = state.global_step - getattr(self, "start_step", 0)
+        if done <= 0 or not getattr(self, "start_time", 0):
+            return None, None
+        per_step = (time.time() - self.start_time) / done
+        return per_step, per_step * max((state.max_steps or 0) - state.global_step, 0)
+
+
+class ReadableProgressCallback(ProgressCallback):
+    """transformers' progress bar, with each log written as :func:`log_line` instead of a dict."""
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.pace = _Pace()
+        self.pace.start(state)
+        return super().on_train_begin(args, state, control, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            pace = getattr(self, "pace", None)
+            per_step, remaining = pace.figures(state) if pace else (None, None)
+            self.training_bar.write(log_line(logs, state.global_step, state.max_steps, per_step, remaining))
+
+
+class ReadablePrinterCallback(PrinterCallback):
+    """``disable_tqdm: true``: one :func:`log_line` per log on stdout instead of a printed dict."""
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.pace = _Pace()
+        self.pace.start(state)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if state.is_local_process_zero and logs:
+            pace = getattr(self, "pace", None)
+            per_step, remaining = pace.figures(state) if pace else (None, None)
+            print(log_line(logs, state.global_step, state.max_steps, per_step, remaining), flush=True)
+
+
+def use_readable_logs(trainer: Any) -> Any:
+    """Swap the Trainer's own log printer (progress bar or plain printer) for the readable one; returns ``trainer``."""
+    for plain, readable in ((ProgressCallback, ReadableProgressCallback), (PrinterCallback, ReadablePrinterCallback)):
+        if trainer.pop_callback(plain) is not None:
+            trainer.add_callback(readable)
+    return trainer
 
 
 class SavePissaInit(TrainerCallback):

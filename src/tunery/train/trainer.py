@@ -17,7 +17,7 @@ from transformers import Trainer
 
 from tunery.errors import require
 from tunery.logging import get_logger
-from tunery.train.callbacks import LogCallback, SavePissaInit
+from tunery.train.callbacks import LogCallback, SavePissaInit, use_readable_logs
 from tunery.train.continue_run import with_replanned_schedule
 from tunery.train.signals import StopOnSignal
 
@@ -107,7 +107,7 @@ def build_trainer(
     all_callbacks = [c for c in standard_callbacks(cfg) if type(c) not in given] + extra
     if data_collator is not None:
         trainer_kwargs["data_collator"] = data_collator
-    return trainer_cls(
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -116,3 +116,4 @@ def build_trainer(
         callbacks=all_callbacks,
         **trainer_kwargs,
     )
+    return use_readable_logs(trainer)
