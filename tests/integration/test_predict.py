@@ -64,7 +64,7 @@ def test_files_and_hand_checked_scores(tiny_chatml_model, dataset_dir, tmp_path,
     assert [r["predict"] for r in rows] == ["北京是中国的首都"] * 3
     assert [r["label"] for r in rows] == [r["output"] for r in ROWS]
     assert rows[0]["prompt"].endswith("<|im_start|>user\n中国的首都是哪里？<|im_end|>\n<|im_start|>assistant\n")
-    # row 0: values worked out in tests/unit/test_metrics.py::test_chinese_bleu_rouge_hand_checked
+    # row 0: values worked out in tests/unit/inference/test_metrics.py::test_chinese_bleu_rouge_hand_checked
     bleu0 = 100 * math.exp(1 - 6 / 5) * (1 * 2 / 4 * 1 / 3 * 1 / 4) ** 0.25
     assert rows[0]["scores"]["bleu-4"] == pytest.approx(bleu0, abs=1e-3)
     assert rows[0]["scores"]["rouge-1"] == pytest.approx(100 * 10 / 11, abs=1e-3)

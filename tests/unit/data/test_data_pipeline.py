@@ -146,7 +146,7 @@ def test_no_dataset_is_a_config_error(tok, template):
 
 
 def test_examples_the_template_rejects_are_skipped_and_reported(tmp_path, tok, template):
-    from tests.unit.test_data_processors import PickyTemplate
+    from tests.unit.data.test_data_processors import PickyTemplate
     from tunery.errors import DataError
 
     rows = [{"instruction": "hello", "output": "hi"}, {"instruction": "forbidden", "output": "x"}]

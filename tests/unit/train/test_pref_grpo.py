@@ -79,7 +79,7 @@ def test_reward_functions_load_from_files_and_modules(tmp_path):
 
     path = tmp_path / "r.py"
     path.write_text("def length(prompts, completions, **kw):\n    return [len(c) for c in completions]\n")
-    funcs = load_reward_funcs(f"{path}:length, tests.unit.test_pref_grpo:_exclaims")
+    funcs = load_reward_funcs(f"{path}:length, tests.unit.train.test_pref_grpo:_exclaims")
     scores = score_texts_with(funcs, ["p", "p"], ["ab!", "c"])
     assert scores.tolist() == [4.0, 1.0]
     for bad, message in [("nofunc", "does not name a function"), (f"{tmp_path}/missing.py:f", "does not exist"),
