@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tunery.errors import DependencyError, ModelError
 
@@ -98,35 +100,29 @@ def resolve_model(
     return ResolvedModel(_download_hf(name_or_path, cache_dir, revision, token), gguf_file, "hub")
 
 
-def fail_fast_when_offline() -> bool:
-    """Make Hugging Face Hub requests give up at once when the hub cannot be reached at all.
+def hub_endpoint() -> str:
+    """The Hugging Face Hub address huggingface_hub uses (``HF_ENDPOINT``, else huggingface.co)."""
+    from huggingface_hub import constants
 
-    huggingface_hub retries a failed request 5 times with back-off (1, 2, 4, 8, 8 s: "Retrying in
-    8s" lines for ~25 s) before the error that says the model is not cached. Retrying cannot help
-    when no connection can be opened (no network, DNS failure, refused, connect timeout), so those
-    are no longer retried; a connection that drops mid-download (read errors and timeouts), HTTP
-    429 and 5xx are still retried as before. Changes the defaults of huggingface_hub's
-    ``http_backoff`` / ``http_stream_backoff`` in this process only; ``tunery``'s entry point calls
-    it before a command runs. Returns False when huggingface_hub's internals are not as expected
-    (then nothing changes). Set ``TUNERY_HUB_RETRY_CONNECT=1`` to keep huggingface_hub's behaviour.
+    return str(constants.ENDPOINT)
+
+
+def hub_reachable(endpoint: str | None = None, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub's host opens within ``timeout`` seconds.
+
+    Without it, huggingface_hub retries a request that cannot connect 5 times with back-off
+    (1, 2, 4, 8, 8 s: "Retrying in 8s" lines for ~25 s) before saying the model is not cached;
+    when no connection opens at all, Tunery asks the local cache only, so the answer comes at once.
     """
-    if os.environ.get("TUNERY_HUB_RETRY_CONNECT", "").lower() in ("1", "true", "yes"):
+    url = urlparse(endpoint or hub_endpoint())
+    if not url.hostname:
         return False
+    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        import httpx2
-        from huggingface_hub.utils import _http
-    except ImportError:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
         return False
-    retried = (httpx2.ReadTimeout, httpx2.WriteTimeout, httpx2.PoolTimeout, httpx2.ReadError, httpx2.WriteError,
-               httpx2.CloseError, httpx2.RemoteProtocolError)
-    changed = False
-    for name in ("http_backoff", "http_stream_backoff"):
-        function = getattr(_http, name, None)
-        defaults = getattr(getattr(function, "__wrapped__", function), "__kwdefaults__", None)
-        if isinstance(defaults, dict) and "retry_on_exceptions" in defaults:
-            defaults["retry_on_exceptions"] = retried
-            changed = True
-    return changed
 
 
 def _download_hf(repo_id: str, cache_dir: str | None, revision: str, token: str | None) -> str:
@@ -134,19 +130,20 @@ def _download_hf(repo_id: str, cache_dir: str | None, revision: str, token: str 
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    unreachable = not offline and not hub_reachable()
     try:
         return snapshot_download(
             repo_id,
             revision=revision,
             cache_dir=cache_dir,
             token=token,
-            local_files_only=offline,
+            local_files_only=offline or unreachable,
             allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.tiktoken", "*.jinja", "*.gguf"],
         )
     except LocalEntryNotFoundError as exc:
         raise ModelError(
             f"model '{repo_id}' is not in the local cache and the hub cannot be reached"
-            + (" (HF_HUB_OFFLINE is set)" if offline else ""),
+            + (" (HF_HUB_OFFLINE is set)" if offline else f" (no connection to {hub_endpoint()})" if unreachable else ""),
             hint="download it where there is internet (huggingface-cli download "
             f"{repo_id}) and pass its folder, set HF_ENDPOINT to a mirror, or use USE_MODELSCOPE_HUB=1",
         ) from exc

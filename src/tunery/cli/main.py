@@ -18,7 +18,6 @@ from tunery.cli import api, chat, data, demo, env, estimate, export, predict, tr
 from tunery.cli import eval as eval_cmd
 from tunery.cli.help import format_command_help
 from tunery.errors import TuneryError
-from tunery.hub import fail_fast_when_offline
 from tunery.logging import quiet_library_warnings
 
 ISSUES_URL = "https://github.com/tunery/tunery/issues"
@@ -145,8 +144,6 @@ def _dispatch(argv: list[str], debug: bool) -> int:
     if any(a in ("-h", "--help") for a in rest):
         print(format_command_help(name, command.summary, command.usage))
         return 0
-    if name not in ("env", "version"):
-        fail_fast_when_offline()  # no network: the hub error comes at once, not after ~25 s of retries
     try:
         return int(command.handler(rest) or 0)
     except BrokenPipeError:

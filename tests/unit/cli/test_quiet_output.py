@@ -92,54 +92,29 @@ def test_trainer_prints_lines_not_dicts(tmp_path, tiny_chatml_model, capsys):
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
 
 
-def _count_sleeps(monkeypatch):
-    from huggingface_hub.utils import _http
+def test_hub_probe_sees_a_refused_connection():
+    from tunery.hub import hub_reachable
 
-    for name in ("http_backoff", "http_stream_backoff"):  # undo fail_fast_when_offline after the test
-        function = getattr(_http, name)
-        defaults = getattr(function, "__wrapped__", function).__kwdefaults__
-        monkeypatch.setitem(defaults, "retry_on_exceptions", defaults["retry_on_exceptions"])
-    sleeps = []
-    monkeypatch.setattr(_http.time, "sleep", lambda seconds: sleeps.append(seconds))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # the test session runs offline
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return sleeps
+    assert hub_reachable(UNREACHABLE, timeout=1.0) is False
 
 
-def test_hub_download_without_network_is_not_retried(tmp_path, monkeypatch):
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+def test_model_not_cached_and_no_network_asks_only_the_cache(tmp_path, monkeypatch):
+    """No connection at all: snapshot_download is asked for local files only (no retries), one ModelError."""
+    import huggingface_hub
 
-    from tunery.hub import fail_fast_when_offline
-
-    sleeps = _count_sleeps(monkeypatch)
-    with pytest.raises(LocalEntryNotFoundError):
-        hf_hub_download("owner/model", "config.json", cache_dir=str(tmp_path), endpoint=UNREACHABLE)
-    assert len(sleeps) == 5  # huggingface_hub's own behaviour: five back-off waits (what the user saw)
-
-    sleeps.clear()
-    assert fail_fast_when_offline() is True
-    with pytest.raises(LocalEntryNotFoundError) as info:
-        hf_hub_download("owner/model", "config.json", cache_dir=str(tmp_path), endpoint=UNREACHABLE)
-    assert sleeps == []  # no retries: the error comes at once
-    assert "connection" in str(info.value).lower() or "cache" in str(info.value).lower()
-
-
-def test_model_not_cached_and_no_network_is_one_model_error(tmp_path, monkeypatch):
     from tunery import hub
     from tunery.errors import ModelError
 
-    sleeps = _count_sleeps(monkeypatch)
-    hub.fail_fast_when_offline()
-    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", UNREACHABLE)
-    monkeypatch.setattr("huggingface_hub.hf_api.constants.ENDPOINT", UNREACHABLE, raising=False)
-    with pytest.raises(ModelError, match="not in the local cache and the hub cannot be reached"):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "hub_endpoint", lambda: UNREACHABLE)
+    calls = []
+    real = huggingface_hub.snapshot_download
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("local_files_only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", recording)
+    with pytest.raises(ModelError, match="hub cannot be reached .no connection to http://127.0.0.1:9"):
         hub.resolve_model("owner/not-cached-model", cache_dir=str(tmp_path))
-    assert sleeps == []
-
-
-def test_fail_fast_can_be_turned_off(monkeypatch):
-    from tunery.hub import fail_fast_when_offline
-
-    monkeypatch.setenv("TUNERY_HUB_RETRY_CONNECT", "1")
-    assert fail_fast_when_offline() is False
+    assert calls == [True]
