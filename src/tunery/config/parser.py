@@ -275,9 +275,6 @@ def _plain(value: Any) -> Any:
 # LLaMA-Factory settings for features Tunery does not have. Naming one is an error that says so,
 # rather than "unknown setting", so a migrating user knows the key was read, not mistyped.
 UNSUPPORTED_LF_KEYS = {
-    "use_galore": "GaLore", "galore_rank": "GaLore", "galore_target": "GaLore", "galore_scale": "GaLore",
-    "galore_layerwise": "GaLore", "use_apollo": "APOLLO", "apollo_rank": "APOLLO", "apollo_target": "APOLLO",
-    "apollo_scale": "APOLLO", "apollo_scale_type": "APOLLO", "apollo_layerwise": "APOLLO",
     "use_badam": "BAdam", "badam_mode": "BAdam", "badam_switch_mode": "BAdam",
     "badam_switch_interval": "BAdam", "badam_verbose": "BAdam", "use_adam_mini": "Adam-mini",
     "use_muon": "Muon", "mixture_of_depths": "Mixture-of-Depths", "use_kt": "KTransformers",

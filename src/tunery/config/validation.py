@@ -250,6 +250,57 @@ def _loraplus_needs_lora(cfg: Any, command: str) -> None:
                           hint="drop loraplus_lr_ratio, or set finetuning_type: lora")
 
 
+@rule("low_rank_optimizer_trains_weights")
+def _low_rank_optimizer_trains_weights(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    on = [k for k, v in (("use_galore", ft.galore.use_galore), ("use_apollo", ft.apollo.use_apollo)) if v]
+    if not _trains(cfg, command) or not on:
+        return
+    if len(on) > 1:
+        raise ConfigError("use_galore and use_apollo are both set; they are two optimizers, pick one",
+                          hint="keep use_galore or use_apollo")
+    if ft.finetuning_type == "lora":
+        raise ConfigError(f"{on[0]} projects the gradients of full weight matrices; finetuning_type: lora trains "
+                          "small adapters instead", hint=f"set finetuning_type: full (or freeze), or drop {on[0]}")
+
+
+@rule("layerwise_optimizer_needs_no_accumulation")
+def _layerwise_needs_no_accumulation(cfg: Any, command: str) -> None:
+    ft, steps = cfg.finetuning, cfg.training.gradient_accumulation_steps if cfg.training is not None else 1
+    for use, layerwise, name in ((ft.galore.use_galore, ft.galore.galore_layerwise, "galore_layerwise"),
+                                 (ft.apollo.use_apollo, ft.apollo.apollo_layerwise, "apollo_layerwise")):
+        if _trains(cfg, command) and use and layerwise and steps != 1:
+            raise ConfigError(f"{name}: true steps each weight during backward, so it cannot accumulate "
+                              f"gradients (gradient_accumulation_steps: {steps})",
+                              hint=f"set gradient_accumulation_steps: 1 (raise the batch size instead), or drop {name}")
+
+
+@rule("early_stopping_needs_evaluation")
+def _early_stopping_needs_evaluation(cfg: Any, command: str) -> None:
+    ft, t = cfg.finetuning, cfg.training
+    if not _trains(cfg, command) or ft.early_stopping_steps is None:
+        return
+    if str(getattr(t.eval_strategy, "value", t.eval_strategy)) == "no":
+        raise ConfigError(f"early_stopping_steps: {ft.early_stopping_steps} counts evaluations, but eval_strategy is no",
+                          hint="set eval_strategy: steps and eval_steps: N")
+    if not (cfg.data.val_size > 0 or cfg.data.eval_dataset):
+        raise ConfigError(f"early_stopping_steps: {ft.early_stopping_steps} needs evaluation data",
+                          hint="set val_size: 0.1 (held out of dataset) or eval_dataset")
+
+
+@rule("compute_accuracy_is_sft_evaluation")
+def _compute_accuracy_is_sft(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    if command != "train" or not ft.compute_accuracy:
+        return
+    if ft.stage != "sft":
+        raise ConfigError(f"compute_accuracy measures next-token accuracy of stage sft, not stage {ft.stage}",
+                          hint="drop compute_accuracy (preference stages log rewards/accuracies themselves)")
+    if cfg.training.predict_with_generate:
+        raise ConfigError("compute_accuracy scores the model's next-token choices, which predict_with_generate "
+                          "replaces with generated text", hint="drop one of compute_accuracy, predict_with_generate")
+
+
 @rule("label_smoothing_needs_sigmoid")
 def _label_smoothing_needs_sigmoid(cfg: Any, command: str) -> None:
     p = cfg.finetuning.preference
