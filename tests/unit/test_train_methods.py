@@ -222,3 +222,36 @@ def test_low_rank_target_must_name_a_linear_module(tiny_chatml_model, tmp_path):
                        galore_target="qkv_proj")
     with pytest.raises(ConfigError, match="galore_target: qkv_proj"):
         run_tiny_training(cfg)
+
+
+# ---------------------------------------------------------------------------------------- SwanLab
+
+
+def test_use_swanlab_needs_its_package(tmp_path, monkeypatch):
+    from tunery.errors import DependencyError
+
+    monkeypatch.setitem(__import__("sys").modules, "swanlab", None)  # import fails, installed or not
+    with pytest.raises(DependencyError, match="swanlab") as err:
+        train_config(tmp_path / "model", tmp_path / "out", use_swanlab=True)
+    assert "tunery[swanlab]" in str(err.value.hint)
+
+
+def test_use_swanlab_reports_to_swanlab_with_its_settings(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from tunery.train.trainer import apply_run_settings
+
+    monkeypatch.setitem(sys.modules, "swanlab", types.ModuleType("swanlab"))
+    for env in ("SWANLAB_PROJECT", "SWANLAB_MODE", "SWANLAB_LOG_DIR", "SWANLAB_API_KEY"):
+        monkeypatch.setenv(env, "placeholder")  # recorded, so teardown restores the original state
+        monkeypatch.delenv(env)
+    cfg = train_config(tmp_path / "model", tmp_path / "out", use_swanlab=True, swanlab_project="p1",
+                       swanlab_mode="local", swanlab_run_name="r1", swanlab_logdir=str(tmp_path / "sw"))
+    assert cfg.training.report_to == ["swanlab"]
+    apply_run_settings(cfg, cfg.training)
+    import os
+
+    assert (os.environ["SWANLAB_PROJECT"], os.environ["SWANLAB_MODE"]) == ("p1", "local")
+    assert os.environ["SWANLAB_LOG_DIR"] == str(tmp_path / "sw") and "SWANLAB_API_KEY" not in os.environ
+    assert cfg.training.run_name == "r1"
