@@ -255,3 +255,21 @@ def test_use_swanlab_reports_to_swanlab_with_its_settings(tmp_path, monkeypatch)
     assert (os.environ["SWANLAB_PROJECT"], os.environ["SWANLAB_MODE"]) == ("p1", "local")
     assert os.environ["SWANLAB_LOG_DIR"] == str(tmp_path / "sw") and "SWANLAB_API_KEY" not in os.environ
     assert cfg.training.run_name == "r1"
+
+
+# -------------------------------------------------------------------------------------- Adam-mini
+
+
+@pytest.mark.parametrize("finetuning_type", ["full", "freeze"])
+def test_adam_mini_steps_and_loss_falls(tiny_chatml_model, tmp_path, finetuning_type):
+    adam_mini = pytest.importorskip("adam_mini")
+    cfg = train_config(tiny_chatml_model, tmp_path / "out", finetuning_type=finetuning_type, use_adam_mini=True,
+                       learning_rate=3e-3, freeze_trainable_layers=1)
+    _, trainer = run_tiny_training(cfg)
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    assert type(optimizer) is adam_mini.Adam_mini
+    trainable = {id(p) for p in trainer.model.parameters() if p.requires_grad}
+    stepped = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert stepped == trainable and all(optimizer.state[p] for g in optimizer.param_groups for p in g["params"])
+    losses = logged_losses(tmp_path / "out")
+    assert losses[max(losses)] < losses[1] - 0.1

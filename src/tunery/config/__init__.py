@@ -52,6 +52,7 @@ OPTIONAL_PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("use_galore", "galore_torch", "galore"),
     ("use_apollo", "apollo_torch", "apollo"),
     ("use_swanlab", "swanlab", "swanlab"),
+    ("use_adam_mini", "adam_mini", "adam-mini"),
 )
 
 
@@ -127,9 +128,6 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
         _resolve_precision(raw)
         if raw.get("deepspeed"):
             require("deepspeed", f"deepspeed: {raw['deepspeed']}", "deepspeed")
-        for key, module, extra in OPTIONAL_PACKAGES:
-            if str(raw.get(key, False)).lower() in ("true", "1", "yes"):
-                require(module, f"{key}: true", extra)
         raw.setdefault("output_dir", "saves/tunery-run")
     classes = [group_class(n) for n in names]
     built = build_dataclasses(raw, classes, source=source)
@@ -138,6 +136,10 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
         setattr(cfg, name, obj)
     _resolve_defaults(cfg, command)
     validate(cfg, command, names)
+    if "training" in names:  # after the rules: a refused combination is reported before a missing package
+        for key, module, extra in OPTIONAL_PACKAGES:
+            if str(raw.get(key, False)).lower() in ("true", "1", "yes"):
+                require(module, f"{key}: true", extra)
     return cfg
 
 

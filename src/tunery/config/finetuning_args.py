@@ -236,6 +236,9 @@ class FinetuningArguments:
     disable_shuffling: bool = field(
         default=False, metadata={"help": "Read the training set in its order (no shuffling), every stage."}
     )
+    use_adam_mini: bool = field(
+        default=False, metadata={"help": "Train with Adam-mini (one learning rate per parameter block; package adam-mini)."}
+    )
     early_stopping_steps: int | None = field(
         default=None,
         metadata={"help": "Stop when metric_for_best_model (eval_loss) has not improved for N evaluations.",

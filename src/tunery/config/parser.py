@@ -276,7 +276,7 @@ def _plain(value: Any) -> Any:
 # rather than "unknown setting", so a migrating user knows the key was read, not mistyped.
 UNSUPPORTED_LF_KEYS = {
     "use_badam": "BAdam", "badam_mode": "BAdam", "badam_switch_mode": "BAdam",
-    "badam_switch_interval": "BAdam", "badam_verbose": "BAdam", "use_adam_mini": "Adam-mini",
+    "badam_switch_interval": "BAdam", "badam_verbose": "BAdam",
     "use_muon": "Muon", "mixture_of_depths": "Mixture-of-Depths", "use_kt": "KTransformers",
     "oft_rank": "OFT", "oft_block_size": "OFT", "oft_target": "OFT", "pure_bf16": "pure bf16 training",
     "use_asft_loss": "ASFT loss", "asft_alpha": "ASFT loss", "use_dft_loss": "DFT loss",

@@ -250,18 +250,26 @@ def _loraplus_needs_lora(cfg: Any, command: str) -> None:
                           hint="drop loraplus_lr_ratio, or set finetuning_type: lora")
 
 
-@rule("low_rank_optimizer_trains_weights")
-def _low_rank_optimizer_trains_weights(cfg: Any, command: str) -> None:
+@rule("optimizer_needs_full_weights")
+def _optimizer_needs_full_weights(cfg: Any, command: str) -> None:
     ft = cfg.finetuning
-    on = [k for k, v in (("use_galore", ft.galore.use_galore), ("use_apollo", ft.apollo.use_apollo)) if v]
-    if not _trains(cfg, command) or not on:
-        return
-    if len(on) > 1:
-        raise ConfigError("use_galore and use_apollo are both set; they are two optimizers, pick one",
-                          hint="keep use_galore or use_apollo")
-    if ft.finetuning_type == "lora":
-        raise ConfigError(f"{on[0]} projects the gradients of full weight matrices; finetuning_type: lora trains "
-                          "small adapters instead", hint=f"set finetuning_type: full (or freeze), or drop {on[0]}")
+    on = [k for k, v in (("use_galore", ft.galore.use_galore), ("use_apollo", ft.apollo.use_apollo),
+                         ("use_adam_mini", ft.use_adam_mini)) if v]
+    if _trains(cfg, command) and on and ft.finetuning_type == "lora":
+        raise ConfigError(f"{on[0]} shapes its updates by the blocks of full weight matrices (heads, rows); "
+                          "finetuning_type: lora trains small adapter matrices instead",
+                          hint=f"set finetuning_type: full (or freeze), or drop {on[0]}")
+
+
+@rule("one_optimizer_choice")
+def _one_optimizer_choice(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    chosen = [k for k, v in (("use_galore", ft.galore.use_galore), ("use_apollo", ft.apollo.use_apollo),
+                             ("use_adam_mini", ft.use_adam_mini),
+                             ("loraplus_lr_ratio", ft.lora.loraplus_lr_ratio is not None)) if v]
+    if _trains(cfg, command) and len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)} each choose the optimizer; only one can",
+                          hint=f"keep one of {', '.join(chosen)}")
 
 
 @rule("layerwise_optimizer_needs_no_accumulation")

@@ -1,4 +1,4 @@
-"""Optimizer choices beyond AdamW, through transformers' own optimizer table.
+"""Optimizer choices beyond AdamW: GaLore and APOLLO through transformers' table, Adam-mini built here.
 
 GaLore (``use_galore``) and APOLLO (``use_apollo``) are optimizer names transformers knows
 (``galore_adamw``, ``apollo_adamw`` and their ``_layerwise`` forms) with the modules they act on in
@@ -6,7 +6,9 @@ GaLore (``use_galore``) and APOLLO (``use_apollo``) are optimizer names transfor
 writes those three training arguments from Tunery's settings (LLaMA-Factory's names); the Trainer
 then builds the packages' optimizers (galore-torch, apollo-torch) itself. Called by
 ``build_trainer`` once the model is prepared, because ``all`` means every linear layer of that model
-but the output head.
+but the output head. Adam-mini (``use_adam_mini``) is not in transformers' table:
+:func:`adam_mini_optimizer` builds the package's optimizer from the model's attention shape and the
+training arguments, and ``build_trainer`` hands it to the Trainer.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from transformers.training_args import OptimizerNames
 
 from tunery.config.finetuning_args import split_list
-from tunery.errors import ConfigError
+from tunery.errors import ConfigError, require
 from tunery.logging import get_logger
 
 logger = get_logger(__name__)
@@ -73,3 +75,24 @@ def apply_optimizer_settings(cfg: Any, model: torch.nn.Module, args: Any) -> Non
         setattr(args, key, value)
     logger.info("optimizer %s on %s (%s)", settings["optim"].value, ", ".join(settings["optim_target_modules"]),
                 settings["optim_args"])
+
+
+def adam_mini_optimizer(model: torch.nn.Module, args: Any) -> torch.optim.Optimizer:
+    """Adam-mini (package adam-mini) over the trainable parameters, with the training arguments' lr/betas/eps/decay.
+
+    It keeps one second-moment value per block (per attention head for q/k, per output neuron
+    elsewhere), so it needs the model's hidden size and head counts (read from its config).
+    """
+    adam_mini = require("adam_mini", "use_adam_mini: true", "adam-mini")
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", None) or config
+    heads = getattr(text, "num_attention_heads", None)
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = adam_mini.Adam_mini(
+        named_parameters=named, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon, weight_decay=args.weight_decay, model_sharding=False,
+        dim=getattr(text, "hidden_size", 2048), n_heads=heads or 32, n_kv_heads=kv_heads, verbose=False,
+    )
+    logger.info("optimizer Adam-mini (%d parameter tensors)", len(named))
+    return optimizer

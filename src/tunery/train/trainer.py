@@ -19,7 +19,7 @@ from tunery.errors import require
 from tunery.logging import get_logger
 from tunery.train.callbacks import LogCallback, SavePissaInit
 from tunery.train.continue_run import with_replanned_schedule
-from tunery.train.optimizers import apply_optimizer_settings
+from tunery.train.optimizers import adam_mini_optimizer, apply_optimizer_settings
 from tunery.train.signals import StopOnSignal
 
 logger = get_logger(__name__)
@@ -133,6 +133,8 @@ def build_trainer(
     if ratio and getattr(model, "peft_config", None) and "optimizers" not in trainer_kwargs:
         optimizer = loraplus_optimizer(model, args, ratio, cfg.finetuning.loraplus_lr_embedding)
         trainer_kwargs["optimizers"] = (optimizer, None)
+    if getattr(cfg.finetuning, "use_adam_mini", False) and "optimizers" not in trainer_kwargs:
+        trainer_kwargs["optimizers"] = (adam_mini_optimizer(model, args), None)
     extra = list(callbacks or [])
     given = {type(c) for c in extra}
     all_callbacks = [c for c in standard_callbacks(cfg) if type(c) not in given] + extra
