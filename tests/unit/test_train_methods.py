@@ -273,3 +273,39 @@ def test_adam_mini_steps_and_loss_falls(tiny_chatml_model, tmp_path, finetuning_
     assert stepped == trainable and all(optimizer.state[p] for g in optimizer.param_groups for p in g["params"])
     losses = logged_losses(tmp_path / "out")
     assert losses[max(losses)] < losses[1] - 0.1
+
+
+# --------------------------------------------------------------------------------------- DFT loss
+
+
+def test_dft_loss_weights_each_token_by_its_detached_probability(tiny_chatml_model, tmp_path):
+    from tunery.data import DatasetModule
+    from tunery.model.loader import load_tokenizer
+    from tunery.train.sft import CausalLMStage
+
+    cfg = train_config(tiny_chatml_model, tmp_path / "out", use_dft_loss=True, finetuning_type="full",
+                       learning_rate=3e-3)
+    tokenizer = load_tokenizer(cfg.model)
+    data = tokenized_dataset(tokenizer, repeat=1)
+    trainer = CausalLMStage("sft").create_trainer(cfg, tokenizer, None, DatasetModule(train_dataset=data))
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+    loss = trainer.compute_loss(model, dict(batch))
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    labels = torch.nn.functional.pad(batch["labels"], (0, 1), value=IGNORE_INDEX)[..., 1:]
+    keep = labels != IGNORE_INDEX
+    nll = torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="none")
+    expected = (nll * torch.exp(-nll)).sum() / keep.sum()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-6)
+    assert abs(float(loss.detach()) - float(nll.mean())) > 1e-3  # not the plain cross-entropy
+    loss.backward()  # the weight is detached: the gradient is p * d(nll), not d(p * nll)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    model.zero_grad()
+    trainer.train()
+    # p * -log p is not monotone in p (it peaks at p = 1/e), so the DFT loss itself may rise while the
+    # model learns; what falls is the cross-entropy of the training tokens
+    with torch.no_grad():
+        after = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    assert torch.nn.functional.cross_entropy(after[keep], labels[keep]) < nll.mean() - 0.5

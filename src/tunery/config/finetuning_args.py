@@ -236,6 +236,10 @@ class FinetuningArguments:
     disable_shuffling: bool = field(
         default=False, metadata={"help": "Read the training set in its order (no shuffling), every stage."}
     )
+    use_dft_loss: bool = field(
+        default=False,
+        metadata={"help": "sft: Dynamic Fine-Tuning loss, each token's cross-entropy weighted by its detached probability."},
+    )
     use_adam_mini: bool = field(
         default=False, metadata={"help": "Train with Adam-mini (one learning rate per parameter block; package adam-mini)."}
     )

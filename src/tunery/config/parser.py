@@ -279,7 +279,7 @@ UNSUPPORTED_LF_KEYS = {
     "badam_switch_interval": "BAdam", "badam_verbose": "BAdam",
     "use_muon": "Muon", "mixture_of_depths": "Mixture-of-Depths", "use_kt": "KTransformers",
     "oft_rank": "OFT", "oft_block_size": "OFT", "oft_target": "OFT", "pure_bf16": "pure bf16 training",
-    "use_asft_loss": "ASFT loss", "asft_alpha": "ASFT loss", "use_dft_loss": "DFT loss",
+    "use_asft_loss": "ASFT loss", "asft_alpha": "ASFT loss",
     "use_eaft_loss": "EAFT loss", "fp8": "FP8 training", "fp8_backend": "FP8 training",
     "ray_num_workers": "Ray training", "use_ray": "Ray training",
 }

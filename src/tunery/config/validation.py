@@ -296,6 +296,14 @@ def _early_stopping_needs_evaluation(cfg: Any, command: str) -> None:
                           hint="set val_size: 0.1 (held out of dataset) or eval_dataset")
 
 
+@rule("dft_loss_is_sft")
+def _dft_loss_is_sft(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    if _trains(cfg, command) and ft.use_dft_loss and ft.stage != "sft":
+        raise ConfigError(f"use_dft_loss reweights the token loss of stage sft, not stage {ft.stage}",
+                          hint="drop use_dft_loss, or set stage: sft")
+
+
 @rule("compute_accuracy_is_sft_evaluation")
 def _compute_accuracy_is_sft(cfg: Any, command: str) -> None:
     ft = cfg.finetuning

@@ -18,6 +18,7 @@ from tunery.data.collator import PaddingFreeCollator
 from tunery.logging import get_logger
 from tunery.model.loader import load_model
 from tunery.train.fast_path import fast_trainer_parts
+from tunery.train.losses import dft_loss
 from tunery.train.metrics import argmax_logits, compute_token_accuracy
 from tunery.train.trainer import build_trainer
 
@@ -57,6 +58,8 @@ class CausalLMStage:
         metrics: dict[str, Any] = {}
         if cfg.finetuning.compute_accuracy:  # config/validation.py allows it for sft only
             metrics = {"compute_metrics": compute_token_accuracy, "preprocess_logits_for_metrics": argmax_logits}
+        if cfg.finetuning.use_dft_loss:  # the fast path's chunked loss steps aside for a compute_loss_func
+            metrics["compute_loss_func"] = dft_loss
         return build_trainer(
             cfg, model, tokenizer, train_dataset=data.train_dataset if args.do_train else None,
             eval_dataset=data.eval_dataset, data_collator=collator, trainer_cls=trainer_cls, callbacks=callbacks,

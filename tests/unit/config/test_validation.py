@@ -60,6 +60,7 @@ CASES = [
     ("early_stopping_needs_evaluation", "train", {"early_stopping_steps": 3, "do_train": True, "eval_strategy": "steps",
                                                    "eval_steps": 5},
      ["early_stopping_steps: 3", "evaluation data"]),
+    ("dft_loss_is_sft", "train", {"use_dft_loss": True, "stage": "pt"}, ["use_dft_loss", "stage pt"]),
     ("compute_accuracy_is_sft_evaluation", "train", {"compute_accuracy": True, "stage": "dpo"},
      ["compute_accuracy", "stage dpo"]),
     ("compute_accuracy_is_sft_evaluation", "train", {"compute_accuracy": True, "predict_with_generate": True},
