@@ -46,6 +46,16 @@ COMMAND_GROUPS: dict[str, list[str]] = {
 }
 
 
+# Boolean settings whose feature lives in an optional package: (setting, module, pyproject extra).
+# Checked at parse time so a missing package is one line before anything loads.
+OPTIONAL_PACKAGES: tuple[tuple[str, str, str], ...] = (
+    ("use_galore", "galore_torch", "galore"),
+    ("use_apollo", "apollo_torch", "apollo"),
+    ("use_swanlab", "swanlab", "swanlab"),
+    ("use_adam_mini", "adam_mini", "adam-mini"),
+)
+
+
 def group_class(name: str) -> type:
     if name == "training":
         from tunery.config.training_args import TrainingArguments  # heavy import: transformers
@@ -126,6 +136,10 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
         setattr(cfg, name, obj)
     _resolve_defaults(cfg, command)
     validate(cfg, command, names)
+    if "training" in names:  # after the rules: a refused combination is reported before a missing package
+        for key, module, extra in OPTIONAL_PACKAGES:
+            if str(raw.get(key, False)).lower() in ("true", "1", "yes"):
+                require(module, f"{key}: true", extra)
     return cfg
 
 
@@ -135,10 +149,23 @@ def _resolve_defaults(cfg: RunConfig, command: str) -> None:
         t = cfg.training
         if not (t.do_train or t.do_eval or t.do_predict):
             t.do_train = True  # `tunery train cfg.yaml` trains even when the YAML omits do_train
+    if cfg.training is not None:
+        _resolve_training_defaults(cfg)
     m = cfg.model
     if (m.add_tokens or m.add_special_tokens) and not m.resize_vocab and "resize_vocab" not in cfg.raw:
         m.resize_vocab = True
         logger.info("resize_vocab turned on so the added tokens get embeddings")
+
+
+def _resolve_training_defaults(cfg: RunConfig) -> None:
+    """Training settings implied by Tunery settings (LLaMA-Factory's meanings)."""
+    t, ft = cfg.training, cfg.finetuning
+    cfg.model.model_max_length = cfg.data.cutoff_len  # RoPE scaling sizes its factor from it
+    if ft.swanlab.use_swanlab and "swanlab" not in t.report_to:
+        t.report_to = [r for r in t.report_to if r != "none"] + ["swanlab"]
+    if ft.early_stopping_steps is not None and t.metric_for_best_model is None:
+        t.metric_for_best_model = "eval_loss"
+        t.greater_is_better = False
 
 
 def load_config(command: str, tokens: list[str]) -> tuple[RunConfig, list[str]]:

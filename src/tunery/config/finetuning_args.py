@@ -143,6 +143,76 @@ class MultimodalFinetuningArguments:
     freeze_language_model: bool = field(default=False, metadata={"help": "Multimodal: freeze the LLM."})
 
 
+@dataclass
+class GaloreArguments:
+    """use_galore: GaLore, gradient low-rank projection (package galore-torch, through transformers)."""
+
+    use_galore: bool = field(default=False, metadata={"help": "Train with the GaLore optimizer (full/freeze)."})
+    galore_target: str = field(
+        default="all",
+        metadata={"help": "GaLore: linear modules whose gradients are projected ('all' but the head, or names).",
+                  "domain": "'all' or module names, checked against the loaded model"},
+    )
+    galore_rank: int = field(default=16, metadata={"help": "GaLore: rank of the projected gradients.", "min": 1})
+    galore_update_interval: int = field(
+        default=200, metadata={"help": "GaLore: steps between projection updates.", "min": 1}
+    )
+    galore_scale: float = field(default=2.0, metadata={"help": "GaLore: scale of the projected update.", "gt": 0})
+    galore_proj_type: Literal["std", "reverse_std", "right", "left", "full"] = field(
+        default="std", metadata={"help": "GaLore: projection type."}
+    )
+    galore_layerwise: bool = field(
+        default=False, metadata={"help": "GaLore: one optimizer per parameter, stepped in backward (less memory)."}
+    )
+
+
+@dataclass
+class ApolloArguments:
+    """use_apollo: APOLLO, SGD-like memory with AdamW-level updates (package apollo-torch, through transformers)."""
+
+    use_apollo: bool = field(default=False, metadata={"help": "Train with the APOLLO optimizer (full/freeze)."})
+    apollo_target: str = field(
+        default="all",
+        metadata={"help": "APOLLO: linear modules it applies to ('all' but the head, or names).",
+                  "domain": "'all' or module names, checked against the loaded model"},
+    )
+    apollo_rank: int = field(default=16, metadata={"help": "APOLLO: rank of the auxiliary space.", "min": 1})
+    apollo_update_interval: int = field(
+        default=200, metadata={"help": "APOLLO: steps between projection updates.", "min": 1}
+    )
+    apollo_scale: float = field(default=32.0, metadata={"help": "APOLLO: scaling coefficient.", "gt": 0})
+    apollo_proj: Literal["svd", "random"] = field(default="random", metadata={"help": "APOLLO: projection."})
+    apollo_proj_type: Literal["std", "right", "left"] = field(
+        default="std", metadata={"help": "APOLLO: projection type."}
+    )
+    apollo_scale_type: Literal["channel", "tensor"] = field(
+        default="channel", metadata={"help": "APOLLO: scaling per channel or per tensor."}
+    )
+    apollo_layerwise: bool = field(
+        default=False, metadata={"help": "APOLLO: one optimizer per parameter, stepped in backward (less memory)."}
+    )
+
+
+@dataclass
+class SwanLabArguments:
+    """use_swanlab: log the run to SwanLab (transformers' SwanLab integration)."""
+
+    use_swanlab: bool = field(default=False, metadata={"help": "Log to SwanLab (adds swanlab to report_to)."})
+    swanlab_project: str | None = field(
+        default="llamafactory", metadata={"help": "SwanLab project name.", "domain": FREE}
+    )
+    swanlab_run_name: str | None = field(
+        default=None, metadata={"help": "SwanLab experiment name (default: run_name).", "domain": FREE}
+    )
+    swanlab_mode: Literal["cloud", "local"] = field(default="cloud", metadata={"help": "SwanLab mode."})
+    swanlab_api_key: str | None = field(
+        default=None, metadata={"help": "SwanLab API key (cloud mode).", "domain": "a secret token"}
+    )
+    swanlab_logdir: str | None = field(
+        default=None, metadata={"help": "Folder for SwanLab's local logs.", "domain": PATH}
+    )
+
+
 @flat_groups
 @dataclass
 class FinetuningArguments:
@@ -155,10 +225,29 @@ class FinetuningArguments:
     preference: PreferenceArguments = group_field(PreferenceArguments, "stages dpo, kto, orpo, simpo")
     rl: RLArguments = group_field(RLArguments, "stages ppo, grpo")
     multimodal: MultimodalFinetuningArguments = group_field(MultimodalFinetuningArguments, "vision-language models")
+    galore: GaloreArguments = group_field(GaloreArguments, "use_galore: GaLore optimizer")
+    apollo: ApolloArguments = group_field(ApolloArguments, "use_apollo: APOLLO optimizer")
+    swanlab: SwanLabArguments = group_field(SwanLabArguments, "use_swanlab: SwanLab logging")
     # outputs and misc
     plot_loss: bool = field(default=False, metadata={"help": "Save loss plots to output_dir."})
-    compute_accuracy: bool = field(default=False, metadata={"help": "Token accuracy during evaluation."})
-    disable_shuffling: bool = field(default=False, metadata={"help": "Keep dataset order."})
+    compute_accuracy: bool = field(
+        default=False, metadata={"help": "sft: token accuracy of the evaluation set (eval_accuracy)."}
+    )
+    disable_shuffling: bool = field(
+        default=False, metadata={"help": "Read the training set in its order (no shuffling), every stage."}
+    )
+    use_dft_loss: bool = field(
+        default=False,
+        metadata={"help": "sft: Dynamic Fine-Tuning loss, each token's cross-entropy weighted by its detached probability."},
+    )
+    use_adam_mini: bool = field(
+        default=False, metadata={"help": "Train with Adam-mini (one learning rate per parameter block; package adam-mini)."}
+    )
+    early_stopping_steps: int | None = field(
+        default=None,
+        metadata={"help": "Stop when metric_for_best_model (eval_loss) has not improved for N evaluations.",
+                  "min": 1},
+    )
     include_effective_tokens_per_second: bool = field(default=False, metadata={"help": "Log effective tokens/s."})
     use_llama_pro: bool = field(default=False, metadata={"help": "LLaMA Pro block expansion (unsupported)."})
     fast_path: bool = field(

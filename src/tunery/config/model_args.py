@@ -77,7 +77,12 @@ class ModelArguments:
     )
     low_cpu_mem_usage: bool = field(default=True, metadata={"help": "Load weights lazily."})
     rope_scaling: Literal["linear", "dynamic", "yarn", "llama3"] | None = field(
-        default=None, metadata={"help": "RoPE scaling strategy for longer contexts."}
+        default=None,
+        metadata={"help": "RoPE scaling for contexts longer than the model's: factor ceil(cutoff_len / max positions)."},
+    )
+    model_max_length: int | None = field(
+        default=None, init=False,
+        metadata={"help": "Set from cutoff_len at parse time (not a setting): the length RoPE scaling aims at."},
     )
     flash_attn: Literal["auto", "disabled", "sdpa", "fa2", "fa3"] = field(
         default="auto", metadata={"help": "Attention kernel: auto, disabled (eager), sdpa, fa2."}

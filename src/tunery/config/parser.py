@@ -275,14 +275,11 @@ def _plain(value: Any) -> Any:
 # LLaMA-Factory settings for features Tunery does not have. Naming one is an error that says so,
 # rather than "unknown setting", so a migrating user knows the key was read, not mistyped.
 UNSUPPORTED_LF_KEYS = {
-    "use_galore": "GaLore", "galore_rank": "GaLore", "galore_target": "GaLore", "galore_scale": "GaLore",
-    "galore_layerwise": "GaLore", "use_apollo": "APOLLO", "apollo_rank": "APOLLO", "apollo_target": "APOLLO",
-    "apollo_scale": "APOLLO", "apollo_scale_type": "APOLLO", "apollo_layerwise": "APOLLO",
     "use_badam": "BAdam", "badam_mode": "BAdam", "badam_switch_mode": "BAdam",
-    "badam_switch_interval": "BAdam", "badam_verbose": "BAdam", "use_adam_mini": "Adam-mini",
+    "badam_switch_interval": "BAdam", "badam_verbose": "BAdam",
     "use_muon": "Muon", "mixture_of_depths": "Mixture-of-Depths", "use_kt": "KTransformers",
     "oft_rank": "OFT", "oft_block_size": "OFT", "oft_target": "OFT", "pure_bf16": "pure bf16 training",
-    "use_asft_loss": "ASFT loss", "asft_alpha": "ASFT loss", "use_dft_loss": "DFT loss",
+    "use_asft_loss": "ASFT loss", "asft_alpha": "ASFT loss",
     "use_eaft_loss": "EAFT loss", "fp8": "FP8 training", "fp8_backend": "FP8 training",
     "ray_num_workers": "Ray training", "use_ray": "Ray training",
 }

@@ -250,6 +250,73 @@ def _loraplus_needs_lora(cfg: Any, command: str) -> None:
                           hint="drop loraplus_lr_ratio, or set finetuning_type: lora")
 
 
+@rule("optimizer_needs_full_weights")
+def _optimizer_needs_full_weights(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    on = [k for k, v in (("use_galore", ft.galore.use_galore), ("use_apollo", ft.apollo.use_apollo),
+                         ("use_adam_mini", ft.use_adam_mini)) if v]
+    if _trains(cfg, command) and on and ft.finetuning_type == "lora":
+        raise ConfigError(f"{on[0]} shapes its updates by the blocks of full weight matrices (heads, rows); "
+                          "finetuning_type: lora trains small adapter matrices instead",
+                          hint=f"set finetuning_type: full (or freeze), or drop {on[0]}")
+
+
+@rule("one_optimizer_choice")
+def _one_optimizer_choice(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    chosen = [k for k, v in (("use_galore", ft.galore.use_galore), ("use_apollo", ft.apollo.use_apollo),
+                             ("use_adam_mini", ft.use_adam_mini),
+                             ("loraplus_lr_ratio", ft.lora.loraplus_lr_ratio is not None)) if v]
+    if _trains(cfg, command) and len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)} each choose the optimizer; only one can",
+                          hint=f"keep one of {', '.join(chosen)}")
+
+
+@rule("layerwise_optimizer_needs_no_accumulation")
+def _layerwise_needs_no_accumulation(cfg: Any, command: str) -> None:
+    ft, steps = cfg.finetuning, cfg.training.gradient_accumulation_steps if cfg.training is not None else 1
+    for use, layerwise, name in ((ft.galore.use_galore, ft.galore.galore_layerwise, "galore_layerwise"),
+                                 (ft.apollo.use_apollo, ft.apollo.apollo_layerwise, "apollo_layerwise")):
+        if _trains(cfg, command) and use and layerwise and steps != 1:
+            raise ConfigError(f"{name}: true steps each weight during backward, so it cannot accumulate "
+                              f"gradients (gradient_accumulation_steps: {steps})",
+                              hint=f"set gradient_accumulation_steps: 1 (raise the batch size instead), or drop {name}")
+
+
+@rule("early_stopping_needs_evaluation")
+def _early_stopping_needs_evaluation(cfg: Any, command: str) -> None:
+    ft, t = cfg.finetuning, cfg.training
+    if not _trains(cfg, command) or ft.early_stopping_steps is None:
+        return
+    if str(getattr(t.eval_strategy, "value", t.eval_strategy)) == "no":
+        raise ConfigError(f"early_stopping_steps: {ft.early_stopping_steps} counts evaluations, but eval_strategy is no",
+                          hint="set eval_strategy: steps and eval_steps: N")
+    if not (cfg.data.val_size > 0 or cfg.data.eval_dataset):
+        raise ConfigError(f"early_stopping_steps: {ft.early_stopping_steps} needs evaluation data",
+                          hint="set val_size: 0.1 (held out of dataset) or eval_dataset")
+
+
+@rule("dft_loss_is_sft")
+def _dft_loss_is_sft(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    if _trains(cfg, command) and ft.use_dft_loss and ft.stage != "sft":
+        raise ConfigError(f"use_dft_loss reweights the token loss of stage sft, not stage {ft.stage}",
+                          hint="drop use_dft_loss, or set stage: sft")
+
+
+@rule("compute_accuracy_is_sft_evaluation")
+def _compute_accuracy_is_sft(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    if command != "train" or not ft.compute_accuracy:
+        return
+    if ft.stage != "sft":
+        raise ConfigError(f"compute_accuracy measures next-token accuracy of stage sft, not stage {ft.stage}",
+                          hint="drop compute_accuracy (preference stages log rewards/accuracies themselves)")
+    if cfg.training.predict_with_generate:
+        raise ConfigError("compute_accuracy scores the model's next-token choices, which predict_with_generate "
+                          "replaces with generated text", hint="drop one of compute_accuracy, predict_with_generate")
+
+
 @rule("label_smoothing_needs_sigmoid")
 def _label_smoothing_needs_sigmoid(cfg: Any, command: str) -> None:
     p = cfg.finetuning.preference

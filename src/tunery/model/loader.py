@@ -7,6 +7,7 @@ Training-only setup (new adapters, freezing, gradient checkpointing) lives in ``
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -144,7 +145,7 @@ def load_model(
     kwargs = _common_kwargs(model_args)
     config = AutoConfig.from_pretrained(path, **kwargs)
     if model_args.rope_scaling:
-        _apply_rope_scaling(config, model_args)
+        apply_rope_scaling(config, model_args.rope_scaling, model_args.model_max_length, is_trainable=is_trainable)
     dtype = pick_dtype(model_args, training_args)
     load_kwargs: dict[str, Any] = {"config": config, "dtype": dtype, **kwargs}
     if model_args.flash_attn != "auto":
@@ -191,15 +192,52 @@ def load_adapters(model: PreTrainedModel, model_args: ModelArguments, *, merge: 
     return model
 
 
-def _apply_rope_scaling(config: Any, model_args: ModelArguments) -> None:
-    factor = 2.0
+def rope_scaling_factor(max_positions: int | None, target_length: int | None) -> float:
+    """The RoPE scaling factor LLaMA-Factory uses: ``ceil(target / max_positions)`` when the target is longer.
+
+    ``target_length`` is ``cutoff_len`` (None outside training: 2.0); a target that fits gives 1.0.
+    """
+    if target_length is None:
+        return 2.0
+    if max_positions and target_length > max_positions:
+        return float(math.ceil(target_length / max_positions))
+    return 1.0
+
+
+def apply_rope_scaling(config: Any, kind: str, target_length: int | None, *, is_trainable: bool = False) -> float:
+    """Set ``kind`` RoPE scaling (linear, dynamic, yarn, llama3) on a transformers config; returns the factor.
+
+    When ``target_length`` exceeds ``max_position_embeddings``, that grows to ``target_length`` and the
+    factor is the ratio rounded up. yarn and llama3 also record the original length (llama3 with
+    Llama 3.1's frequency bounds 1 and 4). A model without RoPE raises ModelError.
+    """
     current = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
-    scaled = {**current, "rope_type": model_args.rope_scaling, "factor": factor}
+    if not current and getattr(config, "rope_theta", None) is None:
+        raise ModelError(f"rope_scaling: {kind} needs a model with rotary position embeddings; "
+                         f"{type(config).__name__} has none", hint="drop rope_scaling")
+    original = getattr(config, "max_position_embeddings", None)
+    factor = rope_scaling_factor(original, target_length)
+    if factor > 1.0 and target_length is not None:
+        logger.info("context grows from %d to %d positions", original, target_length)
+        config.max_position_embeddings = target_length
+    elif target_length is not None:
+        logger.warning("rope_scaling: cutoff_len %d fits the model's %s positions; the scaling factor is 1",
+                       target_length, original)
+    if is_trainable and kind == "dynamic":
+        logger.warning("dynamic NTK scaling changes with the input length; it may not suit fine-tuning")
+    scaled = {key: current[key] for key in ("rope_theta", "partial_rotary_factor") if key in current}
+    scaled.update(rope_type=kind, factor=factor)
+    if kind in ("yarn", "llama3"):
+        scaled["original_max_position_embeddings"] = original  # the length the factor is relative to
+    if kind == "llama3":
+        scaled["low_freq_factor"] = current.get("low_freq_factor", 1.0)
+        scaled["high_freq_factor"] = current.get("high_freq_factor", 4.0)
     if hasattr(config, "rope_parameters"):  # transformers 5: rope_scaling is a deprecated alias
         config.rope_parameters = scaled
     else:
         config.rope_scaling = scaled
-    logger.info("rope scaling %s with factor %.1f", model_args.rope_scaling, factor)
+    logger.info("rope scaling %s with factor %.1f", kind, factor)
+    return factor
 
 
 def _default_device() -> str:

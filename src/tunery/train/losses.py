@@ -178,3 +178,24 @@ def with_fast_loss(trainer_cls: type) -> type:
     if issubclass(trainer_cls, FastLossMixin):
         return trainer_cls
     return type(f"Fast{trainer_cls.__name__}", (FastLossMixin, trainer_cls), {})
+
+
+def dft_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Dynamic Fine-Tuning loss (``use_dft_loss``, Wu et al. 2025): each token's cross-entropy weighted by
+    the model's own probability of that token, the weight detached from the graph.
+
+    ``sum_t p_t.detach() * -log p_t`` over labelled next tokens, divided by ``num_items_in_batch``
+    (the Trainer's labelled-token count over the accumulated batch) or by this batch's labelled
+    tokens. ``outputs.logits`` is ``[batch, length, vocab]``, ``labels`` ``[batch, length]`` with
+    IGNORE_INDEX on untrained positions. Used as the Trainer's ``compute_loss_func``.
+    """
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+    shift_labels = F.pad(labels.to(logits.device), (0, 1), value=IGNORE_INDEX)[..., 1:]
+    keep = shift_labels != IGNORE_INDEX
+    nll = F.cross_entropy(logits[keep].float(), shift_labels[keep], reduction="none")
+    total = (nll * torch.exp(-nll).detach()).sum()
+    if num_items_in_batch is None:
+        return total / keep.sum().clamp(min=1)
+    if isinstance(num_items_in_batch, torch.Tensor):
+        return total / num_items_in_batch.to(total.device).clamp(min=1).to(total.dtype)
+    return total / max(int(num_items_in_batch), 1)

@@ -281,11 +281,13 @@ class PPOTrainer(Trainer):
         return max(1, math.ceil(len(self.train_dataset) / per_step * self.args.num_train_epochs))
 
     def _prompt_batches(self):
-        """Endless mini-batches of prompt ids (reshuffled each pass over the data)."""
+        """Endless mini-batches of prompt ids (reshuffled each pass unless disable_shuffling made it sequential)."""
         mini = self.args.per_device_train_batch_size
         generator = torch.Generator().manual_seed(self.args.seed)
+        sequential = self.args.train_sampling_strategy == "sequential"
         while True:
-            order = torch.randperm(len(self.train_dataset), generator=generator).tolist()
+            n = len(self.train_dataset)
+            order = list(range(n)) if sequential else torch.randperm(n, generator=generator).tolist()
             for i in range(0, len(order) - mini + 1 if len(order) >= mini else 1, mini):
                 yield [list(self.train_dataset[j]["prompt_ids"]) for j in order[i: i + mini]]
 

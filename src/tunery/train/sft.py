@@ -18,6 +18,8 @@ from tunery.data.collator import PaddingFreeCollator
 from tunery.logging import get_logger
 from tunery.model.loader import load_model
 from tunery.train.fast_path import fast_trainer_parts
+from tunery.train.losses import dft_loss
+from tunery.train.metrics import argmax_logits, compute_token_accuracy
 from tunery.train.trainer import build_trainer
 
 logger = get_logger(__name__)
@@ -39,7 +41,7 @@ def trainer_parts(cfg: Any, model: Any, tokenizer: Any, stage: str) -> tuple[typ
 class CausalLMStage:
     """pt / sft: next-token cross-entropy on tokenized rows (prompt masked for sft)."""
 
-    plot_keys = ("loss", "eval_loss")
+    plot_keys = ("loss", "eval_loss", "eval_accuracy")  # eval_accuracy: with compute_accuracy
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -53,7 +55,13 @@ class CausalLMStage:
         args = cfg.training
         model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=bool(args.do_train), training_args=args)
         trainer_cls, collator = trainer_parts(cfg, model, tokenizer, self.name)
+        metrics: dict[str, Any] = {}
+        if cfg.finetuning.compute_accuracy:  # config/validation.py allows it for sft only
+            metrics = {"compute_metrics": compute_token_accuracy, "preprocess_logits_for_metrics": argmax_logits}
+        if cfg.finetuning.use_dft_loss:  # the fast path's chunked loss steps aside for a compute_loss_func
+            metrics["compute_loss_func"] = dft_loss
         return build_trainer(
             cfg, model, tokenizer, train_dataset=data.train_dataset if args.do_train else None,
             eval_dataset=data.eval_dataset, data_collator=collator, trainer_cls=trainer_cls, callbacks=callbacks,
+            **metrics,
         )

@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 from peft.optimizers import create_loraplus_optimizer
-from transformers import Trainer
+from transformers import EarlyStoppingCallback, Trainer
 
 from tunery.errors import require
 from tunery.logging import get_logger
 from tunery.train.callbacks import LogCallback, SavePissaInit, use_readable_logs
 from tunery.train.continue_run import with_replanned_schedule
+from tunery.train.optimizers import adam_mini_optimizer, apply_optimizer_settings
 from tunery.train.signals import StopOnSignal
 
 logger = get_logger(__name__)
@@ -28,12 +29,40 @@ REPORTERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "
              "mlflow": ("mlflow", "mlflow"), "swanlab": ("swanlab", "swanlab")}
 
 
+# SwanLab settings -> the environment variables transformers' SwanLabCallback reads.
+SWANLAB_ENV = {"swanlab_project": "SWANLAB_PROJECT", "swanlab_mode": "SWANLAB_MODE",
+               "swanlab_api_key": "SWANLAB_API_KEY", "swanlab_logdir": "SWANLAB_LOG_DIR"}
+
+
 def standard_callbacks(cfg: Any) -> list[Any]:
-    """trainer_log.jsonl writer, SIGTERM/SIGINT checkpointing, and PiSSA bookkeeping when asked."""
+    """trainer_log.jsonl writer, SIGTERM/SIGINT checkpointing, and when asked PiSSA bookkeeping and
+    early stopping (``early_stopping_steps`` evaluations without a better ``metric_for_best_model``)."""
     callbacks: list[Any] = [LogCallback(), StopOnSignal()]
     if getattr(cfg.finetuning, "pissa_convert", False) and cfg.finetuning.pissa_init:
         callbacks.append(SavePissaInit())
+    if getattr(cfg.finetuning, "early_stopping_steps", None) is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.finetuning.early_stopping_steps))
     return callbacks
+
+
+def apply_run_settings(cfg: Any, args: Any) -> None:
+    """Tunery settings that become training arguments of whichever args object a stage trains with.
+
+    ``disable_shuffling``: transformers' sequential sampler (and trl GRPO's ``shuffle_dataset: false``);
+    ``use_swanlab``: the SwanLab settings go to the environment transformers' SwanLab callback reads.
+    """
+    ft = cfg.finetuning
+    if ft.disable_shuffling:
+        args.train_sampling_strategy = "sequential"
+        if hasattr(args, "shuffle_dataset"):
+            args.shuffle_dataset = False
+    if ft.swanlab.use_swanlab:
+        for key, env in SWANLAB_ENV.items():
+            value = getattr(ft.swanlab, key)
+            if value is not None:
+                os.environ[env] = str(value)
+        if ft.swanlab.swanlab_run_name:
+            args.run_name = ft.swanlab.swanlab_run_name
 
 
 def configure_training_args(args: Any) -> Any:
@@ -98,10 +127,14 @@ def build_trainer(
     """
     trainer_cls = with_replanned_schedule(trainer_cls or Trainer)  # a continued run follows its own schedule
     args = configure_training_args(args if args is not None else cfg.training)
+    apply_run_settings(cfg, args)
+    apply_optimizer_settings(cfg, model, args)
     ratio = getattr(cfg.finetuning, "loraplus_lr_ratio", None)
     if ratio and getattr(model, "peft_config", None) and "optimizers" not in trainer_kwargs:
         optimizer = loraplus_optimizer(model, args, ratio, cfg.finetuning.loraplus_lr_embedding)
         trainer_kwargs["optimizers"] = (optimizer, None)
+    if getattr(cfg.finetuning, "use_adam_mini", False) and "optimizers" not in trainer_kwargs:
+        trainer_kwargs["optimizers"] = (adam_mini_optimizer(model, args), None)
     extra = list(callbacks or [])
     given = {type(c) for c in extra}
     all_callbacks = [c for c in standard_callbacks(cfg) if type(c) not in given] + extra

@@ -107,8 +107,8 @@ def test_lf_only_names_still_accepted():
 
 
 def test_unsupported_lf_feature_is_named():
-    with pytest.raises(ConfigError, match="GaLore"):
-        parse_config("train", {"use_galore": True})
+    with pytest.raises(ConfigError, match="BAdam"):
+        parse_config("train", {"use_badam": True})
     assert "use_badam" in UNSUPPORTED_LF_KEYS
 
 

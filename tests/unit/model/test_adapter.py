@@ -149,4 +149,5 @@ def test_train_from_scratch_starts_from_random_weights(tiny_chatml_model, tmp_pa
 def test_rope_scaling_reaches_the_model_config(tiny_chatml_model, tmp_path):
     model, _ = _load(tiny_chatml_model, tmp_path, rope_scaling="linear")
     rope = model.get_base_model().config.rope_parameters
-    assert rope["rope_type"] == "linear" and rope["factor"] == 2.0 and "rope_theta" in rope
+    # LLaMA-Factory's factor: ceil(cutoff_len 2048 (default) / the tiny model's 512 positions)
+    assert rope["rope_type"] == "linear" and rope["factor"] == 4.0 and "rope_theta" in rope
