@@ -204,3 +204,30 @@ def test_use_kv_cache_reaches_generation(tiny_chatml_model):
         cfg = parse_config("chat", {"model_name_or_path": str(tiny_chatml_model), "use_kv_cache": value})
         model = load_model(load_tokenizer(cfg.model), cfg.model)
         assert model.generation_config.use_cache is value
+
+
+def test_compat_doc_is_in_sync_with_the_table():
+    import importlib.util
+
+    script = SRC.parents[1] / "scripts" / "compat_doc.py"
+    spec = importlib.util.spec_from_file_location("compat_doc", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    doc = SRC.parents[1] / "docs" / "compat.md"
+    assert doc.read_text(encoding="utf-8") == module.render(), "run: python scripts/compat_doc.py"
+
+
+def test_lf_template_without_builtin_points_at_auto():
+    from tunery.config.lf_keys import LF_TEMPLATES
+    from tunery.data.template import get_template
+
+    class Tok:
+        chat_template = None
+        eos_token = "</s>"
+        bos_token = "<s>"
+
+    assert "smollm2" in LF_TEMPLATES
+    with pytest.raises(ConfigError, match="template: auto") as err:
+        get_template("smollm2", Tok())
+    assert "LLaMA-Factory" in str(err.value)
+    assert get_template("qwen3", Tok()).name == "qwen3"  # a shared name is the builtin
