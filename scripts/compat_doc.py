@@ -62,7 +62,7 @@ def _cell(text: object) -> str:
 def render() -> str:
     """The full text of docs/compat.md."""
     sys.path.insert(0, str(ROOT / "src"))
-    from tunery.config.lf_keys import LF_KEYS, LF_TEMPLATES
+    from tunery.config.lf_keys import LF_KEYS, LF_TEMPLATES, REFUSED_VALUES
     from tunery.data.templates.builtin import BUILTINS
 
     counts = Counter(entry.status for entry in LF_KEYS.values())
@@ -79,6 +79,9 @@ def render() -> str:
         else:
             details = f"{entry.reason} (accepted: `{json.dumps(entry.default)}`)"
         out.append(f"| `{key}` | {entry.status} | {_cell(details)} |")
+    out += ["", "Values of honoured keys that are refused:", "", "| setting | reason |", "|---|---|"]
+    for (key, value), reason in sorted(REFUSED_VALUES.items()):
+        out.append(f"| `{key}: {value}` | {_cell(reason)} |")
     builtin = [n for n in LF_TEMPLATES if n in BUILTINS]
     out += ["", "## Templates", "",
             f"LLaMA-Factory registers {len(LF_TEMPLATES)} chat templates; {len(builtin)} of them are Tunery "

@@ -339,6 +339,13 @@ LF_TEMPLATES: tuple[str, ...] = tuple("""
     starchat telechat2 vicuna video_llava xuanyuan yi yi_vl youtu youtu_vl yuan zephyr aeva
 """.split())
 
+# Values of honoured keys that ask for something Tunery lacks: (key, value) -> one-line reason.
+REFUSED_VALUES: dict[tuple[str, str], str] = {
+    ("finetuning_type", "oft"): yet("OFT"),
+    ("infer_backend", "sglang"): no("the SGLang engine", "use infer_backend: huggingface or vllm"),
+    ("infer_backend", "ktransformers"): no("KTransformers", "use infer_backend: huggingface or vllm"),
+}
+
 ALIASES: dict[str, str] = {key: entry.target for key, entry in LF_KEYS.items() if entry.status == "alias"}
 REFUSED: dict[str, LFKey] = {key: entry for key, entry in LF_KEYS.items() if entry.status == "refused"}
 

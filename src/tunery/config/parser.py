@@ -20,7 +20,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from tunery.config.groups import settings_of
-from tunery.config.lf_keys import ALIASES, REFUSED, is_lf_default
+from tunery.config.lf_keys import ALIASES, REFUSED, REFUSED_VALUES, is_lf_default
 from tunery.errors import ConfigError
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -271,8 +271,8 @@ def _plain(value: Any) -> Any:
 def read_lf_keys(raw: dict[str, Any], owners: typing.Container[str], *, source: str = "config") -> dict[str, Any]:
     """LLaMA-Factory's names (see config/lf_keys.py): aliases renamed, refused keys checked.
 
-    A refused key set to anything but LLaMA-Factory's default raises ConfigError with the table's one-line
-    reason; at the default (feature off) it is dropped unless a Tunery setting owns it. Returns a new dict.
+    A refused key set to anything but LLaMA-Factory's default, or a refused value of an honoured key
+    (``finetuning_type: oft``), raises ConfigError with the table's one-line reason; at the default (feature off) it is dropped unless a Tunery setting owns it. Returns a new dict.
     """
     out = dict(raw)
     for key in list(out):
@@ -284,6 +284,10 @@ def read_lf_keys(raw: dict[str, Any], owners: typing.Container[str], *, source: 
                                   f"({value!r} and {out[target]!r})", hint=f"keep one of them in {source}")
             out.setdefault(target, value)
             continue
+        why = REFUSED_VALUES.get((key, str(out[key]).strip().lower()))
+        if why:
+            raise ConfigError(f"'{key}: {_show(out[key])}' cannot be honoured: {why}",
+                              hint=f"choose another {key} (docs/compat.md lists what Tunery does with each LLaMA-Factory setting)")
         entry = REFUSED.get(key)
         if entry is None:
             continue

@@ -17,7 +17,7 @@ import yaml
 
 from tunery.config import GROUPS, parse_config
 from tunery.config.groups import settings_of
-from tunery.config.lf_keys import ALIASES, LF_KEYS, REFUSED, is_lf_default
+from tunery.config.lf_keys import ALIASES, LF_KEYS, REFUSED, REFUSED_VALUES, is_lf_default
 from tunery.config.parser import UNSUPPORTED_LF_KEYS
 from tunery.config.training_args import TrainingArguments
 from tunery.errors import ConfigError
@@ -156,6 +156,13 @@ def test_refused_key_stops_at_parse_time_with_its_reason(key):
     parse_config("train", {key: entry.default})
     # and so is its CLI spelling
     parse_config("train", {key: "null" if entry.default is None else str(entry.default)})
+
+
+@pytest.mark.parametrize(("key", "value"), sorted(REFUSED_VALUES))
+def test_refused_value_stops_at_parse_time_with_its_reason(key, value):
+    with pytest.raises(ConfigError) as err:
+        parse_config("chat" if key == "infer_backend" else "train", {key: value})
+    assert REFUSED_VALUES[(key, value)] in str(err.value)
 
 
 def test_alias_is_read_as_its_target():
