@@ -39,7 +39,7 @@ class QuantizationArguments:
 
 @dataclass
 class MultimodalArguments:
-    """Image/video preprocessing (accepted for config compatibility; Tunery trains text models)."""
+    """Image/video preprocessing: only LLaMA-Factory's defaults are accepted (multimodal models are issue #14)."""
 
     image_max_pixels: int = field(default=768 * 768, metadata={"help": "Max pixels per image.", "min": 1})
     image_min_pixels: int = field(default=32 * 32, metadata={"help": "Min pixels per image.", "min": 1})
@@ -75,7 +75,7 @@ class ModelArguments:
     add_special_tokens: str | None = field(
         default=None, metadata={"help": "Extra special tokens, comma separated.", "domain": FREE}
     )
-    low_cpu_mem_usage: bool = field(default=True, metadata={"help": "Load weights lazily."})
+    low_cpu_mem_usage: bool = field(default=True, metadata={"help": "Load weights lazily (transformers 5 always does; false is refused)."})
     rope_scaling: Literal["linear", "dynamic", "yarn", "llama3"] | None = field(
         default=None,
         metadata={"help": "RoPE scaling for contexts longer than the model's: factor ceil(cutoff_len / max positions)."},
@@ -87,15 +87,15 @@ class ModelArguments:
     flash_attn: Literal["auto", "disabled", "sdpa", "fa2", "fa3"] = field(
         default="auto", metadata={"help": "Attention kernel: auto, disabled (eager), sdpa, fa2."}
     )
-    shift_attn: bool = field(default=False, metadata={"help": "LongLoRA shift short attention (unsupported)."})
-    enable_liger_kernel: bool = field(default=False, metadata={"help": "Use Liger kernels when installed."})
-    use_unsloth: bool = field(default=False, metadata={"help": "Use Unsloth when installed."})
+    shift_attn: bool = field(default=False, metadata={"help": "LongLoRA shift short attention (not supported yet: true is refused)."})
+    enable_liger_kernel: bool = field(default=False, metadata={"help": "Liger kernels (not supported yet: true is refused)."})
+    use_unsloth: bool = field(default=False, metadata={"help": "Unsloth (not supported yet: true is refused)."})
     disable_gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Turn gradient checkpointing off (faster, more memory)."}
     )
     use_reentrant_gc: bool = field(default=True, metadata={"help": "Reentrant gradient checkpointing."})
     upcast_layernorm: bool = field(default=False, metadata={"help": "Keep layer norms in fp32."})
-    upcast_lmhead_output: bool = field(default=False, metadata={"help": "Compute the output head in fp32."})
+    upcast_lmhead_output: bool = field(default=False, metadata={"help": "fp32 output head (not supported yet: true is refused)."})
     train_from_scratch: bool = field(default=False, metadata={"help": "Random init from the config."})
     infer_backend: Literal["huggingface", "vllm"] = field(
         default="huggingface", metadata={"help": "Inference engine."}
@@ -104,7 +104,7 @@ class ModelArguments:
         default="auto", metadata={"help": "Weights dtype for inference."}
     )
     use_cache: bool = field(default=True, metadata={"help": "KV cache during generation."})
-    offload_folder: str = field(default="offload", metadata={"help": "Where offloaded weights go.", "domain": PATH})
+    offload_folder: str = field(default="offload", metadata={"help": "Where offloaded weights go (Tunery never offloads; only the default is accepted).", "domain": PATH})
     print_param_status: bool = field(default=False, metadata={"help": "Log each parameter's status."})
     vllm_maxlen: int = field(default=4096, metadata={"help": "vLLM max sequence length.", "min": 1})
     vllm_gpu_util: float = field(default=0.9, metadata={"help": "vLLM GPU memory share.", "gt": 0, "max": 1})

@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from tunery.config.groups import settings_of
+from tunery.config.lf_keys import ALIASES, REFUSED, REFUSED_VALUES, is_lf_default
 from tunery.errors import ConfigError
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -211,13 +212,8 @@ def build_dataclasses(raw: dict[str, Any], classes: list[type], *, source: str =
     for cls, fields in types_by_class.items():
         for name in fields:
             owners.setdefault(name, []).append(cls)
+    raw = read_lf_keys(raw, owners, source=source)
     unknown = [key for key in raw if key not in owners]
-    for key in unknown:
-        if key in UNSUPPORTED_LF_KEYS:
-            raise ConfigError(
-                f"'{key}' ({UNSUPPORTED_LF_KEYS[key]}) is a LLaMA-Factory setting Tunery does not support",
-                hint=f"remove '{key}' from {source}; see docs/cli.md for what Tunery offers instead",
-            )
     if unknown:
         key = unknown[0]
         close = difflib.get_close_matches(key, list(owners), n=3, cutoff=0.6)
@@ -272,14 +268,44 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", str(value))
 
 
-# LLaMA-Factory settings for features Tunery does not have. Naming one is an error that says so,
-# rather than "unknown setting", so a migrating user knows the key was read, not mistyped.
-UNSUPPORTED_LF_KEYS = {
-    "use_badam": "BAdam", "badam_mode": "BAdam", "badam_switch_mode": "BAdam",
-    "badam_switch_interval": "BAdam", "badam_verbose": "BAdam",
-    "use_muon": "Muon", "mixture_of_depths": "Mixture-of-Depths", "use_kt": "KTransformers",
-    "oft_rank": "OFT", "oft_block_size": "OFT", "oft_target": "OFT", "pure_bf16": "pure bf16 training",
-    "use_asft_loss": "ASFT loss", "asft_alpha": "ASFT loss",
-    "use_eaft_loss": "EAFT loss", "fp8": "FP8 training", "fp8_backend": "FP8 training",
-    "ray_num_workers": "Ray training", "use_ray": "Ray training",
-}
+def read_lf_keys(raw: dict[str, Any], owners: typing.Container[str], *, source: str = "config") -> dict[str, Any]:
+    """LLaMA-Factory's names (see config/lf_keys.py): aliases renamed, refused keys checked.
+
+    A refused key set to anything but LLaMA-Factory's default, or a refused value of an honoured key
+    (``finetuning_type: oft``), raises ConfigError with the table's one-line reason; at the default (feature off) it is dropped unless a Tunery setting owns it. Returns a new dict.
+    """
+    out = dict(raw)
+    for key in list(out):
+        if key in ALIASES:
+            target = ALIASES[key]
+            value = out.pop(key)
+            if target in out and str(out[target]) != str(value):
+                raise ConfigError(f"'{key}' is LLaMA-Factory's name for '{target}', and the two disagree "
+                                  f"({value!r} and {out[target]!r})", hint=f"keep one of them in {source}")
+            out.setdefault(target, value)
+            continue
+        why = REFUSED_VALUES.get((key, str(out[key]).strip().lower()))
+        if why:
+            raise ConfigError(f"'{key}: {_show(out[key])}' cannot be honoured: {why}",
+                              hint=f"choose another {key} (docs/compat.md lists what Tunery does with each LLaMA-Factory setting)")
+        entry = REFUSED.get(key)
+        if entry is None:
+            continue
+        if not is_lf_default(out[key], entry.default):
+            raise ConfigError(
+                f"'{key}: {_show(out[key])}' cannot be honoured: {entry.reason}",
+                hint=f"remove '{key}' from {source} (docs/compat.md lists what Tunery does with each LLaMA-Factory setting)",
+            )
+        if key not in owners:
+            del out[key]
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+# LLaMA-Factory settings Tunery refuses (key -> one-line reason); the table is config/lf_keys.py.
+UNSUPPORTED_LF_KEYS = {key: entry.reason for key, entry in REFUSED.items()}

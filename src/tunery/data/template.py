@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunery.config.lf_keys import LF_TEMPLATES
 from tunery.data.templates.base import PROMPT_ROLE, Encoded, Segment, Template
 from tunery.data.templates.builtin import BUILTINS, build_builtin
 from tunery.data.templates.check import check_template as _check
@@ -38,6 +39,9 @@ def get_template(name_or_auto: str | None, tokenizer, data_args: Any = None) -> 
     if name == "auto":
         return AutoTemplate(tokenizer, default_system=default_system, enable_thinking=enable_thinking,
                             tool_format=tool_format)
+    if name not in BUILTINS and name in LF_TEMPLATES:
+        raise ConfigError(f"template '{name}' is a LLaMA-Factory template Tunery has no builtin for",
+                          hint="use template: auto (the model's own chat template); docs/compat.md lists the names")
     if name not in BUILTINS:
         import difflib
 

@@ -168,6 +168,7 @@ def load_model(
         model = prepare_for_training(model, model_args, finetuning_args, training_args)
     else:
         model = load_adapters(model, model_args)
+        model.generation_config.use_cache = model_args.use_cache  # KV cache while generating (LF: use_kv_cache)
         model.eval()
         model.requires_grad_(False)
     return model

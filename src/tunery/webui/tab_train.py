@@ -8,7 +8,7 @@ import gradio as gr
 import yaml
 
 from tunery.errors import TuneryError
-from tunery.webui import config_builder
+from tunery.webui import config_builder, settings_form
 from tunery.webui.datasets_view import dataset_names, preview
 from tunery.webui.paths import demo_data_dir
 from tunery.webui.progress import Progress, loss_table, progress_html, read_progress
@@ -61,6 +61,9 @@ def build(ui: UI, manager: RunManager) -> None:
             ui.add("lora_target", gr.Textbox(value="all", label=L("lora_target"), elem_id="lora_target"))
             ui.add("quantization_bit", gr.Dropdown(["none", "4", "8"], value="none", label=L("quantization_bit"),
                                                    elem_id="quantization_bit"))
+    # every other setting `tunery train` reads, generated from the config groups (folded sections)
+    advanced_settings = settings_form.train_settings(shown=MODEL_KEYS + TRAIN_KEYS)
+    advanced = settings_form.build(shown=MODEL_KEYS + TRAIN_KEYS)
     ui.add("output_dir", gr.Textbox(value="saves/webui-run", label=L("output_dir"), elem_id="output_dir"))
     with gr.Row():
         ui.add("preview_cmd", gr.Button(L("preview_cmd"), elem_id="preview_cmd"))
@@ -94,10 +97,13 @@ def build(ui: UI, manager: RunManager) -> None:
             ui.add("run_plot", gr.LinePlot(x="step", y="loss", color="series", label=L("loss_plot"),
                                            elem_id="run_plot"))
 
-    inputs = [ui[k] for k in MODEL_KEYS + TRAIN_KEYS]
+    inputs = [ui[k] for k in MODEL_KEYS + TRAIN_KEYS] + [advanced[s.name] for s in advanced_settings]
+    n_main = len(MODEL_KEYS + TRAIN_KEYS)
 
     def values_of(*args: Any) -> dict[str, Any]:
-        return dict(zip(MODEL_KEYS + TRAIN_KEYS, args))
+        values = dict(zip(MODEL_KEYS + TRAIN_KEYS, args[:n_main]))
+        values.update(settings_form.collect(advanced_settings, list(args[n_main:])))
+        return values
 
     def do_preview(*args: Any):
         try:
@@ -183,6 +189,7 @@ def build(ui: UI, manager: RunManager) -> None:
             if key == "dataset" and isinstance(value, str):
                 value = [v.strip() for v in value.split(",")]
             updates.append(gr.update(value=value) if value is not None else gr.update())
+        updates += [gr.update(value=v) for v in settings_form.form_values(advanced_settings, data)]
         return updates + [f"loaded `{path}`"]
 
     ui["preview_cmd"].click(do_preview, inputs, [ui["command_preview"], ui["yaml_preview"], status])

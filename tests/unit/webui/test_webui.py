@@ -456,3 +456,55 @@ def test_runs_and_adapter_choices_come_from_the_save_root(tmp_path):
     rows = {row[0]: row for row in runs_table([run_info(f) for f in folders], tmp_path.resolve())}
     assert rows["saves/done"] == ["saves/done", "finished", "6/6", 1.5]
     assert rows["saves/stopped"][1] == "stopped"
+
+
+def _app_blocks():
+    pytest.importorskip("gradio")
+    from tunery.webui.app import build_app
+
+    return list(build_app("en").blocks.values())
+
+
+def test_every_train_setting_is_reachable_in_the_form():
+    """Each setting of the groups `tunery train` reads has a component (main form or generated section)."""
+    from tunery.config import COMMAND_GROUPS, group_class
+    from tunery.config.groups import settings_of
+    from tunery.config.lf_keys import REFUSED
+
+    ids = {getattr(block, "elem_id", None) for block in _app_blocks()}
+    names = {f.name for g in COMMAND_GROUPS["train"] for _, f, _ in settings_of(group_class(g))}
+    unreachable = sorted(n for n in names - set(REFUSED) if n not in ids and f"setting_{n}" not in ids)
+    assert unreachable == []
+    # refused settings are not offered (they could only stop the run)
+    assert "setting_use_unsloth" not in ids and "setting_image_max_pixels" not in ids
+
+
+def test_generated_sections_are_folded_and_named_like_the_board():
+    import gradio as gr
+
+    sections = {b.elem_id: b for b in _app_blocks()
+                if isinstance(b, gr.Accordion) and str(b.elem_id).startswith("section_")}
+    assert {"section_lora", "section_quantization", "section_template", "section_rope", "section_booster",
+            "section_rlhf", "section_freeze", "section_method"} <= set(sections)
+    assert all(b.open is False for b in sections.values())
+
+
+def test_generated_settings_round_trip_through_yaml_and_the_parser():
+    from tunery.config import parse_config
+    from tunery.webui import settings_form
+    from tunery.webui.tab_train import MODEL_KEYS, TRAIN_KEYS
+
+    settings = settings_form.train_settings(shown=MODEL_KEYS + TRAIN_KEYS)
+    untouched = settings_form.form_values(settings, {})
+    assert settings_form.collect(settings, untouched) == {}  # defaults add nothing
+    chosen = {"use_dora": True, "rope_scaling": "linear", "pref_beta": 0.2, "weight_decay": 0.01,
+              "quantization_type": "fp4", "default_system": "Be brief.", "lr_scheduler_type": "constant",
+              "disable_gradient_checkpointing": True, "neat_packing": True}
+    shown = settings_form.form_values(settings, chosen)
+    assert settings_form.collect(settings, shown) == chosen
+    config = config_builder.train_config({**UI_VALUES, **settings_form.collect(settings, shown)})
+    cfg = parse_config("train", yaml.safe_load(config_builder.to_yaml(config)))
+    assert cfg.finetuning.use_dora is True and cfg.model.rope_scaling == "linear"
+    assert cfg.finetuning.pref_beta == pytest.approx(0.2) and cfg.training.weight_decay == pytest.approx(0.01)
+    assert cfg.model.quantization_type == "fp4" and cfg.data.default_system == "Be brief."
+    assert str(cfg.training.lr_scheduler_type.value) == "constant" and cfg.data.neat_packing is True

@@ -1,0 +1,100 @@
+"""Write docs/compat.md from the LLaMA-Factory key table (src/tunery/config/lf_keys.py).
+
+Run ``python scripts/compat_doc.py`` after changing the table; tests/unit/config/test_lf_keys.py fails
+while the doc is out of date.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "compat.md"
+
+INTRO = """\
+# LLaMA-Factory compatibility
+
+Tunery reads LLaMA-Factory's YAML configs. Every user-facing setting of LLaMA-Factory 0.9.5's argument
+dataclasses (`hparams/model_args.py`, `data_args.py`, `finetuning_args.py`, `generating_args.py`,
+`evaluation_args.py`, `training_args.py`), plus a few names of older releases, has one status:
+
+- **honoured**: a Tunery setting of the same name and meaning;
+- **alias**: read as another Tunery setting (same meaning, another name);
+- **refused**: Tunery cannot do what it asks. Set to anything but LLaMA-Factory's default, the run stops
+  at parse time (exit 2) with the one-line reason below. Set to the default (the feature off, as
+  LLaMA-Factory's web UI writes it) it is accepted and changes nothing.
+
+No setting is read and then ignored: a test checks that code reads every Tunery setting. transformers'
+training arguments (`learning_rate`, `bf16`, `deepspeed`, ...) are not listed: Tunery's training
+settings are transformers' own `Seq2SeqTrainingArguments`, so they mean what they mean there.
+
+This page is generated from `src/tunery/config/lf_keys.py` by `scripts/compat_doc.py`; edit the table,
+then run the script.
+"""
+
+DIFFERENCES = """\
+## What differs on purpose
+
+- **Refused keys at their default are accepted.** LLaMA-Factory's web UI writes `use_galore: false`,
+  `use_unsloth: false`, ...; those configs parse. Asking for the feature stops the run with the reason.
+- **Unknown keys are errors** that name the nearest known key, rather than being passed on.
+- **Templates follow the model's official chat template** where LLaMA-Factory's text differs in
+  details (spaces, newlines, default system prompts); see [templates.md](templates.md). LLaMA-Factory
+  template names Tunery has no builtin for are refused with a pointer to `template: auto`, which
+  renders the model's own chat template.
+- **bf16/fp16 without a GPU** train in fp32 (with a warning) instead of failing.
+- **`tunery train cfg.yaml`** trains even when the YAML omits `do_train`.
+- **`overwrite_output_dir`** (removed from transformers 5) guards finished runs: without it Tunery will
+  not write into a folder that holds one.
+- **`stage`** also accepts `orpo`, `simpo` (LLaMA-Factory: `dpo` with `pref_loss`) and `grpo`.
+- **`rope_scaling`** scales by a factor of 2; LLaMA-Factory derives the factor from `cutoff_len` and
+  the model's context length.
+"""
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render() -> str:
+    """The full text of docs/compat.md."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from tunery.config.lf_keys import LF_KEYS, LF_TEMPLATES, REFUSED_VALUES
+    from tunery.data.templates.builtin import BUILTINS
+
+    counts = Counter(entry.status for entry in LF_KEYS.values())
+    out = [INTRO, "## Settings", "",
+           f"{len(LF_KEYS)} keys: {counts['honoured']} honoured, {counts['alias']} alias, "
+           f"{counts['refused']} refused.", "",
+           "| key | status | details |", "|---|---|---|"]
+    for key in sorted(LF_KEYS):
+        entry = LF_KEYS[key]
+        if entry.status == "honoured":
+            details = entry.reason
+        elif entry.status == "alias":
+            details = f"read as `{entry.target}`"
+        else:
+            details = f"{entry.reason} (accepted: `{json.dumps(entry.default)}`)"
+        out.append(f"| `{key}` | {entry.status} | {_cell(details)} |")
+    out += ["", "Values of honoured keys that are refused:", "", "| setting | reason |", "|---|---|"]
+    for (key, value), reason in sorted(REFUSED_VALUES.items()):
+        out.append(f"| `{key}: {value}` | {_cell(reason)} |")
+    builtin = [n for n in LF_TEMPLATES if n in BUILTINS]
+    out += ["", "## Templates", "",
+            f"LLaMA-Factory registers {len(LF_TEMPLATES)} chat templates; {len(builtin)} of them are Tunery "
+            "builtins of the same name and meaning (details in [templates.md](templates.md)). For the others, "
+            "`template: auto` renders the model's own chat template (the name itself is refused with that "
+            "hint).", "",
+            "| name | in Tunery |", "|---|---|"]
+    for name in sorted(LF_TEMPLATES):
+        out.append(f"| `{name}` | {'builtin' if name in BUILTINS else 'use `template: auto`'} |")
+    out += ["", DIFFERENCES]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    DOC.write_text(render(), encoding="utf-8")
+    print(f"wrote {DOC}")
