@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from tunery.config.parser import parse_overrides
-from tunery.demo import RESULTS_FILE, demo_config, run_demo
 from tunery.errors import ConfigError
 
 ROWS = [
@@ -30,6 +29,9 @@ def format_table(before: dict[str, float], after: dict[str, float]) -> str:
 
 def build_config(tokens: list[str]) -> Any:
     """The demo's RunConfig with ``--key value`` overrides; a config file or other word is a ConfigError."""
+    # the demo imports torch, transformers and the training stack (seconds); --help must not pay for them
+    from tunery.demo import demo_config
+
     overrides, positional = parse_overrides(tokens)
     if positional:
         raise ConfigError(f"tunery demo takes only --key value flags, not {positional[0]!r}",
@@ -39,6 +41,8 @@ def build_config(tokens: list[str]) -> Any:
 
 def report(results: dict[str, Any], output_dir: Path) -> None:
     """The table, the time taken, and a few replies before and after."""
+    from tunery.demo import RESULTS_FILE  # see build_config: the demo module is heavy to import
+
     seconds = results["seconds"]
     print()
     print(format_table(results["before"], results["after"]))
@@ -51,6 +55,8 @@ def report(results: dict[str, Any], output_dir: Path) -> None:
 
 def main(tokens: list[str]) -> int:
     """``tunery demo [--key value ...]``: score, train, score again, report."""
+    from tunery.demo import run_demo  # see build_config: the demo module is heavy to import
+
     cfg = build_config(tokens)
     results = run_demo(cfg, notify=lambda line: print(f"tunery demo: {line}", flush=True))
     report(results, Path(cfg.training.output_dir))
