@@ -17,7 +17,7 @@ from transformers import Trainer
 
 from tunery.errors import require
 from tunery.logging import get_logger
-from tunery.train.callbacks import LogCallback, SavePissaInit
+from tunery.train.callbacks import LogCallback, LogLastStep, SavePissaInit
 from tunery.train.continue_run import with_replanned_schedule
 from tunery.train.signals import StopOnSignal
 
@@ -29,8 +29,8 @@ REPORTERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "
 
 
 def standard_callbacks(cfg: Any) -> list[Any]:
-    """trainer_log.jsonl writer, SIGTERM/SIGINT checkpointing, and PiSSA bookkeeping when asked."""
-    callbacks: list[Any] = [LogCallback(), StopOnSignal()]
+    """trainer_log.jsonl writer (and its last step), SIGTERM/SIGINT checkpointing, PiSSA bookkeeping when asked."""
+    callbacks: list[Any] = [LogCallback(), LogLastStep(), StopOnSignal()]
     if getattr(cfg.finetuning, "pissa_convert", False) and cfg.finetuning.pissa_init:
         callbacks.append(SavePissaInit())
     return callbacks
