@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from tunery.cli import options
 from tunery.errors import ConfigError
-from tunery.webui.app import launch
 from tunery.webui.locales import LANGUAGES
 
 FLAGS = {"host": True, "port": True, "auth": True, "lang": True}
@@ -26,4 +25,7 @@ def main(tokens: list[str]) -> int:
     port = own.get("port")
     if port is not None and not str(port).isdigit():
         raise ConfigError(f"--port must be a number, not '{port}'", hint="e.g. --port 7860")
+    # the app module pulls the data pipeline and templates (a quarter second); other commands must not pay
+    from tunery.webui.app import launch
+
     return launch(host=own.get("host"), port=int(port) if port else None, auth=own.get("auth"), lang=lang)
