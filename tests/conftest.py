@@ -16,7 +16,43 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
 SESSION_CACHE = os.environ.get("TUNERY_CACHE")
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = REPO.parent / "shared" / "reference"
+# Folders of the checkout a test run may fill: Python's and the tools' own caches.
+_TOOL_FOLDERS = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".venv", ".mypy_cache"}
+
+
+def repo_paths() -> set[str]:
+    """Every file and folder of the checkout (relative, folders end in /), tool caches left out."""
+    found: set[str] = set()
+    for folder, subfolders, files in os.walk(REPO):
+        subfolders[:] = [d for d in subfolders if d not in _TOOL_FOLDERS and not d.endswith(".egg-info")]
+        rel = os.path.relpath(folder, REPO)
+        found.update(os.path.normpath(os.path.join(rel, name)) for name in files)
+        found.update(os.path.normpath(os.path.join(rel, name)) + "/" for name in subfolders)
+    return found
+
+
+def pytest_sessionstart(session):
+    session.config._tunery_repo_paths = repo_paths()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests write only under temporary folders: a file or folder that appeared in the checkout
+    (``saves/`` from a run without output_dir, an eval's results in the working folder) fails the run."""
+    before = getattr(session.config, "_tunery_repo_paths", None)
+    if before is None:
+        return
+    new = sorted(repo_paths() - before)
+    new = [p for p in new if not any(p.startswith(q) and q.endswith("/") and q != p for q in new)]  # top ones
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "tests wrote into the checkout (write under tmp_path instead): " + ", ".join(new[:20])
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_line(message, red=True)
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ from tunery.errors import DependencyError, ModelError
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Files that make a folder loadable as a tokenizer (transformers' fast, SentencePiece and BPE layouts).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,14 @@ def resolve_model(
     revision: str = "main",
     token: str | None = None,
     ms_token: str | None = None,
+    tokenizer_only: bool = False,
 ) -> ResolvedModel:
-    """Find the files for ``name_or_path``; download from a hub when it is a hub id."""
+    """Find the files for ``name_or_path``; download from a hub when it is a hub id.
+
+    A local folder needs ``config.json`` (or ``adapter_config.json``, or one .gguf file); with
+    ``tokenizer_only`` (loading just the tokenizer: ``tunery data``) tokenizer files are enough.
+    Raises ModelError naming what is missing.
+    """
     if not name_or_path:
         raise ModelError(
             "no model given", hint="set model_name_or_path (a folder, a .gguf file, a hub id or smollm2-135m-instruct)"
@@ -88,7 +96,13 @@ def resolve_model(
             ggufs = sorted(path.glob("*.gguf"))
             if len(ggufs) == 1:
                 return ResolvedModel(str(path), ggufs[0].name, "gguf")
-            raise ModelError(f"{path} has no config.json", hint="is this the model folder (the one with config.json)?")
+            has_tokenizer = any((path / n).exists() for n in TOKENIZER_FILES)
+            if tokenizer_only and has_tokenizer:
+                return ResolvedModel(str(path), None, "local")
+            raise ModelError(
+                f"{path} has no config.json" + (" (it has tokenizer files, no model)" if has_tokenizer else ""),
+                hint="is this the model folder (the one with config.json)?"
+                + (" (the tunery data commands need only the tokenizer)" if has_tokenizer else ""))
         return ResolvedModel(str(path), None, "local")
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
         raise ModelError(

@@ -131,3 +131,36 @@ def test_check_reports_tools_the_template_cannot_show_and_counts_add_up(tmp_path
     assert main([*argv[:-1], "qwen", "--json"]) == 0
     (report,) = json.loads(capsys.readouterr().out)
     assert (report["total"], report["valid"], report["invalid"]) == (2, 2, 0)
+
+
+@pytest.fixture
+def tokenizer_only(tmp_path, tiny_chatml_model):
+    """The tiny model's tokenizer files alone: no config.json, no weights."""
+    import shutil
+
+    folder = tmp_path / "tokenizer-only"
+    folder.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (tiny_chatml_model / name).exists():
+            shutil.copy(tiny_chatml_model / name, folder / name)
+    assert not (folder / "config.json").exists()
+    return folder
+
+
+def test_data_commands_need_only_the_tokenizer_files(tmp_path, reference_dir, tiny_chatml_model, tokenizer_only,
+                                                     capsys):
+    """check, preview and render give the same answers from a tokenizer-only folder as from the model folder."""
+    data = ["--dataset", "identity", "--dataset_dir", lf_data(reference_dir)]
+    outputs = []
+    for model in (tiny_chatml_model, tokenizer_only):
+        assert main(["data", "check", *data, "--model_name_or_path", str(model), "--json"]) == 0
+        check = json.loads(capsys.readouterr().out)
+        assert main(["data", "preview", *data, "--model_name_or_path", str(model), "--num", "1", "--json"]) == 0
+        preview = json.loads(capsys.readouterr().out)
+        (tmp_path / "m.json").write_text(json.dumps([{"role": "user", "content": "Hi"}]))
+        assert main(["data", "render", "--model_name_or_path", str(model), "--messages", str(tmp_path / "m.json"),
+                     "--add_generation_prompt"]) == 0
+        render = capsys.readouterr().out
+        outputs.append((check[0]["lengths"], preview[0]["input_ids"], render))
+    assert outputs[0] == outputs[1]
+    assert outputs[1][2].startswith("<|im_start|>") and outputs[1][1]

@@ -62,3 +62,15 @@ def test_modelscope_without_package(monkeypatch, tmp_path):
     monkeypatch.setenv("USE_MODELSCOPE_HUB", "1")
     with pytest.raises(DependencyError, match="modelscope"):
         resolve_model("qwen/Qwen2-0.5B", cache_dir=str(tmp_path))
+
+
+def test_tokenizer_only_folder_is_enough_for_the_tokenizer_not_the_model(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert resolve_model(str(tmp_path), tokenizer_only=True) == hub.ResolvedModel(str(tmp_path), None, "local")
+    with pytest.raises(ModelError, match="has tokenizer files, no model") as err:
+        resolve_model(str(tmp_path))
+    assert "need only the tokenizer" in err.value.hint
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(str(empty), tokenizer_only=True)

@@ -29,12 +29,14 @@ def format_table(before: dict[str, float], after: dict[str, float]) -> str:
 
 def build_config(tokens: list[str]) -> Any:
     """The demo's RunConfig with ``--key value`` overrides; a config file or other word is a ConfigError."""
+    # the demo imports torch, transformers and the training stack (seconds); --help must not pay for them
+    from tunery.demo import demo_config
+
     overrides, positional = parse_overrides(tokens)
     if positional:
         raise ConfigError(f"tunery demo takes only --key value flags, not {positional[0]!r}",
                           hint="e.g. tunery demo --output_dir saves/demo --num_train_epochs 1")
     # the demo workflow imports torch and transformers (seconds); `tunery --help` must not pay for them
-    from tunery.demo import demo_config
 
     return demo_config(overrides)
 

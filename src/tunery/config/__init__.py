@@ -33,6 +33,9 @@ GROUPS: dict[str, type] = {
     "export": ExportArguments,
 }
 
+# Where a training run writes when no output_dir is given (relative to the working folder).
+DEFAULT_OUTPUT_DIR = "saves/tunery-run"
+
 COMMAND_GROUPS: dict[str, list[str]] = {
     "train": ["model", "data", "finetuning", "generation", "training"],
     "predict": ["model", "data", "finetuning", "generation", "training"],
@@ -128,7 +131,7 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
         _resolve_precision(raw)
         if raw.get("deepspeed"):
             require("deepspeed", f"deepspeed: {raw['deepspeed']}", "deepspeed")
-        raw.setdefault("output_dir", "saves/tunery-run")
+        raw.setdefault("output_dir", DEFAULT_OUTPUT_DIR)
     classes = [group_class(n) for n in names]
     built = build_dataclasses(raw, classes, source=source)
     cfg = RunConfig(raw=raw)

@@ -14,6 +14,7 @@ class DataArguments:
     template: str | None = field(
         default=None,
         metadata={"help": "Chat template: 'auto' (the tokenizer's own) or a builtin name (e.g. llama3, qwen).",
+                  "default_text": "'auto' (the tokenizer's chat template; 'default' when it has none)",
                   "domain": "a template name, checked against the builtin templates when the tokenizer loads"},
     )
     dataset: str | None = field(default=None, metadata={"help": "Training dataset name(s), comma separated.", "domain": "names in dataset_info.json, checked when loaded"})

@@ -24,6 +24,11 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         default=None, metadata={"help": "Share of the steps spent warming up (same as a float warmup_steps < 1).", "min": 0, "max": 1}
     )
 
+    # One setting, one owner: `use_cache` is the model group's (KV cache while generating, LLaMA-Factory's
+    # meaning). Training runs without a KV cache, as transformers' default; init=False keeps the field
+    # (the Trainer reads it) but takes it out of the settings the parser routes and --help lists.
+    use_cache: bool = field(default=False, init=False, metadata={"help": "KV cache while training (always off)."})
+
     def __post_init__(self) -> None:
         if self.no_cuda:
             self.use_cpu = True

@@ -7,6 +7,9 @@ A task is a folder (documented in docs/eval.md)::
     <task_dir>/<task>/val/<subject>_val.csv    the "validation" split (val/ or validation/)
     <task_dir>/<task>/test/<subject>_test.csv
 
+or flat, the CSV files side by side as MMLU's archive holds them once unpacked into one folder:
+``<task_dir>/<task>/<subject>_dev.csv``, ``<subject>_val.csv``, ``<subject>_test.csv``.
+
 The CSV files are read exactly as the benchmarks publish them: MMLU's have no header (question,
 choices..., answer); C-Eval's (``id,question,A,B,C,D,answer,explanation``) and CMMLU's
 (``,Question,A,B,C,D,Answer``) have one. The stdlib ``csv`` module reads them: ``datasets``' CSV
@@ -26,10 +29,10 @@ from tunery.evaluation.layout import (
     LETTERS,
     SPLIT_FOLDERS,
     SPLITS,
-    find_split_dir,
     has_split,
     packaged_tasks_dir,
     read_mapping,
+    split_files,
 )
 from tunery.logging import get_logger
 
@@ -116,20 +119,6 @@ def normalize_category(category: str | None) -> str:
     return _CATEGORY_ALIASES.get(category.strip().lower(), category.strip())
 
 
-def subject_files(split_dir: Path) -> dict[str, Path]:
-    """subject key -> CSV file; ``abstract_algebra_test.csv`` and ``agronomy.csv`` both work."""
-    files: dict[str, Path] = {}
-    suffixes = {f"_{split_dir.name}"} | {f"_{f}" for fs in SPLIT_FOLDERS.values() for f in fs}
-    for path in sorted(split_dir.glob("*.csv")):
-        key = path.stem
-        for suffix in suffixes:
-            if key.endswith(suffix):
-                key = key[: -len(suffix)]
-                break
-        files[key] = path
-    return files
-
-
 def _layout(header: list[str]) -> tuple[int, list[int], int | None, bool]:
     """(question column, choice columns, answer column, has header) for a CSV's first row."""
     cells = [c.strip() for c in header]
@@ -200,26 +189,27 @@ def load_task(
                 hint=f"available: {', '.join(available_tasks(task_dir)) or 'none'}; or give a task folder "
                 "laid out as docs/eval.md describes (mapping.json, dev/, val/, test/ with one CSV per subject)",
             )
-    split_dir = find_split_dir(folder, split)
-    if split_dir is None:
+    test_files = split_files(folder, split)
+    if not test_files:
+        sub = SPLIT_FOLDERS[split][0]
         raise DataError(
             f"task '{name}' has no '{split}' split",
             file=str(folder),
-            hint=f"expected CSV files in {folder}/{SPLIT_FOLDERS[split][0]}/; set split (test, validation, dev)",
+            hint=f"expected CSV files in {folder}/{sub}/ or named {folder}/<subject>_{sub}.csv; "
+            "set split (test, validation, dev)",
         )
-    dev_dir = find_split_dir(folder, "dev") if n_shot > 0 else None
-    if n_shot > 0 and dev_dir is None:
+    dev_files = split_files(folder, "dev") if n_shot > 0 else {}
+    if n_shot > 0 and not dev_files:
         raise DataError(
             f"n_shot is {n_shot} but task '{name}' has no dev split to take examples from",
             file=str(folder),
-            hint="add dev/<subject>_dev.csv files, or set n_shot: 0",
+            hint="add dev/<subject>_dev.csv (or <subject>_dev.csv) files, or set n_shot: 0",
         )
     # a local copy of a known benchmark (e.g. MMLU's data.tar unpacked) gets Tunery's subject mapping
     mapping = read_mapping(folder) or read_mapping(packaged_tasks_dir() / name)
-    dev_files = subject_files(dev_dir) if dev_dir is not None else {}
     subjects = []
     unmapped = []
-    for key, path in subject_files(split_dir).items():
+    for key, path in test_files.items():
         info = mapping.get(key, {})
         if mapping and not info:
             unmapped.append(key)
@@ -231,8 +221,8 @@ def load_task(
             if key not in dev_files:
                 raise DataError(
                     f"subject '{key}' has no dev file for its {n_shot} examples",
-                    file=str(dev_dir),
-                    hint=f"add {dev_dir}/{key}_dev.csv or set n_shot: 0",
+                    file=str(folder),
+                    hint=f"add {key}_dev.csv beside the other dev files, or set n_shot: 0",
                 )
             shots = read_questions(dev_files[key], key)
         subjects.append(

@@ -31,8 +31,11 @@ logger = get_logger(__name__)
 ATTENTION_IMPL = {"disabled": "eager", "sdpa": "sdpa", "fa2": "flash_attention_2", "fa3": "flash_attention_3"}
 
 
-def resolve(model_args: ModelArguments) -> ResolvedModel:
-    """Resolve ``model_name_or_path`` to a loadable folder (GGUF converted once and cached)."""
+def resolve(model_args: ModelArguments, *, tokenizer_only: bool = False) -> ResolvedModel:
+    """Resolve ``model_name_or_path`` to a loadable folder (GGUF converted once and cached).
+
+    ``tokenizer_only``: a folder with only tokenizer files is enough (no config.json, no weights).
+    """
     resolved = resolve_model(
         model_args.model_name_or_path,
         gguf_file=model_args.gguf_file,
@@ -40,6 +43,7 @@ def resolve(model_args: ModelArguments) -> ResolvedModel:
         revision=model_args.model_revision,
         token=model_args.hf_hub_token,
         ms_token=model_args.ms_hub_token,
+        tokenizer_only=tokenizer_only,
     )
     return materialize_gguf(resolved)
 
@@ -53,10 +57,13 @@ def _common_kwargs(model_args: ModelArguments) -> dict[str, Any]:
 
 
 def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
-    """The model's tokenizer, left-padding-ready, with a pad token and any added tokens."""
+    """The model's tokenizer, left-padding-ready, with a pad token and any added tokens.
+
+    A folder holding only the tokenizer files loads too (``tunery data`` needs nothing more).
+    """
     from transformers import AutoTokenizer
 
-    path = resolve(model_args).path
+    path = resolve(model_args, tokenizer_only=True).path
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             path, use_fast=model_args.use_fast_tokenizer, split_special_tokens=model_args.split_special_tokens,

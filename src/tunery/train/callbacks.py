@@ -173,3 +173,16 @@ class SavePissaInit(TrainerCallback):
         path = os.path.join(args.output_dir, self.FOLDER)
         if state.is_world_process_zero and model is not None and not os.path.isdir(path):
             model.save_pretrained(path)
+
+
+class LogLastStep(TrainerCallback):
+    """Log the last step whatever ``logging_steps`` is, so every run has its final loss in the run log
+    (and a loss plot): transformers logs only on multiples of ``logging_steps``, so ``max_steps: 4``
+    with ``logging_steps: 10`` logged nothing. ``logging_strategy: no`` is respected. The Trainer logs
+    a step once, so a last step that is also a logging step is not logged twice."""
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        strategy = getattr(args.logging_strategy, "value", args.logging_strategy)
+        if strategy != "no" and state.max_steps and state.global_step >= state.max_steps:
+            control.should_log = True
+        return control

@@ -10,7 +10,7 @@ from typing import Any
 
 from tunery.errors import ConfigError, ResourceError
 from tunery.logging import get_logger
-from tunery.train.callbacks import LogCallback
+from tunery.train.callbacks import LogCallback, LogLastStep
 from tunery.train.continue_run import CheckpointCoversRun, StopIfCovered, read_state, whole_run_loss
 from tunery.train.outputs import CONFIG_FILE, remove_incomplete_checkpoints, save_model, save_results
 from tunery.train.signals import StopOnSignal
@@ -40,6 +40,8 @@ def ensure_standard_callbacks(trainer: Any) -> StopOnSignal:
     """Every stage gets the log file and signal handling, whoever built its trainer."""
     if find_callback(trainer, LogCallback) is None:
         trainer.add_callback(LogCallback())
+    if find_callback(trainer, LogLastStep) is None:
+        trainer.add_callback(LogLastStep())
     stopper = find_callback(trainer, StopOnSignal)
     if stopper is None:
         stopper = StopOnSignal()

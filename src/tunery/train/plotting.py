@@ -36,7 +36,8 @@ def plot_key(records: list[dict[str, Any]], key: str, output_dir: str) -> str | 
 
     steps, values = zip(*points)
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, values, color="#1f77b4", alpha=0.4, label="original")
+    # a run that logged once still gets a plot: a lone point needs a marker to be seen
+    ax.plot(steps, values, color="#1f77b4", alpha=0.4, label="original", marker="o" if len(points) == 1 else None)
     ax.plot(steps, smooth(list(values)), color="#1f77b4", label="smoothed")
     ax.set_title(f"training {key} of {output_dir}")
     ax.set_xlabel("step")
@@ -55,4 +56,7 @@ def plot_run(output_dir: str, keys: tuple[str, ...] = ("loss", "eval_loss")) -> 
     written = [p for p in (plot_key(records, k, output_dir) for k in keys) if p]
     for path in written:
         logger.info("plot written: %s", path)
+    if not written:
+        logger.warning("plot_loss: nothing to plot, %s/trainer_log.jsonl has no %s value (%d rows): was "
+                       "logging_strategy 'no'?", output_dir, " or ".join(keys), len(records))
     return written

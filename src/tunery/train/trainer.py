@@ -17,7 +17,7 @@ from transformers import EarlyStoppingCallback, Trainer
 
 from tunery.errors import require
 from tunery.logging import get_logger
-from tunery.train.callbacks import LogCallback, SavePissaInit, use_readable_logs
+from tunery.train.callbacks import LogCallback, LogLastStep, SavePissaInit, use_readable_logs
 from tunery.train.continue_run import with_replanned_schedule
 from tunery.train.optimizers import adam_mini_optimizer, apply_optimizer_settings
 from tunery.train.signals import StopOnSignal
@@ -35,9 +35,9 @@ SWANLAB_ENV = {"swanlab_project": "SWANLAB_PROJECT", "swanlab_mode": "SWANLAB_MO
 
 
 def standard_callbacks(cfg: Any) -> list[Any]:
-    """trainer_log.jsonl writer, SIGTERM/SIGINT checkpointing, and when asked PiSSA bookkeeping and
-    early stopping (``early_stopping_steps`` evaluations without a better ``metric_for_best_model``)."""
-    callbacks: list[Any] = [LogCallback(), StopOnSignal()]
+    """trainer_log.jsonl writer (and its last step), SIGTERM/SIGINT checkpointing, and when asked PiSSA
+    bookkeeping and early stopping (``early_stopping_steps`` evaluations without a better ``metric_for_best_model``)."""
+    callbacks: list[Any] = [LogCallback(), LogLastStep(), StopOnSignal()]
     if getattr(cfg.finetuning, "pissa_convert", False) and cfg.finetuning.pissa_init:
         callbacks.append(SavePissaInit())
     if getattr(cfg.finetuning, "early_stopping_steps", None) is not None:

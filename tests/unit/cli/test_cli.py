@@ -116,3 +116,112 @@ def test_yaml_syntax_error_names_file_and_place(tmp_path, capsys):
     assert main(["chat", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"tunery: error: config file {bad} is not valid YAML (line 2, column 3): mapping values are not allowed here"
+
+
+# --------------------------------------------------------------------------- help: fast, complete, each setting once
+def _expected_default(f) -> str:
+    """A field's default spelled the way the help writes it, computed here independently of cli/help.py."""
+    import dataclasses
+    import enum
+
+    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if value is None:
+        return "none"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+@pytest.fixture
+def help_cache(tmp_path, monkeypatch):
+    """A fresh Tunery cache holding the training settings' help rows (built here, in this process)."""
+    from tunery.cli import help as cli_help
+
+    monkeypatch.setenv("TUNERY_CACHE", str(tmp_path / "cache"))
+    rows = cli_help.training_rows()  # builds from the class and writes the cache file
+    assert cli_help.training_cache_file().is_file()
+    return tmp_path / "cache", rows
+
+
+def test_help_of_every_command_reads_the_cache_without_torch(help_cache, capsys):
+    """With the training rows cached, `tunery <command> --help` and the data commands' help import neither
+    torch nor transformers (a fresh interpreter), and print what the real class gives."""
+    import os
+
+    cache, _ = help_cache
+    commands = [name for name in COMMANDS if name not in ("env", "version")]
+    code = ("import sys; from tunery.cli.main import main\n"
+            f"for c in {commands!r}: main([c, '--help'])\n"
+            "main(['data', 'check', '--help']); main(['data', 'preview', '-h'])\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'gradio') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TUNERY_CACHE": str(cache)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert main(["train", "--help"]) == 0  # this process: same cache
+    assert capsys.readouterr().out in result.stdout
+
+
+def test_train_help_lists_every_training_argument_once_with_its_default(help_cache, capsys):
+    import dataclasses
+    import re
+
+    from tunery.config.training_args import TrainingArguments
+
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    names = re.findall(r"^  --(\w+) \(default: ", out, flags=re.M)
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    fields = [f for f in dataclasses.fields(TrainingArguments) if f.init]
+    assert len(fields) > 100
+    for f in fields:
+        expected = {"output_dir": "'saves/tunery-run'"}.get(f.name, _expected_default(f))
+        if f.name == "do_train":
+            expected = "False; tunery train trains when none of do_train, do_eval, do_predict is given"
+        assert f"\n  --{f.name} (default: {expected})\n" in out + "\n", f.name
+    assert "  --learning_rate (default: 5e-05)" in out
+    assert "  --lr_scheduler_type (default: 'linear')" in out
+    # the tokenizer's template is the true default, not "none"
+    assert "  --template (default: 'auto' (the tokenizer's chat template; 'default' when it has none))" in out
+    # use_cache belongs to the model group (KV cache while generating): listed once, default True
+    assert names.count("use_cache") == 1 and "  --use_cache (default: True)" in out
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_setting_is_listed_twice(command, help_cache):
+    from tunery.cli.help import command_rows
+
+    names = [row["name"] for _, rows in command_rows(command) for row in rows]
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
+
+
+def test_use_cache_is_the_model_groups_setting():
+    """One key, one owner: use_cache sets the model's KV cache for generation; training keeps it off."""
+    from tunery.config import parse_config
+
+    cfg = parse_config("train", {"use_cache": False, "report_to": "none"})
+    assert cfg.model.use_cache is False and cfg.training.use_cache is False
+    cfg = parse_config("train", {"use_cache": True, "report_to": "none"})
+    assert cfg.model.use_cache is True and cfg.training.use_cache is False
+
+
+def test_damaged_help_cache_is_rebuilt(help_cache, capsys):
+    from tunery.cli import help as cli_help
+
+    _, rows = help_cache
+    cli_help.training_cache_file().write_text("{not json", encoding="utf-8")
+    assert cli_help.training_rows() == rows
+    assert cli_help.training_rows() == rows  # and written back
+    assert cli_help.training_cache_file().read_text(encoding="utf-8").startswith("[")
+
+
+def test_help_cache_is_named_after_transformers_version(help_cache, monkeypatch):
+    """Another transformers version (or Tunery version, or training_args.py) means another file."""
+    import importlib.metadata
+
+    from tunery.cli import help as cli_help
+
+    before = cli_help.training_cache_file()
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0.1" if name == "transformers" else real(name))
+    assert cli_help.training_cache_file() != before

@@ -186,3 +186,47 @@ def test_hub_archive_path_unpacks_the_public_csv_files(tmp_path, monkeypatch):
     (subject,) = task.subjects
     assert (subject.name, subject.category) == ("农学", "Other")
     assert [q.answer for q in subject.questions] == ["D", "A"] and len(subject.shots) == 1
+
+
+def make_flat_task(root: Path) -> Path:
+    """The same two subjects as make_task, with every CSV side by side in one folder (no split folders)."""
+    task = root / "flat"
+    for split in ("dev", "val", "test"):
+        write_rows(task / f"algebra_{split}.csv", [[f"{split} alg {i}", "a", "b", "c", "d", "ABCD"[i]] for i in range(4)])
+        write_rows(task / f"high_school_poetry_{split}.csv",
+                   [[f"{split} poe {i}", "a", "b", "c", "d", "DCBA"[i]] for i in range(3)])
+    write_rows(task / "notes.csv", [["not", "a", "subject"]])  # no split suffix: not read
+    return task
+
+
+def test_flat_folder_of_subject_split_csv_files(tmp_path):
+    folder = make_flat_task(tmp_path)
+    task = load_task(str(folder), "nowhere", split="test", n_shot=2)
+    assert [s.key for s in task.subjects] == ["algebra", "high_school_poetry"]
+    assert [s.name for s in task.subjects] == ["algebra", "high school poetry"]
+    assert [x.question for x in task.subjects[0].questions] == [f"test alg {i}" for i in range(4)]
+    assert [x.question for x in task.subjects[1].shots] == ["dev poe 0", "dev poe 1", "dev poe 2"]
+    assert task.num_questions == 7
+    by_name = load_task("flat_val", str(tmp_path), max_samples=1)
+    assert by_name.split == "validation" and [x.question for s in by_name.subjects for x in s.questions] == \
+        ["val alg 0", "val poe 0"]
+    assert [x.answer for x in load_task("flat_dev", str(tmp_path)).subjects[1].questions] == ["D", "C", "B"]
+
+
+def test_flat_folder_missing_split_or_dev_file_is_clear(tmp_path):
+    folder = make_flat_task(tmp_path)
+    (folder / "high_school_poetry_dev.csv").unlink()
+    with pytest.raises(DataError, match="subject 'high_school_poetry' has no dev file") as err:
+        load_task(str(folder), "nowhere", n_shot=1)
+    assert "high_school_poetry_dev.csv" in err.value.hint
+    for path in folder.glob("*_test.csv"):
+        path.unlink()
+    with pytest.raises(DataError, match="no 'test' split") as err:
+        load_task(str(folder), "nowhere")
+    assert "<subject>_test.csv" in err.value.hint
+
+
+def test_nested_split_folder_wins_over_flat_files(tmp_path):
+    folder = make_task(tmp_path)
+    write_rows(folder / "stray_test.csv", [["q", "a", "b", "c", "d", "A"]])
+    assert [s.key for s in load_task(str(folder), "nowhere").subjects] == ["algebra", "poetry"]
