@@ -74,7 +74,7 @@ def shape_of(counts: TokenCounts) -> DataShape:
     """The estimate's view of the data: mean tokens per example (all its trained sequences together)."""
     n = max(counts.examples, 1)
     return DataShape(sequence_tokens=counts.tokens / n, prompt_tokens=counts.prompt / n, longest=counts.longest,
-                     examples=counts.examples)
+                     examples=counts.examples, trained_tokens=counts.trained / n)
 
 
 @dataclass

@@ -12,11 +12,14 @@ run. Memory and time are formulas, stated here so a user can check them:
 - other models held in memory: a frozen reference (dpo/kto/ppo/grpo with full/freeze training, or
   ``ref_model``; LoRA uses the base with the adapter off, no copy) and a reward model
   (ppo/grpo ``reward_model`` of type full), each taken as the size of the base;
-- activations per token and layer (fp32): about (8 x hidden + 3 x intermediate) values without
-  gradient checkpointing; with it, one hidden state per layer plus one full layer recomputed;
+- activations per token and layer (fp32): about (22 x hidden + 5 x intermediate) values without
+  gradient checkpointing (see ACTIVATION_HIDDEN); with it, one hidden state per layer plus one full
+  layer recomputed;
 - the output head: logits, their softmax and its gradient, 3 x vocab x 4 bytes per token (rm has a
-  scalar head: none); generation (ppo/grpo) adds the KV cache of the sampled batch;
-- time: FLOPs per step over a measured fp32 matmul rate at an assumed efficiency. Trained tokens
+  scalar head: none; pt/sft's fast path computes them in chunks of 1,024 labelled tokens, so at most
+  one chunk); generation (ppo/grpo) adds the KV cache of the sampled batch;
+- time: FLOPs per step over a measured matmul rate (:func:`machine_rates`; on a CPU the rate of
+  the idle machine) at an assumed efficiency. Trained tokens
   cost 6 x parameters (full) or 4 x (LoRA/freeze: frozen weights need no weight gradient), + 2 x with
   checkpointing's recompute; forward-only passes (reference, reward model, rollout log-probs) cost
   2 x parameters per token; each generated token costs the larger of its FLOPs and one read of the
@@ -54,14 +57,23 @@ from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.adapter import prepare_for_training
 from tunery.model.loader import count_parameters, pick_dtype, resolve
+from tunery.train.fast_path import fast_path_enabled
+from tunery.train.losses import DEFAULT_CHUNK_TOKENS
 
 logger = get_logger(__name__)
 
 GIB = 1024**3
-# torch, transformers, datasets, tokenizer: calibrated so LoRA SFT of SmolLM2-135M (batch 2, rows of
-# ~85 tokens, no checkpointing) predicts the 1.84 GiB peak RSS measured by bench/train_qlora_memory.py.
-RUNTIME_OVERHEAD = int(1.0 * GIB)
+# torch, transformers, datasets, tokenizer: the peak RSS of a LoRA run of a 0.2M-parameter model
+# (0.57 GiB, bench/estimate_accuracy.py case tiny-sft), rounded up.
+RUNTIME_OVERHEAD = int(0.6 * GIB)
 EFFICIENCY = 0.35
+# Values autograd keeps per token and layer in an eager transformers decoder (fp32): the two RMSNorms
+# (input, upcast, normalised: 3 x hidden each), rotary q/k and their rotated halves (4 x hidden),
+# q, k, v, the attention output and o_proj's input (~5 x hidden), residuals and the MLP's input
+# (~7 x hidden), gate, up, act(gate), their product and down_proj's input (5 x intermediate). The
+# textbook count (Korthikanti et al. 2022) is lower; this one matches the measured growth of peak
+# RSS with tokens on SmolLM2-135M (about 2.6 MB per token, bench/estimate_accuracy.py).
+ACTIVATION_HIDDEN, ACTIVATION_INTER = 22, 5
 PAIRWISE = ("rm", "dpo", "orpo", "simpo")
 REFERENCE_FREE_LOSSES = ("orpo", "simpo")
 
@@ -82,6 +94,7 @@ class DataShape:
     longest: int = 0
     examples: int | None = None
     assumed: bool = False
+    trained_tokens: float | None = None  # mean label tokens per example (None: all of them)
 
 
 def assumed_shape(cfg: Any) -> DataShape:
@@ -373,7 +386,8 @@ class Estimate:
             line = f"estimated time: {self.seconds_per_step:.2f} s/step"
             if steps:
                 line += f", {self.seconds_per_step * steps / 60:.1f} min for {steps} steps"
-            out.append(line + f" (at {int(EFFICIENCY * 100)}% of this machine's measured fp32 matmul rate"
+            out.append(line + f" (at {int(EFFICIENCY * 100)}% of this machine's measured matmul rate; "
+                       + ("a GPU's" if torch.cuda.is_available() else "an idle CPU's: other jobs slow it down")
                        + ("; communication between devices not counted)" if self.parallel.devices > 1 else ")"))
         return out
 
@@ -403,32 +417,46 @@ def planned_model(cfg: Any) -> tuple[Any, int, int, int]:
 
 @functools.lru_cache(maxsize=1)
 def machine_rates(seconds: float = 0.3) -> tuple[float, float]:
-    """(fp32 matmul FLOP/s, memory bandwidth in bytes/s) of this machine, measured once per process.
+    """(matmul FLOP/s, memory bandwidth in bytes/s) of this machine, measured once per process.
 
-    The best of three short trials: a busy machine slows single trials, and one figure per process
-    means ``tunery estimate`` and the dry run of the same config print the same time.
+    On a GPU: a bf16 matmul and a copy on device 0, in wall time. On a CPU: fp32, timed in CPU time
+    of this process over torch's threads, i.e. the rate of an idle machine: other jobs on the same
+    cores do not change it (a shared machine trains slower than estimated, by its load). The best
+    of three short trials; one figure per process.
     """
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    threads = 1 if cuda else max(torch.get_num_threads(), 1)
+
+    def clock() -> float:
+        if cuda:
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return time.process_time() / threads
+
+    size = 4096 if cuda else 1024
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
     torch.mm(a, b)
     best_flops = 0.0
     for _ in range(3):
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 3:
+        count, start, wall = 0, clock(), time.perf_counter()
+        while time.perf_counter() - wall < seconds / 3:
             torch.mm(a, b)
             count += 1
-        best_flops = max(best_flops, 2 * 1024**3 * count / (time.perf_counter() - start))
-    src = torch.empty(16 * 1024 * 1024)  # 64 MiB, beyond the caches
+        best_flops = max(best_flops, 2 * size**3 * count / max(clock() - start, 1e-9))
+    src = torch.empty(64 * 1024 * 1024 if cuda else 16 * 1024 * 1024, device=device)  # beyond the caches
     dst = torch.empty_like(src)
     best_bandwidth = 0.0
     for _ in range(3):
-        start = time.perf_counter()
-        dst.copy_(src)
-        best_bandwidth = max(best_bandwidth, 2 * src.numel() * 4 / max(time.perf_counter() - start, 1e-9))
+        start = clock()
+        for _ in range(4):
+            dst.copy_(src)
+        best_bandwidth = max(best_bandwidth, 4 * 2 * src.numel() * 4 / max(clock() - start, 1e-9))
     return best_flops, best_bandwidth
 
 
 def measured_matmul_flops(seconds: float = 0.3) -> float:
-    """fp32 matmul FLOP/s of this machine (see :func:`machine_rates`)."""
+    """Matmul FLOP/s of this machine (see :func:`machine_rates`)."""
     return machine_rates(seconds)[0]
 
 
@@ -503,9 +531,13 @@ def estimate_run(cfg: Any, *, shape: DataShape | None = None, flops: float | Non
 
     checkpointing = not cfg.model.disable_gradient_checkpointing
     micro = max(cfg.training.per_device_train_batch_size, 1) * passes.micro_tokens
-    full_layer = (8 * hidden + 3 * inter) * 4
+    full_layer = (ACTIVATION_HIDDEN * hidden + ACTIVATION_INTER * inter) * 4
     activations = micro * ((layers * hidden * 4 + full_layer) if checkpointing else layers * full_layer)
     logits = micro * vocab * 4 * 3 if passes.vocab_head else micro * 4 * 3
+    if fast_path_enabled(cfg):  # pt/sft: the head and its loss run in chunks, over labelled tokens only
+        labelled = max(cfg.training.per_device_train_batch_size, 1) * (
+            shape.trained_tokens if shape.trained_tokens is not None else passes.micro_tokens)
+        logits = min(labelled, DEFAULT_CHUNK_TOKENS) * vocab * 4 * 3
     if passes.generated:
         kv_heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", 1)
         head_dim = getattr(config, "head_dim", None) or hidden // max(getattr(config, "num_attention_heads", 1), 1)
