@@ -6,12 +6,14 @@ from tunery.cli import options
 
 
 def main(tokens: list[str]) -> int:
-    """``tunery estimate [config.yaml] [--key value ...]``: without ``dataset`` every row counts as cutoff_len."""
+    """``tunery estimate [config.yaml] [--key value ...]``: without ``dataset`` every row counts as cutoff_len.
+
+    The same plan as ``tunery train --dry_run true`` (one function: ``build_plan``), so both print
+    the same figures for the same config.
+    """
     cfg = options.load("estimate", tokens)
     # the estimate imports torch and transformers (seconds); --help must not pay for them
     from tunery.train.dry_run import build_plan
-    from tunery.train.estimate import cutoff_len_report
 
-    lines = build_plan(cfg).lines() if cfg.data.dataset else cutoff_len_report(cfg)
-    print("\n".join(lines))
+    print("\n".join(build_plan(cfg).lines()))
     return 0

@@ -45,7 +45,7 @@ COMMAND_GROUPS: dict[str, list[str]] = {
     "eval": ["model", "data", "finetuning", "evaluation", "generation"],
     "export": ["model", "data", "finetuning", "export"],
     "data": ["model", "data", "finetuning"],
-    "estimate": ["model", "data", "finetuning", "training"],
+    "estimate": ["model", "data", "finetuning", "generation", "training"],
 }
 
 
@@ -129,11 +129,14 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
     names = COMMAND_GROUPS[command]
     if "training" in names:
         _resolve_precision(raw)
-        if raw.get("deepspeed"):
+        if raw.get("deepspeed") and command != "estimate":
             require("deepspeed", f"deepspeed: {raw['deepspeed']}", "deepspeed")
         raw.setdefault("output_dir", DEFAULT_OUTPUT_DIR)
     classes = [group_class(n) for n in names]
-    built = build_dataclasses(raw, classes, source=source)
+    # An estimate only reads the deepspeed JSON (cfg.raw, see tunery.train.estimate): it can plan a
+    # run for a machine that has deepspeed from one that has not.
+    fields = {k: v for k, v in raw.items() if not (command == "estimate" and k == "deepspeed")}
+    built = build_dataclasses(fields, classes, source=source)
     cfg = RunConfig(raw=raw)
     for name, obj in zip(names, built):
         setattr(cfg, name, obj)
