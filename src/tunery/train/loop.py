@@ -12,6 +12,7 @@ from tunery.errors import ConfigError, ResourceError
 from tunery.logging import get_logger
 from tunery.train.callbacks import LogCallback
 from tunery.train.continue_run import CheckpointCoversRun, StopIfCovered, read_state, whole_run_loss
+from tunery.train.distributed import is_main_process
 from tunery.train.outputs import CONFIG_FILE, remove_incomplete_checkpoints, save_model, save_results
 from tunery.train.signals import StopOnSignal
 
@@ -66,7 +67,7 @@ def disk_full_error(exc: OSError, output_dir: str, what: str) -> ResourceError:
 def resume_command(cfg: Any, output_dir: str) -> str:
     """A command that resumes this run: the settings saved in output_dir (written if missing)."""
     path = os.path.join(output_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) and is_main_process():
         cfg.save(path)
     return f"tunery train {path}"
 
