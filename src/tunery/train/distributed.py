@@ -75,3 +75,18 @@ def main_process_first(training_args: Any, desc: str):
     join_group(training_args)
     with training_args.main_process_first(local=False, desc=desc):
         yield
+
+
+def describe_engine(trainer: Any) -> str:
+    """How the trainer spreads the work: ``DDP``, ``DeepSpeed ZeRO-2``, ``FSDP2``... (``single process``)."""
+    state = getattr(getattr(trainer, "accelerator", None), "state", None)
+    kind = str(getattr(getattr(state, "distributed_type", None), "value", "NO"))
+    if kind == "DEEPSPEED":
+        stage = getattr(getattr(state, "deepspeed_plugin", None), "zero_stage", None)
+        return f"DeepSpeed ZeRO-{stage}" if stage is not None else "DeepSpeed"
+    if kind == "FSDP":
+        version = getattr(getattr(state, "fsdp_plugin", None), "fsdp_version", 1)
+        return "FSDP2" if version == 2 else "FSDP"
+    if kind.startswith("MULTI_"):
+        return "DDP"
+    return "single process"

@@ -12,7 +12,7 @@ from tunery.errors import ConfigError, ResourceError
 from tunery.logging import get_logger
 from tunery.train.callbacks import LogCallback
 from tunery.train.continue_run import CheckpointCoversRun, StopIfCovered, read_state, whole_run_loss
-from tunery.train.distributed import is_main_process
+from tunery.train.distributed import describe_engine, is_main_process, world_size
 from tunery.train.outputs import CONFIG_FILE, remove_incomplete_checkpoints, save_model, save_results
 from tunery.train.signals import StopOnSignal
 
@@ -110,6 +110,8 @@ def fit(trainer: Any, cfg: Any, plot_keys: tuple[str, ...] = ("loss", "eval_loss
     args = trainer.args
     outcome = TrainOutcome(output_dir=args.output_dir)
     stopper = ensure_standard_callbacks(trainer)
+    if world_size() > 1:
+        logger.info("training on %d processes with %s", world_size(), describe_engine(trainer))
     if args.do_train:
         resume = args.resume_from_checkpoint
         start_step = int(read_state(resume).get("global_step", 0)) if isinstance(resume, str) else 0
