@@ -94,3 +94,12 @@ def test_worker_error_is_printed_with_its_rank(monkeypatch, capsys, tmp_path):
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err == ""
     assert "missing.yaml" in json.loads((tmp_path / "error-rank1.json").read_text())["message"]
+
+
+@pytest.mark.parametrize("key, value", [("use_ray", True), ("ray_num_workers", 2), ("resources_per_worker", "{}")])
+def test_ray_settings_are_refused_with_the_alternative(key, value):
+    from tunery.config import parse_config
+
+    raw = {"model_name_or_path": "/nonexistent/model", "dataset": "d", "output_dir": "o", key: value}
+    with pytest.raises(ConfigError, match="Ray Train.*torchrun.*docs/distributed.md"):
+        parse_config("train", raw)

@@ -70,8 +70,8 @@ def run(cfg: Any) -> int:
     if getattr(outcome, "stopped_by", None):
         launch.record_stop(outcome.stopped_by, outcome.checkpoint)
         return 0
-    if cfg.training.do_predict:
-        predict_after_training(cfg)
+    if cfg.training.do_predict and os.environ.get("RANK", "0") in ("", "0"):
+        predict_after_training(cfg)  # one process generates; in a multi-process run that is rank 0
     return 0
 
 

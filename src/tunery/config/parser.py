@@ -284,5 +284,7 @@ UNSUPPORTED_LF_KEYS = {
     "oft_rank": "OFT", "oft_block_size": "OFT", "oft_target": "OFT", "pure_bf16": "pure bf16 training",
     "use_asft_loss": "ASFT loss", "asft_alpha": "ASFT loss", "use_dft_loss": "DFT loss",
     "use_eaft_loss": "EAFT loss", "fp8": "FP8 training", "fp8_backend": "FP8 training",
-    "ray_num_workers": "Ray training", "use_ray": "Ray training",
+    **{key: "Ray Train; start `tunery train` with torchrun on each machine instead, see docs/distributed.md"
+       for key in ("use_ray", "ray_num_workers", "resources_per_worker", "ray_storage_path", "ray_storage_filesystem",
+                   "ray_init_kwargs", "ray_run_name", "placement_strategy")},
 }
