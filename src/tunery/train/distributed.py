@@ -90,3 +90,8 @@ def describe_engine(trainer: Any) -> str:
     if kind.startswith("MULTI_"):
         return "DDP"
     return "single process"
+
+
+def fsdp_requested(training_args: Any) -> bool:
+    """FSDP asked for: ``fsdp`` in the training settings, or an accelerate FSDP config (accelerate launch)."""
+    return bool(getattr(training_args, "fsdp", None)) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
