@@ -19,11 +19,17 @@ def get_logger(name: str) -> logging.Logger:
         handler.setFormatter(logging.Formatter("[%(name)s] %(levelname)s %(message)s"))
         root = logging.getLogger("tunery")
         root.addHandler(handler)
-        root.setLevel(os.environ.get("TUNERY_LOG_LEVEL", "INFO").upper())
+        root.setLevel(os.environ.get("TUNERY_LOG_LEVEL", _default_level()).upper())
         root.propagate = False
         quiet_third_party()
         _CONFIGURED = True
     return logging.getLogger(name if name.startswith("tunery") else f"tunery.{name}")
+
+
+def _default_level() -> str:
+    """INFO, except in the replicas of a multi-process run (RANK > 0 under torchrun, accelerate, deepspeed
+    or Ray): they print errors only, so every message appears once, from the main process."""
+    return "INFO" if os.environ.get("RANK", "0") in ("", "0") else "ERROR"
 
 
 def quiet_third_party() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tunery import __version__
-from tunery.cli import api, chat, data, demo, env, estimate, export, predict, train, webui
+from tunery.cli import api, chat, data, demo, env, estimate, export, launch, predict, train, webui
 from tunery.cli import eval as eval_cmd
 from tunery.cli.help import format_command_help
 from tunery.errors import TuneryError
@@ -151,7 +151,8 @@ def _dispatch(argv: list[str], debug: bool) -> int:
     except TuneryError as err:
         if debug:
             raise
-        print(f"tunery: error: {err}", file=sys.stderr)
+        if not launch.record_failure(str(err), err.exit_code):  # a relaunched worker: the relauncher prints it
+            print(f"tunery: error: {_rank_prefix()}{err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("\ntunery: interrupted.", file=sys.stderr)
@@ -165,6 +166,13 @@ def _dispatch(argv: list[str], debug: bool) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _rank_prefix() -> str:
+    """``[rank N] `` in a process of a multi-process run (started by torchrun, accelerate or deepspeed)."""
+    if launch.under_launcher() and os.environ.get("WORLD_SIZE", "1") != "1":
+        return f"[rank {os.environ.get('RANK', '0')}] "
+    return ""
 
 
 def _silence_stdout() -> None:

@@ -7,16 +7,52 @@ import each other).
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from typing import Any
 
-from tunery.cli import options
+from tunery.cli import launch, options
+from tunery.errors import TuneryError
 
 DRY_RUN_NOTE = "dry run: nothing was trained (drop --dry_run to train)"
 
 
 def main(tokens: list[str]) -> int:
-    """``tunery train [config.yaml] [--key value | key=value ...]``."""
-    return run(options.load("train", tokens))
+    """``tunery train [config.yaml] [--key value | key=value ...]``.
+
+    The config is checked here first (one error, before any process starts); then, on a machine
+    with more than one accelerator or with FORCE_TORCHRUN=1, the same command runs again under
+    torchrun (see :mod:`tunery.cli.launch`), unless a launcher already started this process.
+    """
+    cfg = options.load("train", tokens)
+    if not cfg.finetuning.dry_run:
+        plan = launch.plan_launch()
+        if plan is not None:
+            return relaunch(plan, tokens)
+    return run(cfg)
+
+
+def relaunch(plan: launch.LaunchPlan, tokens: list[str]) -> int:
+    """Run ``tunery train <tokens>`` under torchrun with ``plan``; the exit code is the run's: 0, 0 after
+    a clean SIGTERM/SIGINT stop, a worker's user error printed once with its code (2), else torchrun's."""
+    command = launch.torchrun_command(plan, tokens)
+    print(f"tunery: starting {plan.nproc_per_node} training process(es) on node {plan.node_rank} of "
+          f"{plan.nnodes} ({plan.world_size} in all), rendezvous at {plan.master_addr}:{plan.master_port}\n"
+          f"  {' '.join(command)}", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="tunery-launch-") as folder:
+        code = launch.run_torchrun(command, launch.worker_env(dict(os.environ), folder, plan))
+        failures = launch.read_failures(folder)
+        stops = launch.read_stops(folder)
+    if failures:
+        first = failures[0]
+        others = f" ({len(failures) - 1} other process(es) failed too)" if len(failures) > 1 else ""
+        err = TuneryError(f"[rank {first['rank']}] {first['message']}{others}")
+        err.exit_code = int(first.get("exit_code", 2))
+        raise err
+    if stops and code != 0:
+        return 0  # torchrun itself got the signal and reports it; the workers stopped cleanly
+    return code
 
 
 def run(cfg: Any) -> int:
@@ -32,9 +68,10 @@ def run(cfg: Any) -> int:
         return 0
     outcome = workflow.run_train(cfg)
     if getattr(outcome, "stopped_by", None):
+        launch.record_stop(outcome.stopped_by, outcome.checkpoint)
         return 0
-    if cfg.training.do_predict:
-        predict_after_training(cfg)
+    if cfg.training.do_predict and os.environ.get("RANK", "0") in ("", "0"):
+        predict_after_training(cfg)  # one process generates; in a multi-process run that is rank 0
     return 0
 
 

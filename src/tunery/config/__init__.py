@@ -17,7 +17,7 @@ from tunery.config.generating_args import GeneratingArguments
 from tunery.config.groups import settings_of
 from tunery.config.model_args import ModelArguments
 from tunery.config.parser import build_dataclasses, dump_config, load_raw_config
-from tunery.config.validation import validate
+from tunery.config.validation import deepspeed_config, validate
 from tunery.errors import require
 from tunery.logging import get_logger
 
@@ -131,6 +131,7 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
         _resolve_precision(raw)
         if raw.get("deepspeed") and command != "estimate":
             require("deepspeed", f"deepspeed: {raw['deepspeed']}", "deepspeed")
+            deepspeed_config(raw["deepspeed"])  # transformers reads it while building the settings
         raw.setdefault("output_dir", DEFAULT_OUTPUT_DIR)
     classes = [group_class(n) for n in names]
     # An estimate only reads the deepspeed JSON (cfg.raw, see tunery.train.estimate): it can plan a

@@ -7,8 +7,10 @@ given their meaning by Tunery (``overwrite_output_dir`` guards finished runs, se
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+import torch
 from transformers import Seq2SeqTrainingArguments
 
 
@@ -30,8 +32,21 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     use_cache: bool = field(default=False, init=False, metadata={"help": "KV cache while training (always off)."})
 
     def __post_init__(self) -> None:
-        if self.no_cuda:
+        if self.no_cuda or (_launched_on_several_processes() and not _has_accelerator()):
+            # accelerate joins a CPU process group (gloo) only when told the run is on the CPU
             self.use_cpu = True
         if self.warmup_ratio and not self.warmup_steps:
             self.warmup_steps = float(self.warmup_ratio)
         super().__post_init__()
+
+
+def _launched_on_several_processes() -> bool:
+    """torchrun / accelerate launch / deepspeed started this process as one of several."""
+    return bool(os.environ.get("LOCAL_RANK")) and os.environ.get("WORLD_SIZE", "1") not in ("", "1")
+
+
+def _has_accelerator() -> bool:
+    accel = getattr(torch, "accelerator", None)
+    if accel is not None and hasattr(accel, "is_available"):
+        return bool(accel.is_available())
+    return torch.cuda.is_available()

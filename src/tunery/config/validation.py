@@ -15,6 +15,8 @@ tokenizer, dataset or model loads, so a contradictory config fails in a second w
 
 from __future__ import annotations
 
+import json
+import os
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -437,6 +439,87 @@ def _export_refuses_quantized_base(cfg: Any, command: str) -> None:
         hint="remove quantization_bit so the base loads unquantized (the adapter trained with QLoRA merges "
         f"fine into it), and set export_quantization_bit: {bits} to quantize the merged model on export",
     )
+
+
+# ---------------------------------------------------------------------------------------- backends
+
+
+def deepspeed_config(value: Any) -> dict[str, Any] | None:
+    """The DeepSpeed config named by the ``deepspeed`` setting (a JSON file or a dict).
+
+    None when unset; ConfigError when the file is missing or is not a JSON object. Read at parse
+    time because transformers reads it while the training settings are built."""
+    if value in (None, "", {}):
+        return None
+    if isinstance(value, dict):
+        return value
+    text = str(value).strip()
+    if not os.path.isfile(text):
+        raise ConfigError(
+            f"deepspeed: {text} is not a file",
+            hint="point it at a DeepSpeed JSON config, e.g. examples/deepspeed/ds_z2_config.json",
+        )
+    try:
+        with open(text, encoding="utf-8") as f:
+            loaded = json.load(f)
+    except ValueError as exc:
+        raise ConfigError(f"deepspeed: {text} is not valid JSON ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"deepspeed: {text} must hold a JSON object")
+    return loaded
+
+
+def zero_stage(cfg: Any) -> int | None:
+    """ZeRO stage of the run's DeepSpeed config (0 when it names none); None without DeepSpeed."""
+    training = getattr(cfg, "training", None)
+    ds = deepspeed_config(getattr(training, "deepspeed", None)) if training is not None else None
+    if ds is None:
+        return None
+    return int((ds.get("zero_optimization") or {}).get("stage", 0) or 0)
+
+
+@rule("deepspeed_or_fsdp")
+def _deepspeed_or_fsdp(cfg: Any, command: str) -> None:
+    """One engine shards the model: DeepSpeed or FSDP, not both."""
+    t = cfg.training
+    if t is not None and t.deepspeed and t.fsdp:
+        raise ConfigError("deepspeed and fsdp are both set: one engine shards the model",
+                          hint="keep deepspeed (a ZeRO config) or fsdp, not both")
+
+
+@rule("zero3_refuses_ppo")
+def _zero3_refuses_ppo(cfg: Any, command: str) -> None:
+    """Tunery's PPO keeps a value head and a reference model beside the policy, outside ZeRO-3's shards."""
+    if _trains(cfg, command) and cfg.finetuning.stage == "ppo" and zero_stage(cfg) == 3:
+        raise ConfigError(
+            "stage: ppo cannot run under DeepSpeed ZeRO-3: Tunery's PPO keeps a value head and a reference "
+            "model beside the policy, and ZeRO-3 shards the policy's weights so they cannot be shared with them",
+            hint="use a ZeRO-2 config (examples/deepspeed/ds_z2_config.json), or grpo, which needs no value head",
+        )
+
+
+@rule("zero3_refuses_quantization")
+def _zero3_refuses_quantization(cfg: Any, command: str) -> None:
+    """QLoRA's 4/8-bit base weights are not partitioned by ZeRO-3."""
+    bits = cfg.model.quantization_bit
+    if _trains(cfg, command) and bits is not None and zero_stage(cfg) == 3:
+        raise ConfigError(
+            f"quantization_bit: {bits} (QLoRA) cannot run under DeepSpeed ZeRO-3: ZeRO-3 partitions "
+            "floating-point weights and the quantized base weights are not",
+            hint="use ZeRO-2 (examples/deepspeed/ds_z2_config.json) or ZeRO-0 for QLoRA; the quantized "
+                 "base is already small",
+        )
+
+
+@rule("zero3_refuses_pissa_init")
+def _zero3_refuses_pissa(cfg: Any, command: str) -> None:
+    """PiSSA decomposes each full weight when the adapter is created; under ZeRO-3 a process holds a shard."""
+    if _trains(cfg, command) and cfg.finetuning.pissa_init and zero_stage(cfg) == 3:
+        raise ConfigError(
+            "pissa_init cannot run under DeepSpeed ZeRO-3: PiSSA starts from an SVD of each whole weight, "
+            "and under ZeRO-3 a process holds only a shard of it",
+            hint="use ZeRO-2 (examples/deepspeed/ds_z2_config.json), or drop pissa_init",
+        )
 
 
 def validate(cfg: RunConfig, command: str, groups: list[str]) -> None:

@@ -74,6 +74,11 @@ def resolve_packing(data_args: Any, stage: str) -> bool:
     return bool(packing) and stage_kind(stage) in ("pt", "sft")
 
 
+def _main_process() -> bool:
+    """True unless a launcher started this process as a replica (RANK > 0: torchrun, accelerate, Ray)."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
 def _seed(cfg: Any) -> int:
     return int(getattr(getattr(cfg, "training", None), "seed", 42) or 42)
 
@@ -172,7 +177,8 @@ def get_dataset(cfg: Any, tokenizer, template, stage: str) -> DatasetModule:
                 "max_samples", "val_size", "mix_strategy", "interleave_probs", "strict", "default_system",
                 "enable_thinking", "tool_format")},
         })
-        if not data_args.overwrite_cache:
+        # In a multi-process run only the main process rebuilds the cache; the others read what it wrote.
+        if not data_args.overwrite_cache or not _main_process():
             hit = cache.load_cached(key)
             if hit is not None:
                 data, stats_dict = hit
@@ -208,7 +214,7 @@ def get_dataset(cfg: Any, tokenizer, template, stage: str) -> DatasetModule:
         evaluation = _tokenize_split(eval_records, tokenizer, template, stage, settings, data_args, stats)
     _report(stats, train, evaluation, settings, data_args)
     module = DatasetModule(train, evaluation, stats)
-    if key is not None:
+    if key is not None and _main_process():  # one writer per cache entry in a multi-process run
         from datasets import DatasetDict
 
         parts = {"train": train} if train is not None else {}

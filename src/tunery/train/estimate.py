@@ -39,19 +39,21 @@ size and, with DeepSpeed ZeRO or FSDP, the model states of each device (:func:`s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 
 from tunery.errors import ConfigError
 from tunery.logging import get_logger
@@ -398,11 +400,29 @@ def quantizable_parameters(model: torch.nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
 
 
+@contextlib.contextmanager
+def _without_zero3_init(cfg: Any) -> Iterator[None]:
+    """A weightless model for counting, even when the run's settings turn on DeepSpeed ZeRO-3.
+
+    Building the training settings with a ZeRO-3 config makes transformers create every model inside
+    ``deepspeed.zero.Init``, which starts a process group (and, outside a launcher, looks for MPI).
+    The plan only counts parameters on the meta device, so the setting is held back meanwhile."""
+    ds_config = getattr(cfg.training, "hf_deepspeed_config", None)
+    if ds_config is None:
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(ds_config)
+
+
 def planned_model(cfg: Any) -> tuple[Any, int, int, int]:
     """(config, trainable, total, quantizable) with the run's adapter setup applied to a weightless model."""
     path = resolve(cfg.model).path
     config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
-    with torch.device("meta"):
+    with torch.device("meta"), _without_zero3_init(cfg):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
     model_args, ft = copy.copy(cfg.model), copy.copy(cfg.finetuning)
     # Same trainable set without touching weights: no quantization, no SVD init, no stacked adapters.

@@ -12,6 +12,7 @@ from tunery.errors import ConfigError, ResourceError
 from tunery.logging import get_logger
 from tunery.train.callbacks import LogCallback, LogLastStep
 from tunery.train.continue_run import CheckpointCoversRun, StopIfCovered, read_state, whole_run_loss
+from tunery.train.distributed import describe_engine, fsdp_requested, is_main_process, world_size
 from tunery.train.outputs import CONFIG_FILE, remove_incomplete_checkpoints, save_model, save_results
 from tunery.train.signals import StopOnSignal
 
@@ -68,7 +69,7 @@ def disk_full_error(exc: OSError, output_dir: str, what: str) -> ResourceError:
 def resume_command(cfg: Any, output_dir: str) -> str:
     """A command that resumes this run: the settings saved in output_dir (written if missing)."""
     path = os.path.join(output_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) and is_main_process():
         cfg.save(path)
     return f"tunery train {path}"
 
@@ -111,6 +112,17 @@ def fit(trainer: Any, cfg: Any, plot_keys: tuple[str, ...] = ("loss", "eval_loss
     args = trainer.args
     outcome = TrainOutcome(output_dir=args.output_dir)
     stopper = ensure_standard_callbacks(trainer)
+    engine = describe_engine(trainer)
+    if fsdp_requested(args) and not engine.startswith("FSDP"):
+        # accelerate shards with FSDP only on accelerators; elsewhere it silently trains whole copies
+        raise ConfigError(
+            f"FSDP was asked for (an accelerate FSDP config or the fsdp setting), but this run would train "
+            f"with {engine}: accelerate runs FSDP only on GPUs and other accelerators",
+            hint="run it on GPUs, or drop the FSDP config: FORCE_TORCHRUN=1 NPROC_PER_NODE=N tunery train "
+                 "cfg.yaml trains with DDP (docs/distributed.md)",
+        )
+    if world_size() > 1:
+        logger.info("training on %d processes with %s", world_size(), engine)
     if args.do_train:
         resume = args.resume_from_checkpoint
         start_step = int(read_state(resume).get("global_step", 0)) if isinstance(resume, str) else 0

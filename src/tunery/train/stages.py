@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tunery.data import DatasetModule
 from tunery.errors import ConfigError
+from tunery.train.distributed import main_process_first
 from tunery.train.dpo import PreferenceStage
 from tunery.train.grpo import GRPOStage
 from tunery.train.kto import KTOStage
@@ -61,7 +62,11 @@ def get_stage(name: str) -> Stage:
 
 def run_stage_steps(stage: Stage, cfg: Any, tokenizer: Any, template: Any,
                     callbacks: list | None = None) -> TrainOutcome:
-    """Data, trainer, fit: what every stage does once the output dir, tokenizer and template are set."""
-    data = stage.load_data(cfg, tokenizer, template)
+    """Data, trainer, fit: what every stage does once the output dir, tokenizer and template are set.
+
+    In a multi-process run the main process tokenizes first and writes the dataset cache; the
+    others then read it (see tunery.data.cache)."""
+    with main_process_first(cfg.training, desc="dataset tokenization"):
+        data = stage.load_data(cfg, tokenizer, template)
     trainer = stage.create_trainer(cfg, tokenizer, template, data, callbacks)
     return fit(trainer, cfg, plot_keys=stage.plot_keys)

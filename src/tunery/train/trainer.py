@@ -129,6 +129,10 @@ def build_trainer(
     args = configure_training_args(args if args is not None else cfg.training)
     apply_run_settings(cfg, args)
     apply_optimizer_settings(cfg, model, args)
+    if args.ddp_find_unused_parameters is None and getattr(model, "peft_config", None):
+        # DDP: every adapter weight takes part in each forward, and the search for unused ones breaks
+        # with gradient checkpointing (transformers turns it off itself only for a plain model)
+        args.ddp_find_unused_parameters = False
     ratio = getattr(cfg.finetuning, "loraplus_lr_ratio", None)
     if ratio and getattr(model, "peft_config", None) and "optimizers" not in trainer_kwargs:
         optimizer = loraplus_optimizer(model, args, ratio, cfg.finetuning.loraplus_lr_embedding)

@@ -7,13 +7,13 @@ Stages are registered by name in :mod:`tunery.train.stages`; each runs as data -
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from tunery.data.template import get_template
 from tunery.logging import get_logger
 from tunery.model.loader import load_tokenizer
 from tunery.train.continue_run import settings_fingerprint
+from tunery.train.distributed import is_main_process, share_from_main
 from tunery.train.output_lock import acquire_output_lock, ensure_writable_dir
 from tunery.train.outputs import CONFIG_FILE, prepare_output_dir
 from tunery.train.stages import get_stage, run_stage_steps
@@ -44,14 +44,18 @@ def run_train(cfg: Any, callbacks: list | None = None) -> Any:
 
 def run_stage(cfg: Any, callbacks: list | None = None) -> Any:
     """Output-dir rules (writable, locked, resume/overwrite), tokenizer and template, then the stage's
-    data -> trainer -> fit."""
+    data -> trainer -> fit.
+
+    In a multi-process run the global main process alone takes the lock and applies the output-dir
+    rules (removing, resuming, stamping); every other process gets its resume decision from it."""
     stage = get_stage(cfg.finetuning.stage)
     args = cfg.training
     out = ensure_writable_dir(args.output_dir)  # before anything is loaded: one clear error, exit 2
-    main_process = os.environ.get("RANK", "0") == "0"  # one lock per run, taken by its first process
+    main_process = is_main_process()  # one lock per run, taken by its first process
     lock = acquire_output_lock(out) if main_process else None
     try:
-        prepare_output_dir(args, fingerprint=settings_fingerprint(cfg))
+        resume = prepare_output_dir(args, fingerprint=settings_fingerprint(cfg)) if main_process else None
+        args.resume_from_checkpoint = share_from_main(resume, args)
         if args.do_train and main_process:
             cfg.save(str(out / CONFIG_FILE))  # the settings of the running run: rerunning it resumes
         tokenizer = load_tokenizer(cfg.model)

@@ -7,6 +7,7 @@ import dataclasses
 import subprocess
 import sys
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,9 @@ from tunery.config.groups import settings_of
 from tunery.config.training_args import TrainingArguments
 from tunery.config.validation import RULES, has_domain
 from tunery.errors import ConfigError
+
+DS_DIR = Path(__file__).resolve().parents[3] / "examples" / "deepspeed"
+ZERO3 = str(DS_DIR / "ds_z3_config.json")
 
 TRAIN = {"model_name_or_path": "/nonexistent/model", "dataset": "d", "output_dir": "unused-out", "report_to": "none"}
 
@@ -85,6 +89,13 @@ CASES = [
     ("gptq_needs_calibration_data", "export", {"export_dir": "o", "export_quantization_bit": 4,
                                                "export_quantization_method": "gptq"},
      ["export_quantization_method: gptq", "export_quantization_dataset"]),
+    ("deepspeed_or_fsdp", "train", {"deepspeed": str(DS_DIR / "ds_z2_config.json"), "fsdp": "full_shard"},
+     ["deepspeed", "fsdp"]),
+    ("zero3_refuses_ppo", "train", {"stage": "ppo", "reward_model": "rm", "deepspeed": ZERO3},
+     ["stage: ppo", "ZeRO-3", "value head", "ds_z2_config.json"]),
+    ("zero3_refuses_quantization", "train", {"quantization_bit": 4, "deepspeed": ZERO3},
+     ["quantization_bit: 4", "ZeRO-3"]),
+    ("zero3_refuses_pissa_init", "train", {"pissa_init": True, "deepspeed": ZERO3}, ["pissa_init", "ZeRO-3"]),
     ("export_refuses_quantized_base", "export", {"export_dir": "o", "quantization_bit": 4},
      ["quantization_bit: 4", "export_quantization_bit: 4"]),
     ("export_refuses_quantized_base", "export", {"export_dir": "o", "quantization_bit": 8, "adapter_name_or_path": "a"},
@@ -102,6 +113,8 @@ def _raw(command: str, extra: dict) -> dict:
 
 @pytest.mark.parametrize(("name", "command", "extra", "needles"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_each_rule_refuses_its_pair_and_names_the_settings(name, command, extra, needles):
+    if "deepspeed" in extra:
+        pytest.importorskip("deepspeed")  # without it parse_config refuses deepspeed first (tested below)
     raw = _raw(command, extra)
     if name == "prediction_needs_data_and_output_dir" and "dataset" in extra:
         raw.pop("dataset", None), raw.pop("eval_dataset", None)
@@ -110,6 +123,28 @@ def test_each_rule_refuses_its_pair_and_names_the_settings(name, command, extra,
     message = str(err.value)
     for needle in needles:
         assert needle in message, (name, message)
+
+
+def test_deepspeed_config_is_checked_before_anything_loads(tmp_path, monkeypatch):
+    from tunery.errors import DependencyError
+
+    pytest.importorskip("deepspeed")
+    with pytest.raises(ConfigError, match="is not a file"):
+        parse_config("train", {**TRAIN, "deepspeed": str(tmp_path / "missing.json")})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        parse_config("train", {**TRAIN, "deepspeed": str(bad)})
+    # ZeRO-2 takes ppo, QLoRA and PiSSA; ZeRO-3 takes plain LoRA
+    ds2 = str(DS_DIR / "ds_z2_config.json")
+    cfg = parse_config("train", {**TRAIN, "stage": "ppo", "reward_model": "rm", "deepspeed": ds2})
+    assert cfg.training.deepspeed == ds2
+    parse_config("train", {**TRAIN, "quantization_bit": 4, "deepspeed": str(DS_DIR / "ds_z2_offload_config.json")})
+    parse_config("train", {**TRAIN, "deepspeed": ZERO3})
+    # without the package: the install command, before anything else
+    monkeypatch.setitem(sys.modules, "deepspeed", None)
+    with pytest.raises(DependencyError, match="tunery\\[deepspeed\\]"):
+        parse_config("train", {**TRAIN, "deepspeed": ds2})
 
 
 def test_every_rule_has_a_case():

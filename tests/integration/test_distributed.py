@@ -1,0 +1,227 @@
+"""Multi-process training on this CPU (gloo): `tunery train` under torchrun, two loopback "nodes",
+DeepSpeed ZeRO-2 and FSDP2 through their own launchers, signals, resume and failures.
+
+Each process gets OMP_NUM_THREADS=1 (several torch processes with more threads on a small machine
+slow each other down many times over). Runs are short: tiny model, 16 examples, at most 4 steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunery.cli import launch
+
+REPO = Path(__file__).resolve().parents[2]
+SRC = REPO / "src"
+# Loss of a 2-process step vs the 1-process step on the same global batch. Both average over the
+# same tokens (transformers counts them across processes); only float summation order differs.
+LOSS_RTOL = 1e-4
+
+
+def _config(path: Path, model: Path, reference_dir: Path, out: Path, **extra) -> Path:
+    config = {
+        "model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": "lora",
+        "lora_target": "all", "lora_rank": 4, "dataset": "alpaca_en_demo",
+        "dataset_dir": str(reference_dir / "lf" / "data"), "template": "auto", "cutoff_len": 128,
+        "max_samples": 16, "output_dir": str(out), "logging_steps": 1, "save_steps": 1000,
+        "per_device_train_batch_size": 2, "learning_rate": 1e-3, "num_train_epochs": 1, "report_to": "none",
+        "seed": 7, "lr_scheduler_type": "constant",
+    }
+    config.update(extra)
+    path.write_text(yaml.safe_dump({k: v for k, v in config.items() if v is not None}))
+    return path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "NNODES", "MASTER_ADDR", "MASTER_PORT",
+                        "NPROC_PER_NODE", "FORCE_TORCHRUN", "TUNERY_LAUNCH_DIR")}
+    env.update({"PYTHONPATH": os.pathsep.join([str(SRC), str(REPO), env.get("PYTHONPATH", "")]),
+                "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env.update(extra)
+    return env
+
+
+def _tunery(args: list[str], timeout: int = 900, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tunery", *args], env=_env(**env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+
+
+def _assert_close(a: list[float], b: list[float], rtol: float = LOSS_RTOL) -> None:
+    assert len(a) == len(b), (a, b)
+    for x, y in zip(a, b):
+        assert abs(x - y) <= rtol * abs(y), (a, b)
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tiny_chatml_model, reference_dir, tmp_path_factory):
+    """The reference: one process, per-device batch 4 (the global batch of 2 processes x 2)."""
+    tmp = tmp_path_factory.mktemp("single")
+    out = tmp / "out"
+    cfg = _config(tmp / "cfg.yaml", tiny_chatml_model, reference_dir, out, per_device_train_batch_size=4)
+    result = _tunery(["train", str(cfg)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return _log(out)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_on_the_same_global_batch(
+        one_process_run, tiny_chatml_model, reference_dir, tmp_path):
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out)
+    result = _tunery(["train", str(cfg)], FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "python -m torch.distributed.run" in result.stderr.replace(sys.executable, "python")
+    assert "training on 2 processes with DDP" in result.stderr
+    log = _log(out)
+    # 16 examples, 2 per process: 4 steps, half the 8 one process with the same per-device batch takes
+    assert [r["current_steps"] for r in log] == [1, 2, 3, 4] and log[-1]["total_steps"] == 4
+    _assert_close([r["loss"] for r in log], [r["loss"] for r in one_process_run])
+    assert log[-1]["epoch"] == pytest.approx(1.0)
+    # outputs written once, by the main process
+    assert (out / "adapter_model.safetensors").is_file() and (out / "train_results.json").is_file()
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
+    assert result.stderr.count("training finished: outputs in") == 1
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback(one_process_run, tiny_chatml_model, reference_dir, tmp_path):
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out)
+    common = {"FORCE_TORCHRUN": "1", "NNODES": "2", "NPROC_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1",
+              "MASTER_PORT": str(launch.free_port())}
+    nodes = [subprocess.Popen([sys.executable, "-m", "tunery", "train", str(cfg)],
+                              env=_env(**common, NODE_RANK=str(rank)), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=900) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-3000:]
+    assert "node 1 of 2" in outputs[1][1]
+    log = _log(out)
+    assert [r["current_steps"] for r in log] == [1, 2, 3, 4]
+    _assert_close([r["loss"] for r in log], [r["loss"] for r in one_process_run])
+
+
+@pytest.mark.slow
+def test_dpo_under_ddp(tiny_chatml_model, reference_dir, tmp_path):
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, stage="dpo",
+                  dataset="dpo_en_demo", max_samples=8, num_train_epochs=None, max_steps=2, cutoff_len=96)
+    result = _tunery(["train", str(cfg)], FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training on 2 processes with DDP" in result.stderr
+    log = _log(out)
+    assert [r["current_steps"] for r in log] == [1, 2]
+    assert all(r["loss"] == r["loss"] and "rewards/chosen" in r for r in log)  # finite, preference metrics
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_process_at_one_step_and_the_run_resumes(tiny_chatml_model, reference_dir, tmp_path):
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, num_train_epochs=None,
+                  max_steps=400, max_samples=64, per_device_train_batch_size=1)
+    proc = subprocess.Popen([sys.executable, "-m", "tunery", "train", str(cfg)],
+                            env=_env(FORCE_TORCHRUN="1", NPROC_PER_NODE="2"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "trainer_log.jsonl").is_file() and (out / "trainer_log.jsonl").read_text().strip():
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert not (out / "train_results.json").exists()
+    steps = [r["current_steps"] for r in _log(out)]
+    stopped_at = steps[-1]
+    assert stopped_at < 400 and steps == list(range(1, stopped_at + 1))  # one line per step, not one per process
+    assert (out / f"checkpoint-{stopped_at}" / "trainer_state.json").is_file()
+
+    # the same command (asking for two more steps) resumes on 2 processes from that checkpoint
+    result = _tunery(["train", str(cfg), "--max_steps", str(stopped_at + 2)], FORCE_TORCHRUN="1",
+                     NPROC_PER_NODE="2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"checkpoint-{stopped_at}" in result.stderr
+    assert [r["current_steps"] for r in _log(out)] == list(range(1, stopped_at + 3))
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == stopped_at + 2
+
+
+WORKER = """
+import os, sys, time
+from tunery.cli.main import main
+if os.environ["RANK"] == "1":
+    sys.exit(main(["train", sys.argv[1]]))
+time.sleep(300)  # rank 0 would wait in a collective; torchrun must end it
+"""
+
+
+@pytest.mark.slow
+def test_an_error_on_one_process_ends_the_job_with_one_message(tmp_path, monkeypatch, capsys):
+    from tunery.cli import train as train_cli
+    from tunery.errors import TuneryError
+
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    plan = launch.LaunchPlan(nproc_per_node=2, master_port=launch.free_port())
+
+    def command(plan, tokens, python=None):
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_addr", "127.0.0.1", "--master_port", str(plan.master_port), str(script), *tokens]
+
+    monkeypatch.setattr(launch, "torchrun_command", command)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    start = time.time()
+    with pytest.raises(TuneryError) as err:
+        train_cli.relaunch(plan, [str(tmp_path / "missing.yaml")])
+    assert time.time() - start < 280  # rank 0 was ended, not waited for
+    assert err.value.exit_code == 2
+    assert str(err.value).startswith("[rank 1] ") and "missing.yaml" in str(err.value)
+    # the worker kept its message for the relauncher rather than printing it
+    assert "tunery: error" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fsdp_through_accelerate_launch_is_refused_on_a_cpu(tiny_chatml_model, reference_dir, tmp_path):
+    """accelerate shards with FSDP only on accelerators; on a CPU it would quietly run DDP instead."""
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, max_samples=4)
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         str(REPO / "examples" / "accelerate" / "fsdp2_config.yaml"), "--num_processes", "2",
+         "--mixed_precision", "no", "-m", "tunery", "train", str(cfg)],
+        env=_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode != 0
+    assert "tunery: error: [rank 0] FSDP was asked for" in result.stderr
+    assert "would train with DDP" in result.stderr and "accelerate runs FSDP only on GPUs" in result.stderr
+    assert not (out / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_on_cpu(tiny_chatml_model, reference_dir, tmp_path):
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, num_train_epochs=None, max_steps=2,
+                  deepspeed=str(REPO / "examples" / "deepspeed" / "ds_z2_config.json"))
+    # the first run on a machine compiles DeepSpeed's CPU communication op (minutes), later runs reuse it
+    result = _tunery(["train", str(cfg)], timeout=1800, FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training on 2 processes with DeepSpeed ZeRO-2" in result.stderr
+    log = _log(out)
+    assert [r["current_steps"] for r in log] == [1, 2] and all(r["loss"] > 0 for r in log)
+    assert (out / "adapter_model.safetensors").is_file() and (out / "train_results.json").is_file()

@@ -1,0 +1,105 @@
+"""`tunery train` relaunching itself under torchrun: when, with which flags, and how failures come back."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tunery.cli import launch
+from tunery.errors import ConfigError
+
+
+def test_no_relaunch_on_one_device_or_under_a_launcher():
+    assert launch.plan_launch({}, devices=0) is None
+    assert launch.plan_launch({}, devices=1) is None
+    # torchrun / accelerate launch / deepspeed already started this process: never relaunch
+    for env in ({"LOCAL_RANK": "0", "WORLD_SIZE": "2"}, {"WORLD_SIZE": "4"}, {"LOCAL_RANK": "1"}):
+        assert launch.plan_launch({**env, "FORCE_TORCHRUN": "1"}, devices=8) is None
+        assert launch.under_launcher(env)
+    assert not launch.under_launcher({"RANK": "0"})  # LLaMA-Factory's node-rank spelling is not a launcher
+
+
+def test_several_devices_or_force_torchrun_relaunch_with_lf_variables():
+    plan = launch.plan_launch({"MASTER_PORT": "29123"}, devices=4)
+    assert plan == launch.LaunchPlan(nproc_per_node=4, nnodes=1, node_rank=0, master_addr="127.0.0.1",
+                                     master_port=29123)
+    # FORCE_TORCHRUN on a CPU: one process unless NPROC_PER_NODE says more
+    assert launch.plan_launch({"FORCE_TORCHRUN": "1", "MASTER_PORT": "29124"}, devices=0).nproc_per_node == 1
+    env = {"FORCE_TORCHRUN": "true", "NPROC_PER_NODE": "2", "NNODES": "2", "NODE_RANK": "1",
+           "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
+    plan = launch.plan_launch(env, devices=0)
+    assert (plan.nproc_per_node, plan.nnodes, plan.node_rank, plan.master_addr, plan.master_port) == (
+        2, 2, 1, "10.0.0.1", 29500)
+    assert plan.world_size == 4
+    # LLaMA-Factory's docs name the node rank RANK
+    env_rank = {k: v for k, v in env.items() if k != "NODE_RANK"} | {"RANK": "1"}
+    assert launch.plan_launch(env_rank, devices=0).node_rank == 1
+    # without MASTER_PORT a free port is picked (single node)
+    port = launch.plan_launch({"FORCE_TORCHRUN": "1"}, devices=0).master_port
+    assert 0 < port < 65536
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"NNODES": "2"}, "needs MASTER_ADDR and MASTER_PORT"),
+    ({"NNODES": "2", "NODE_RANK": "2", "MASTER_ADDR": "a", "MASTER_PORT": "1"}, "NODE_RANK=2 but NNODES=2"),
+    ({"NPROC_PER_NODE": "two"}, "NPROC_PER_NODE='two' is not a whole number"),
+    ({"NPROC_PER_NODE": "0"}, "NPROC_PER_NODE=0 is below 1"),
+])
+def test_unusable_variables_are_config_errors(env, message):
+    with pytest.raises(ConfigError, match=message):
+        launch.plan_launch({"FORCE_TORCHRUN": "1", **env}, devices=0)
+
+
+def test_torchrun_command_and_worker_env():
+    plan = launch.LaunchPlan(nproc_per_node=2, nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29500)
+    cmd = launch.torchrun_command(plan, ["cfg.yaml", "--lora_rank", "4"], python="py")
+    assert cmd == ["py", "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", "1",
+                   "--nproc_per_node", "2", "--master_addr", "10.0.0.1", "--master_port", "29500",
+                   "-m", "tunery", "train", "cfg.yaml", "--lora_rank", "4"]
+    env = launch.worker_env({"PATH": "x"}, "/tmp/f", plan)
+    assert env["TUNERY_LAUNCH_DIR"] == "/tmp/f" and env["OMP_NUM_THREADS"] == "1" and env["PATH"] == "x"
+    assert int(env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]) >= 60
+    assert launch.worker_env({"OMP_NUM_THREADS": "8"}, "/f", plan)["OMP_NUM_THREADS"] == "8"
+
+
+def test_failures_and_stops_are_kept_only_in_relaunched_workers(tmp_path):
+    worker = {"TUNERY_LAUNCH_DIR": str(tmp_path), "LOCAL_RANK": "1", "WORLD_SIZE": "2"}
+    assert launch.record_failure("bad data", 2, {**worker, "RANK": "3"})
+    assert launch.record_failure("bad data too", 2, {**worker, "RANK": "1"})
+    assert not launch.record_failure("x", 2, {"LOCAL_RANK": "0", "WORLD_SIZE": "2"})  # user's own torchrun
+    assert not launch.record_failure("x", 2, {"TUNERY_LAUNCH_DIR": str(tmp_path)})  # not a worker
+    assert [f["rank"] for f in launch.read_failures(tmp_path)] == [1, 3]
+    assert launch.read_failures(tmp_path)[0] == {"rank": 1, "message": "bad data too", "exit_code": 2}
+    launch.record_stop("SIGTERM", "out/checkpoint-2", {**worker, "RANK": "0"})
+    assert launch.read_stops(tmp_path) == [{"rank": 0, "signal": "SIGTERM", "checkpoint": "out/checkpoint-2"}]
+
+
+def test_run_torchrun_returns_the_exit_code():
+    assert launch.run_torchrun([sys.executable, "-c", "raise SystemExit(3)"], env={}) == 3
+
+
+def test_worker_error_is_printed_with_its_rank(monkeypatch, capsys, tmp_path):
+    from tunery.cli.main import main
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("TUNERY_LAUNCH_DIR", raising=False)
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("tunery: error: [rank 1] ")
+    # under Tunery's own relaunch the worker keeps the error for the relauncher instead of printing it
+    monkeypatch.setenv("TUNERY_LAUNCH_DIR", str(tmp_path))
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err == ""
+    assert "missing.yaml" in json.loads((tmp_path / "error-rank1.json").read_text())["message"]
+
+
+@pytest.mark.parametrize("key, value", [("use_ray", True), ("ray_num_workers", 2), ("resources_per_worker", "{}")])
+def test_ray_settings_are_refused_with_the_alternative(key, value):
+    from tunery.config import parse_config
+
+    raw = {"model_name_or_path": "/nonexistent/model", "dataset": "d", "output_dir": "o", key: value}
+    with pytest.raises(ConfigError, match="Ray Train.*torchrun.*docs/distributed.md"):
+        parse_config("train", raw)
