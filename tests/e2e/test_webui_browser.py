@@ -1,5 +1,5 @@
-"""Drive `tunery webui` in headless Chromium: train a tiny model, watch progress and the loss plot,
-pick the trained adapter, then chat with the result.
+"""Drive `tunery webui` in headless Chromium: pick a tiny model (its template is preset), train it, watch
+progress and the loss plot, pick the trained adapter, then chat with the result.
 
 Screenshots of each tab go to the test's temporary folder; set TUNERY_DOCS_SCREENSHOTS=docs/images
 to refresh the ones docs/webui.md shows (a deliberate docs step, never a side effect of `make test`).
@@ -99,7 +99,19 @@ def test_train_then_chat_in_the_browser(webui, tmp_path, tiny_chatml_model):
         expect(page.locator("#dataset_hint")).to_be_visible(timeout=30_000)
         expect(page.locator("#dataset_dir textarea, #dataset_dir input").first).to_have_value(
             re.compile(r"demo_data$"))
-        fill(page, "model_name_or_path", str(tiny_chatml_model))
+        # the model picker lists a model folder put in the workspace after start, and picking it presets
+        # the template from its tokenizer (a chat template: auto)
+        shutil.copytree(tiny_chatml_model, tmp_path / "models" / "tiny")
+        template = page.locator("#template input").first
+        template.click()
+        template.fill("default")
+        template.press("Enter")
+        page.keyboard.press("Escape")
+        expect(template).to_have_value("default")
+        page.locator("#model_name_or_path input").first.click()
+        page.get_by_role("option", name="models/tiny", exact=True).click()
+        page.keyboard.press("Escape")
+        expect(template).to_have_value("auto", timeout=30_000)
         fill(page, "dataset_dir", str(data_dir))
         dataset = page.locator("#dataset input").first
         dataset.click()
