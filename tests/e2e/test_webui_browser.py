@@ -1,5 +1,5 @@
-"""Drive `tunery webui` in headless Chromium: train a tiny model, watch progress and the loss plot,
-pick the trained adapter, then chat with the result.
+"""Drive `tunery webui` in headless Chromium: pick a tiny model (its template is preset), train it, watch
+progress and the loss plot, pick the trained adapter, then chat with the result.
 
 Screenshots of each tab go to the test's temporary folder; set TUNERY_DOCS_SCREENSHOTS=docs/images
 to refresh the ones docs/webui.md shows (a deliberate docs step, never a side effect of `make test`).
@@ -99,7 +99,13 @@ def test_train_then_chat_in_the_browser(webui, tmp_path, tiny_chatml_model):
         expect(page.locator("#dataset_hint")).to_be_visible(timeout=30_000)
         expect(page.locator("#dataset_dir textarea, #dataset_dir input").first).to_have_value(
             re.compile(r"demo_data$"))
-        fill(page, "model_name_or_path", str(tiny_chatml_model))
+        # a model folder put in the workspace after start; the model field takes a typed path
+        shutil.copytree(tiny_chatml_model, tmp_path / "models" / "tiny")
+        model = page.locator("#model_name_or_path input").first
+        model.click()
+        model.fill("models/tiny")
+        model.press("Enter")
+        page.keyboard.press("Escape")
         fill(page, "dataset_dir", str(data_dir))
         dataset = page.locator("#dataset input").first
         dataset.click()
@@ -146,6 +152,17 @@ def test_train_then_chat_in_the_browser(webui, tmp_path, tiny_chatml_model):
         page.screenshot(path=str(images / "webui_export.png"), full_page=True)
 
         page.get_by_role("tab", name="Chat").click()
+        # the model menu lists the folder, and picking it presets the template from its tokenizer (auto)
+        template = page.locator("#template input").first
+        template.click()
+        template.fill("default")
+        template.press("Enter")
+        page.keyboard.press("Escape")
+        expect(template).to_have_value("default")
+        model.click()
+        page.get_by_role("option", name="models/tiny", exact=True).click()
+        page.keyboard.press("Escape")
+        expect(template).to_have_value("auto", timeout=30_000)
         # the adapter picker lists the finished run under saves/
         page.locator("#adapter_name_or_path input").first.click()
         page.get_by_role("option", name="saves/tiny", exact=True).click()

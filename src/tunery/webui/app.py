@@ -16,7 +16,7 @@ from tunery.data.template import list_templates
 from tunery.errors import ConfigError, require
 from tunery.webui.locales import LANGUAGES, t
 from tunery.webui.paths import Workspace
-from tunery.webui.runs import adapter_choices, run_folders
+from tunery.webui.runs import MODEL_ALIAS, adapter_choices, model_choices, model_template, run_folders
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 AUTH_ENV = "TUNERY_WEBUI_AUTH"
@@ -56,8 +56,9 @@ def build_app(lang: str = "en", follow_browser: bool = True, workspace: Workspac
         title = gr.Markdown(f"## {t('title', lang)}", elem_id="title")
         with gr.Row():
             lang_box = gr.Dropdown(list(LANGUAGES), value=lang, label=t("lang", lang), elem_id="lang", scale=0)
-            ui.add("model_name_or_path", gr.Textbox(value="smollm2-135m-instruct", label=ui.label("model_name_or_path"),
-                                                    elem_id="model_name_or_path", scale=2))
+            ui.add("model_name_or_path", gr.Dropdown(
+                choices=model_choices(workspace.root), value=MODEL_ALIAS, allow_custom_value=True,
+                label=ui.label("model_name_or_path"), elem_id="model_name_or_path", scale=2))
             ui.add("adapter_name_or_path", gr.Dropdown(
                 choices=["", *adapter_choices(run_folders(workspace.save_root), workspace.root)], value="",
                 allow_custom_value=True, label=ui.label("adapter_name_or_path"), elem_id="adapter_name_or_path",
@@ -88,8 +89,17 @@ def build_app(lang: str = "en", follow_browser: bool = True, workspace: Workspac
                 pass
             return gr.update(choices=["", *adapter_choices(run_folders(workspace.save_root, extra), workspace.root)])
 
-        # the picker lists the save root's runs and checkpoints afresh each time it is opened
+        def preset_template(model: str):
+            suggested = model_template(model, workspace.root)
+            return gr.update() if suggested is None else gr.update(value=suggested)
+
+        # the pickers list the save root's runs, checkpoints and models afresh each time they are opened
         ui["adapter_name_or_path"].focus(refresh_adapters, [ui["output_dir"]], [ui["adapter_name_or_path"]])
+        ui["model_name_or_path"].focus(lambda: gr.update(choices=model_choices(workspace.root)), None,
+                                       [ui["model_name_or_path"]])
+        # a model the user picks or types presets the template (`input`, not `change`: loading saved settings
+        # sets model and template together and must keep the saved template)
+        ui["model_name_or_path"].input(preset_template, [ui["model_name_or_path"]], [ui["template"]])
         if follow_browser:
             app.load(None, [lang_box], [lang_box], js=_BROWSER_LANG_JS)
     return app

@@ -1,7 +1,9 @@
-"""Past runs under the save root: the run list, their loss curves, and the adapter/checkpoint picker."""
+"""Past runs under the save root: the run list, their loss curves, the adapter/checkpoint picker, and
+the model picker with its template suggestion."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,16 @@ from tunery.webui.progress import Progress, read_progress
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _RUN_MARKERS = ("training_args.yaml", TRAINER_LOG, "adapter_config.json", "train_results.json", LOCK_NAME)
+MODEL_ALIAS = "smollm2-135m-instruct"
+MODEL_FOLDERS = ("saves", "models")  # under the workspace; searched two levels deep
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# config.json model_type -> builtin template, only where one template fits every model of that type
+# (a type shared by several families, such as llama, is left out: its tokenizer's own template decides)
+_TEMPLATE_BY_MODEL_TYPE = {
+    "qwen2": "qwen", "qwen3": "qwen3", "gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma3",
+    "gemma3_text": "gemma3", "phi3": "phi", "cohere": "cohere", "granite": "granite3", "deepseek_v3": "deepseek3",
+    "glm4": "glm4", "falcon": "falcon",
+}
 
 
 @dataclass
@@ -70,6 +82,49 @@ def adapter_choices(folders: list[Path], root: Path) -> list[str]:
     return choices
 
 
+def is_model_folder(folder: Path) -> bool:
+    """A folder ``from_pretrained`` can load a full model from: ``config.json`` plus weights (e.g. a merged export)."""
+    return (folder / "config.json").is_file() and any((folder / w).is_file() for w in _WEIGHTS)
+
+
+def model_choices(root: Path) -> list[str]:
+    """The model picker's choices: the alias first, then model folders up to two levels under ``<root>/saves``
+    and ``<root>/models``, relative to ``root``, sorted; symlinks leading out of ``root`` are skipped."""
+    root = root.resolve()
+    found: set[str] = set()
+    for name in MODEL_FOLDERS:
+        top = root / name
+        if not top.is_dir() or not inside(top, root):
+            continue
+        for child in _subfolders(top, root):
+            for folder in (child, *_subfolders(child, root)):
+                if is_model_folder(folder):
+                    found.add(display_path(folder, root))
+    return [MODEL_ALIAS, *sorted(found)]
+
+
+def suggest_template(model_type: str | None, has_chat_template: bool) -> str:
+    """The template that fits a model: ``auto`` when its tokenizer carries a chat template, else the builtin
+    made for its ``model_type`` when exactly one fits, else ``default``."""
+    if has_chat_template:
+        return "auto"
+    return _TEMPLATE_BY_MODEL_TYPE.get((model_type or "").lower(), "default")
+
+
+def model_template(model: str, root: Path) -> str | None:
+    """:func:`suggest_template` for the model the picker names (the alias, or a folder inside ``root``);
+    None when nothing can be read about it (a hub id, a folder outside ``root`` or missing)."""
+    text = (model or "").strip()
+    if text.lower() in (MODEL_ALIAS, "smollm2"):
+        return "auto"  # SmolLM2-Instruct ships a chat template
+    if not text or "\x00" in text:
+        return None
+    folder = (root / text).resolve()
+    if not inside(folder, root) or not (folder / "config.json").is_file():
+        return None
+    return suggest_template(_read_json(folder / "config.json").get("model_type"), _has_chat_template(folder))
+
+
 def runs_table(infos: list[RunInfo], root: Path) -> list[list]:
     """Rows ``[folder, status, "step/total", last loss]`` for a gr.Dataframe."""
     rows = []
@@ -93,6 +148,28 @@ def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
     except OSError:
         return []
     return sorted((int(m.group(1)), p) for p in children if p.is_dir() and (m := _CHECKPOINT.match(p.name)))
+
+
+def _subfolders(folder: Path, root: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_dir() and inside(p, root)]
+    except OSError:
+        return []
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _has_chat_template(folder: Path) -> bool:
+    """True when the tokenizer files carry a chat template (in tokenizer_config.json or a separate file)."""
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    return bool(_read_json(folder / "tokenizer_config.json").get("chat_template"))
 
 
 def _mtime(path: Path) -> float:

@@ -458,6 +458,75 @@ def test_runs_and_adapter_choices_come_from_the_save_root(tmp_path):
     assert rows["saves/stopped"][1] == "stopped"
 
 
+def _model_folder(folder: Path, model_type: str, chat_template: str | None = None, weights="model.safetensors"):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    (folder / weights).write_bytes(b"")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": chat_template} if chat_template else {}))
+    return folder
+
+
+def test_model_choices_list_the_alias_and_model_folders_in_the_workspace(tmp_path):
+    from tunery.webui.runs import model_choices
+
+    _model_folder(tmp_path / "saves" / "merged", "qwen2")
+    _model_folder(tmp_path / "saves" / "run" / "export", "llama", weights="pytorch_model.bin")
+    _model_folder(tmp_path / "models" / "base", "gemma")
+    (tmp_path / "saves" / "adapter_only").mkdir()
+    (tmp_path / "saves" / "adapter_only" / "adapter_config.json").write_text("{}")
+    (tmp_path / "saves" / "no_weights").mkdir()
+    (tmp_path / "saves" / "no_weights" / "config.json").write_text("{}")
+    outside = _model_folder(tmp_path.parent / f"{tmp_path.name}_outside", "qwen2")
+    (tmp_path / "saves" / "link_out").symlink_to(outside, target_is_directory=True)
+    assert model_choices(tmp_path) == ["smollm2-135m-instruct", "models/base", "saves/merged", "saves/run/export"]
+    assert model_choices(tmp_path / "empty") == ["smollm2-135m-instruct"]
+
+
+def test_template_suggestion_prefers_the_tokenizer_then_an_unambiguous_builtin():
+    from tunery.data.template import list_templates
+    from tunery.webui.runs import _TEMPLATE_BY_MODEL_TYPE, suggest_template
+
+    assert suggest_template("qwen2", True) == "auto"
+    assert suggest_template("qwen2", False) == "qwen"
+    assert suggest_template("Gemma3_text", False) == "gemma3"
+    assert suggest_template("llama", False) == "default"  # llama 2, llama 3 and many others share the type
+    assert suggest_template(None, False) == "default"
+    assert set(_TEMPLATE_BY_MODEL_TYPE.values()) <= set(list_templates())
+
+
+def test_template_preset_reads_the_picked_model_folder(tmp_path):
+    from tunery.webui.runs import model_template
+
+    _model_folder(tmp_path / "saves" / "chat", "llama", chat_template="{{ messages }}")
+    _model_folder(tmp_path / "saves" / "base", "phi3")
+    jinja = _model_folder(tmp_path / "saves" / "jinja", "llama")
+    (jinja / "chat_template.jinja").write_text("{{ messages }}")
+    _model_folder(tmp_path / "saves" / "plain", "llama")
+    outside = _model_folder(tmp_path.parent / f"{tmp_path.name}_out", "qwen2")
+    assert model_template("smollm2-135m-instruct", tmp_path) == "auto"
+    assert model_template("saves/chat", tmp_path) == "auto"
+    assert model_template("saves/jinja", tmp_path) == "auto"
+    assert model_template(str(tmp_path / "saves" / "base"), tmp_path) == "phi"
+    assert model_template("saves/plain", tmp_path) == "default"
+    # nothing to read: the template is left as it is
+    assert model_template(str(outside), tmp_path) is None
+    assert model_template("../" + outside.name, tmp_path) is None
+    assert model_template("Qwen/Qwen2.5-0.5B-Instruct", tmp_path) is None
+    assert model_template("", tmp_path) is None
+
+
+def test_model_field_is_a_picker_that_takes_typed_paths(tmp_path):
+    gr = pytest.importorskip("gradio")
+    from tunery.webui.app import build_app
+
+    _model_folder(tmp_path / "saves" / "merged", "qwen2")
+    app = build_app("en", workspace=Workspace(tmp_path))
+    picker = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "model_name_or_path")
+    assert isinstance(picker, gr.Dropdown) and picker.allow_custom_value
+    assert [c[1] for c in picker.choices] == ["smollm2-135m-instruct", "saves/merged"]
+    assert picker.value == "smollm2-135m-instruct"
+
+
 def _app_blocks():
     pytest.importorskip("gradio")
     from tunery.webui.app import build_app
