@@ -7,6 +7,7 @@ an error that says why (the most frequent reasons).
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -150,6 +151,29 @@ def column_of(name: str, reason: str, attr: DatasetAttr) -> str:
         key = "response" if ("reply" in reason or "assistant" in reason) else "prompt"
         return attr.column(key) or name
     return attr.column("messages") or name
+
+
+def problem_from_error(text: str) -> Problem:
+    """A Problem from a processor's ``_error`` text ("FILE row N: reason (field 'f')")."""
+    match = re.match(r"^(?P<file>.*) row (?P<row>-?\d+|\?): (?P<reason>.*)$", text, re.S)
+    if not match:
+        return Problem("?", -1, None, text)
+    reason, name = match["reason"], None
+    tail = re.search(r" \(field '([^']*)'\)$", reason)
+    if tail:
+        reason, name = reason[: tail.start()], tail[1]
+    row = int(match["row"]) if match["row"] != "?" else -1
+    return Problem(match["file"], row, name, reason)
+
+
+def write_problems(path: str, problems: Iterable[Problem]) -> int:
+    """Write one JSON object per skipped row (file, row, field, reason); returns how many."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for problem in problems:
+            f.write(json.dumps(problem.to_dict(), ensure_ascii=False) + "\n")
+            count += 1
+    return count
 
 
 def raise_if_empty(report: ValidationReport, what: str) -> None:

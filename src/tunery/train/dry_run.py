@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunery.data import IGNORE_INDEX, get_dataset
+from tunery.data import IGNORE_INDEX, get_dataset, skipped_lines
 from tunery.data.template import get_template
 from tunery.model.loader import load_tokenizer
 from tunery.train.estimate import Estimate, estimate_run, measured_matmul_flops, steps_for
@@ -26,6 +26,7 @@ class Plan:
     reply_cut: int
     estimate: Estimate
     notes: list[str] = field(default_factory=list)
+    skipped_rows: list[str] = field(default_factory=list)  # count, first rows, where the full list is
 
     def lines(self) -> list[str]:
         out = [
@@ -34,6 +35,7 @@ class Plan:
             f"({self.skipped} skipped as invalid, {self.reply_cut} dropped: reply beyond cutoff_len, "
             f"{self.truncated} truncated)",
             f"tokens: {self.tokens:,} in the training set, {self.trained_tokens:,} of them trained on (labels)",
+            *self.skipped_rows,
             f"optimizer steps: {self.steps:,}",
         ]
         return out + self.estimate.lines(self.steps) + self.notes
@@ -73,4 +75,4 @@ def build_plan(cfg: Any) -> Plan:
     return Plan(stage=stage, finetuning_type=cfg.finetuning.finetuning_type, model=str(cfg.model.model_name_or_path),
                 examples=examples, eval_examples=eval_examples, tokens=tokens, trained_tokens=trained, steps=steps,
                 skipped=data.stats.skipped_invalid, truncated=data.stats.truncated,
-                reply_cut=data.stats.reply_cut, estimate=estimate)
+                reply_cut=data.stats.reply_cut, estimate=estimate, skipped_rows=skipped_lines(data.stats))

@@ -9,10 +9,12 @@ build the trainer through ``tunery.train.trainer.build_trainer``) and ``tunery.t
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol, runtime_checkable
 
-from tunery.data import DatasetModule
+from tunery.data import DatasetModule, copy_skipped, skipped_lines
 from tunery.errors import ConfigError
+from tunery.logging import get_logger
 from tunery.train.dpo import PreferenceStage
 from tunery.train.grpo import GRPOStage
 from tunery.train.kto import KTOStage
@@ -20,6 +22,8 @@ from tunery.train.loop import TrainOutcome, fit
 from tunery.train.ppo import PPOStage
 from tunery.train.rm import RewardStage
 from tunery.train.sft import CausalLMStage
+
+logger = get_logger(__name__)
 
 
 @runtime_checkable
@@ -63,5 +67,8 @@ def run_stage_steps(stage: Stage, cfg: Any, tokenizer: Any, template: Any,
                     callbacks: list | None = None) -> TrainOutcome:
     """Data, trainer, fit: what every stage does once the output dir, tokenizer and template are set."""
     data = stage.load_data(cfg, tokenizer, template)
+    if data.stats.skipped_invalid and os.environ.get("RANK", "0") == "0":
+        copied = copy_skipped(data.stats, cfg.training.output_dir)
+        logger.warning("\n".join(skipped_lines(data.stats, copied)))
     trainer = stage.create_trainer(cfg, tokenizer, template, data, callbacks)
     return fit(trainer, cfg, plot_keys=stage.plot_keys)
