@@ -275,3 +275,21 @@ def test_data_check_streaming_and_max_samples(tmp_path):
                                     "streaming": streaming})
         (result,) = check_datasets(cfg)
         assert (result.status, result.total, result.valid) == ("ok", 10, 10)
+
+
+@pytest.mark.parametrize("entry,field", [
+    ({"file_name": "d.json", "num_samples": []}, "num_samples"),      # found by the fuzzer: int([]) crashed
+    ({"file_name": "d.json", "num_samples": 0}, "num_samples"),
+    ({"file_name": ["d.json"]}, "file_name"),
+    ({"file_name": "d.json", "columns": ["prompt"]}, "columns"),
+    ({"file_name": "d.json", "columns": {"prompt": 3}}, "columns"),
+    ({"file_name": "d.json", "tags": {"role_tag": None}}, "tags"),
+    ({"file_name": "d.json", "ranking": "yes"}, "ranking"),
+    ({"file_name": "d.json", "split": None}, "split"),
+    ({"file_name": "d.json", "subset": {"a": 1}}, "subset"),
+    ({"file_name": "d.json", "formatting": ["alpaca"]}, "formatting"),
+])
+def test_dataset_info_values_of_the_wrong_type_are_data_errors(tmp_path, entry, field):
+    with pytest.raises(DataError) as info:
+        parse_dataset_attr("d", entry, str(tmp_path))
+    assert info.value.field == field and "dataset_info.json" in str(info.value)
