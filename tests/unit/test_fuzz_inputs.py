@@ -20,8 +20,10 @@ from tunery.data.checker import check_datasets  # noqa: E402
 from tunery.data.dataset_info import COLUMN_DEFAULTS, KNOWN_KEYS, TAG_DEFAULTS  # noqa: E402
 from tunery.errors import TuneryError  # noqa: E402
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# CI: 60 fixed examples per test. A longer random hunt: TUNERY_FUZZ_EXAMPLES=2000 pytest tests/unit/test_fuzz_inputs.py
+EXAMPLES = int(os.environ.get("TUNERY_FUZZ_EXAMPLES", "60"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="TUNERY_FUZZ_EXAMPLES" not in os.environ,
+                database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**6), st.floats(allow_nan=True),
                     st.text(max_size=12), st.sampled_from(["", "true", "human", "gpt", "user", "assistant",
@@ -134,22 +136,51 @@ TRAINING_KEYS = ["learning_rate", "num_train_epochs", "max_steps", "per_device_t
                  "gradient_checkpointing", "predict_with_generate", "save_total_limit", "label_smoothing_factor"]
 
 
-def setting_names() -> list[str]:
-    from tunery.config import GROUPS
+def setting_types() -> dict[str, object]:
+    import dataclasses
+
+    from tunery.config import GROUPS, group_class
     from tunery.config.groups import settings_of
 
-    names = {f.name for cls in GROUPS.values() for _, f, _ in settings_of(cls)}
-    return sorted((names | set(TRAINING_KEYS)) - WRITES)
+    types = {f.name: (tp, f.metadata) for cls in GROUPS.values() for _, f, tp in settings_of(cls)}
+    training = {f.name: f for f in dataclasses.fields(group_class("training"))}
+    types.update({name: (training[name].type, training[name].metadata) for name in TRAINING_KEYS if name in training})
+    return {name: value for name, value in types.items() if name not in WRITES}
+
+
+def typed_value(tp, meta) -> st.SearchStrategy:
+    """A value of the setting's own type (so more configs get past parsing and reach the rules and the plan)."""
+    import typing
+
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is typing.Literal:
+        return st.sampled_from(typing.get_args(tp))
+    if args and typing.get_origin(tp) is not list:
+        return st.one_of(*[typed_value(a, meta) for a in args])
+    if "choices" in meta:
+        return st.sampled_from(list(meta["choices"]))
+    if tp is bool or tp == "bool":
+        return st.booleans()
+    if tp is int or tp == "int":
+        return st.integers(-1, 64)
+    if tp is float or tp == "float":
+        return st.floats(-0.5, 2.0)
+    return SETTING_VALUES
 
 
 SETTING_VALUES = st.one_of(json_values, st.integers(-2, 5000), st.sampled_from(
     ["lora", "full", "freeze", "sft", "pt", "dpo", "kto", "rm", "ppo", "orpo", "auto", "chatml", "all", "cosine",
      "steps", "no", "0.1", "-1", "1e-4", "d", "d,d", "q_proj", "sigmoid", "concat", "interleave_under"]))
+TYPES = setting_types()
+SETTINGS = st.one_of(
+    st.dictionaries(st.sampled_from(sorted(TYPES)), SETTING_VALUES, min_size=1, max_size=4),
+    st.lists(st.sampled_from(sorted(TYPES)), min_size=1, max_size=4, unique=True).flatmap(
+        lambda keys: st.fixed_dictionaries({k: typed_value(*TYPES[k]) for k in keys})),
+)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(changes=st.dictionaries(st.sampled_from(setting_names()), SETTING_VALUES, min_size=1, max_size=4))
+@FUZZ
+@given(changes=SETTINGS)
 def test_random_settings_never_crash_parse_config_or_the_dry_run(tiny_chatml_model, tmp_path_factory, monkeypatch,
                                                                  changes):
     from tunery.train.dry_run import build_plan
@@ -167,6 +198,7 @@ def test_random_settings_never_crash_parse_config_or_the_dry_run(tiny_chatml_mod
         return
     if cfg.finetuning.stage in ("ppo", "grpo") or not cfg.training.do_train:
         return  # their plans load a reward model / run prediction; parse-time checks are what is fuzzed here
+    hypothesis.event("reached the dry-run plan")
     try:
         build_plan(cfg)
     except TuneryError:
