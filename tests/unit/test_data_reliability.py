@@ -293,3 +293,9 @@ def test_dataset_info_values_of_the_wrong_type_are_data_errors(tmp_path, entry, 
     with pytest.raises(DataError) as info:
         parse_dataset_attr("d", entry, str(tmp_path))
     assert info.value.field == field and "dataset_info.json" in str(info.value)
+
+
+def test_single_line_csv_is_named(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("what is 1+1,2\n")
+    assert "single line" in error_of(path)

@@ -16,7 +16,7 @@ from typing import Any
 
 from tunery.data.converters import InvalidExample
 from tunery.data.dataset_info import DatasetAttr, get_dataset_attrs
-from tunery.data.readers import INVALID, check_utf8, open_binary, read_json_rows
+from tunery.data.readers import INVALID, check_utf8, count_lines, open_binary, read_json_rows
 from tunery.data.validation import (
     Problem,
     ValidationReport,
@@ -143,6 +143,9 @@ def typed_rows(attr: DatasetAttr, path: str, streaming: bool = False) -> Iterato
             raise DataError("the file is empty", file=path)
     if kind in ("csv", "text"):
         check_utf8(path)  # one error naming line and byte offset, not pandas' UnicodeDecodeError
+    if kind == "csv" and count_lines(path, 2) < 2:
+        raise DataError("the CSV file has a single line: it needs a header line naming the columns, then one "
+                        "example per line", file=path, row=0)
     try:
         ds = load_dataset(kind, data_files=path, split="train", streaming=streaming)
         columns = list(ds.column_names or []) if not streaming else list(next(iter(ds), {}))

@@ -89,6 +89,17 @@ def check_utf8(path: str) -> None:
             pass
 
 
+def count_lines(path: str, most: int) -> int:
+    """Non-empty lines of ``path``, counted up to ``most`` (reads no further)."""
+    count = 0
+    with open_binary(path) as f:
+        for line in f:
+            count += bool(line.strip())
+            if count >= most:
+                break
+    return count
+
+
 def _first_char(f: IO[bytes], skip: int) -> bytes:
     f.seek(skip)
     while True:
@@ -184,7 +195,7 @@ def _broken(path: str, what: str, exc: Exception) -> DataError:
             with open(path, encoding="utf-8-sig") as f:
                 json.loads(f.read())
         except json.JSONDecodeError as jexc:
-            where = f": {jexc.msg} at line {jexc.lineno}, column {jexc.colno}"
+            where = f": {jexc.msg} (line {jexc.lineno}, column {jexc.colno})"
         except (UnicodeDecodeError, RecursionError, ValueError):
             pass
     if not where:
