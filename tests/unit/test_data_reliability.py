@@ -299,3 +299,20 @@ def test_single_line_csv_is_named(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("what is 1+1,2\n")
     assert "single line" in error_of(path)
+
+
+def test_training_copies_skipped_rows_into_output_dir(tiny_chatml_model, tmp_path, monkeypatch):
+    from tests.unit.train_utils import train_config
+    from tunery.train import workflow
+
+    monkeypatch.setenv("TUNERY_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "d.json").write_text(json.dumps([ROW] * 4 + [{"instruction": "q", "output": {"a": 1}}]))
+    out = tmp_path / "out"
+    cfg = train_config(tiny_chatml_model, out, dataset="d.json", dataset_dir=str(data), cutoff_len=64,
+                       template="chatml", max_steps=1)
+    workflow.run_train(cfg)
+    entries = [json.loads(line) for line in (out / "skipped_rows.jsonl").read_text().splitlines()]
+    assert entries == [{"file": str(data / "d.json"), "row": 4, "field": "output",
+                        "reason": "the reply must be a string, got an object"}]

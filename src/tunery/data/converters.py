@@ -40,6 +40,12 @@ def kind_of(value: Any) -> str:
     return {dict: "object", list: "list", str: "string"}.get(type(value), type(value).__name__)
 
 
+def a_kind(value: Any) -> str:
+    """``kind_of`` with its article: "a list", "an object", "null"."""
+    kind = kind_of(value)
+    return kind if kind == "null" else ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
 def as_text(value: Any, field: str | None, what: str = "text") -> str:
     """A text cell: must be a string (None counts as empty). A list, object or number is an invalid row,
     never its printed form in the prompt."""
@@ -47,7 +53,7 @@ def as_text(value: Any, field: str | None, what: str = "text") -> str:
         return ""
     if isinstance(value, str):
         return value
-    raise InvalidExample(f"{what} must be a string, got a {kind_of(value)}", field)
+    raise InvalidExample(f"{what} must be a string, got {a_kind(value)}", field)
 
 
 def as_json_text(value: Any, field: str | None, what: str = "content") -> str:
@@ -96,7 +102,7 @@ def tools_text(value: Any, field: str) -> str | None:
         raise InvalidExample("tools must be a JSON list of function schemas", field)
     for i, tool in enumerate(value):
         if not isinstance(tool, dict):
-            raise InvalidExample(f"tool {i + 1} must be an object (a function schema), got a {kind_of(tool)}", field)
+            raise InvalidExample(f"tool {i + 1} must be an object (a function schema), got {a_kind(tool)}", field)
     schemas = [t["function"] if isinstance(t, dict) and t.get("type") == "function" and "function" in t else t
                for t in value]
     return json.dumps(schemas, ensure_ascii=False) if schemas else None
@@ -245,7 +251,7 @@ def _role(value: Any, role_map: dict[str, str], col: str, n: int) -> str:
     """The canonical role of a message's role value; anything unknown (or not a string) is invalid."""
     role = role_map.get(value) if isinstance(value, str) else None
     if role is None:
-        shown = repr(value) if isinstance(value, str) else f"a {kind_of(value)}"
+        shown = repr(value) if isinstance(value, str) else a_kind(value)
         raise InvalidExample(f"message {n} has unknown role {shown}", col)
     return role
 
@@ -355,7 +361,7 @@ def _openai_content(value: Any, col: str, i: int) -> str:
             elif isinstance(part, str):
                 texts.append(part)
             elif not isinstance(part, dict):  # other typed parts (images, audio) carry no text
-                raise InvalidExample(f"message {i + 1} content part is a {kind_of(part)}, not an object", col)
+                raise InvalidExample(f"message {i + 1} content part is {a_kind(part)}, not an object", col)
         return "".join(texts)
     return as_text(value, col, f"message {i + 1} content")
 
@@ -365,7 +371,7 @@ def _tool_calls_json(tool_calls: Any, col: str, i: int) -> str:
     if isinstance(tool_calls, dict):
         tool_calls = [tool_calls]
     if not isinstance(tool_calls, list):
-        raise InvalidExample(f"message {i + 1}: tool_calls must be a list, got a {kind_of(tool_calls)}", col)
+        raise InvalidExample(f"message {i + 1}: tool_calls must be a list, got {a_kind(tool_calls)}", col)
     calls = []
     for call in tool_calls:
         fn = call.get("function", call) if isinstance(call, dict) else None
@@ -380,7 +386,7 @@ def _tool_calls_json(tool_calls: Any, col: str, i: int) -> str:
         if args is None:
             args = {}
         if not isinstance(args, dict):
-            raise InvalidExample(f"message {i + 1}: tool call arguments must be an object, got a {kind_of(args)}", col)
+            raise InvalidExample(f"message {i + 1}: tool call arguments must be an object, got {a_kind(args)}", col)
         calls.append({"name": fn["name"], "arguments": args})
     return json.dumps(calls if len(calls) > 1 else calls[0], ensure_ascii=False)
 

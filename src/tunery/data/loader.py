@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from tunery.data.converters import InvalidExample
+from tunery.data.converters import InvalidExample, a_kind
 from tunery.data.dataset_info import DatasetAttr, get_dataset_attrs
 from tunery.data.readers import INVALID, check_utf8, count_lines, open_binary, read_json_rows
 from tunery.data.validation import (
@@ -195,7 +195,7 @@ def iter_dataset_records(attr: DatasetAttr, stage: str, report: ValidationReport
             break
         report.total += 1
         if not isinstance(row, dict) or INVALID in row:
-            reason = row[INVALID] if isinstance(row, dict) else f"row is a {_kind(row)}, not an object"
+            reason = row[INVALID] if isinstance(row, dict) else f"row is {a_kind(row)}, not an object"
             _reject(report, Problem(file, index, None, reason), strict)
             continue
         record, problem = convert_one(row, attr, file, index, stage)
@@ -205,11 +205,6 @@ def iter_dataset_records(attr: DatasetAttr, stage: str, report: ValidationReport
         report.valid += 1
         valid += 1
         yield record
-
-
-def _kind(value: Any) -> str:
-    return {list: "list", str: "string", type(None): "null", bool: "boolean"}.get(
-        type(value), "number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
 def load_dataset_records(attr: DatasetAttr, stage: str, *, strict: bool = False, seed: int = 42,
