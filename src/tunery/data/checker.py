@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from tunery.data.dataset_info import (
     parse_dataset_attr,
     read_dataset_info,
 )
-from tunery.data.loader import load_dataset_records, record_features
+from tunery.data.loader import iter_dataset_records, load_dataset_records, record_features
 from tunery.data.pipeline import settings_for
 from tunery.data.processors import (
     FAILED,
@@ -33,6 +34,7 @@ from tunery.data.processors import (
     process_batch,
     stage_kind,
 )
+from tunery.data.validation import ValidationReport, raise_if_empty
 from tunery.errors import ConfigError, DataError, TuneryError
 
 TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
@@ -102,54 +104,70 @@ def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", 
             check.message = "hub dataset (not downloaded by check)" if attr.load_from != "file" else "file not present"
             continue
         own_stage = kind if explicit else _natural_stage(attr)
+        report = ValidationReport(keep=max_problems)
+        policy = _Policy(check, tokenizer, template, own_stage, data_args, max_problems) \
+            if tokenizer is not None and template is not None else None
         try:
-            records, report = load_dataset_records(attr, own_stage, max_samples=data_args.max_samples,
-                                                   keep_problems=max_problems)
+            # one record at a time: memory stays flat however large the file (max_samples stops reading)
+            for record in iter_dataset_records(attr, own_stage, report, max_samples=data_args.max_samples,
+                                               streaming=bool(data_args.streaming)):
+                if policy is not None:
+                    policy.add(record)
+            raise_if_empty(report, f"dataset '{attr.name}'")
         except TuneryError as exc:
             check.status, check.message = "error", str(exc)
             continue
-        check.total, check.valid, check.invalid = report.total, report.valid, report.skipped
-        check.problems = [asdict(p) for p in report.problems]
-        if report.skipped:
+        failed = policy.failed if policy is not None else 0  # rows the template cannot render
+        check.total, check.valid, check.invalid = report.total, report.valid - failed, report.skipped + failed
+        check.problems = ([asdict(p) for p in report.problems] + check.problems)[:max_problems]
+        if policy is not None:
+            policy.finish()
+        if check.invalid:
             check.status = "invalid_rows"
-        if tokenizer is not None and template is not None:
-            _apply_training_policy(check, records, tokenizer, template, own_stage, data_args, max_problems)
     return results
 
 
-def _apply_training_policy(check: DatasetCheck, records: list[dict[str, Any]], tokenizer, template, stage: str,
-                           data_args: Any, max_problems: int) -> None:
-    """Run the records through the processors training uses (``process_batch``, same settings) and count.
+class _Policy:
+    """The processors training uses (``process_batch``, same settings), run on each record as it comes.
 
     Rows the template cannot render become invalid (valid + invalid == total stays true); rows the
     truncation policy cuts or drops at ``cutoff_len`` are counted; the token lengths before any cut
-    give the distribution.
+    give the distribution (kept as a compact int array: 4 bytes per row).
     """
-    settings = settings_for(data_args, stage)
-    settings = ProcessSettings(settings.cutoff_len, settings.train_on_prompt, settings.mask_history, False)
-    lengths = []
-    for record in records:
-        batch = {key: [record.get(key)] for key in record_features()}
-        if stage_kind(stage) != "pt":  # pt documents are split into blocks, never cut or dropped
-            row = process_batch(batch, stage=stage, tokenizer=tokenizer, template=template, settings=settings)
+
+    def __init__(self, check: DatasetCheck, tokenizer, template, stage: str, data_args: Any, max_problems: int):
+        settings = settings_for(data_args, stage)
+        self.settings = ProcessSettings(settings.cutoff_len, settings.train_on_prompt, settings.mask_history, False)
+        self.check, self.tokenizer, self.template, self.stage = check, tokenizer, template, stage
+        self.data_args, self.max_problems = data_args, max_problems
+        self.lengths = array("l")
+        self.failed = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        check = self.check
+        if stage_kind(self.stage) != "pt":  # pt documents are split into blocks, never cut or dropped
+            batch = {key: [record.get(key)] for key in record_features()}
+            row = process_batch(batch, stage=self.stage, tokenizer=self.tokenizer, template=self.template,
+                                settings=self.settings)
             status = row["_status"][0]
             if status == FAILED:
                 field_name, reason = _field_of(row["_error"][0].split(": ", 1)[-1])
-                if len(check.problems) < max_problems:
+                if len(check.problems) < self.max_problems:
                     check.problems.append({**record["_source"], "field": field_name, "reason": reason})
-                check.invalid += 1
-                check.valid -= 1
-                check.status = "invalid_rows"
-                continue
+                self.failed += 1
+                return
             check.truncated += status == TRUNCATED
             check.dropped += status == REPLY_CUT
-        lengths.append(full_length(record, tokenizer, template, stage))
-    check.lengths = length_stats(lengths, data_args.cutoff_len)
-    check.lengths.update(truncated=check.truncated, dropped=check.dropped)
-    if check.truncated or check.dropped:
-        note = (f"at cutoff_len={data_args.cutoff_len} training truncates {check.truncated} rows (reply kept, "
-                f"prompt's end kept) and drops {check.dropped} (no room for a reply)")
-        check.message = f"{check.message}; {note}" if check.message else note
+        self.lengths.append(full_length(record, self.tokenizer, self.template, self.stage))
+
+    def finish(self) -> None:
+        check, cutoff = self.check, self.data_args.cutoff_len
+        check.lengths = length_stats(list(self.lengths), cutoff)
+        check.lengths.update(truncated=check.truncated, dropped=check.dropped)
+        if check.truncated or check.dropped:
+            note = (f"at cutoff_len={cutoff} training truncates {check.truncated} rows (reply kept, "
+                    f"prompt's end kept) and drops {check.dropped} (no room for a reply)")
+            check.message = f"{check.message}; {note}" if check.message else note
 
 
 def _field_of(reason: str) -> tuple[str, str]:

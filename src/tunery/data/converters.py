@@ -29,15 +29,38 @@ def empty_record() -> dict[str, Any]:
             "images": None, "_source": {"file": "", "row": -1}}
 
 
-def as_text(value: Any, field: str) -> str:
-    """Content must be text; dicts/lists (tool arguments, observations) are kept as their JSON."""
+def kind_of(value: Any) -> str:
+    """A JSON-ish name for a value's type, for error messages (``list``, ``object``, ``number``, ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {dict: "object", list: "list", str: "string"}.get(type(value), type(value).__name__)
+
+
+def a_kind(value: Any) -> str:
+    """``kind_of`` with its article: "a list", "an object", "null"."""
+    kind = kind_of(value)
+    return kind if kind == "null" else ("an " if kind[0] in "aeiou" else "a ") + kind
+
+
+def as_text(value: Any, field: str | None, what: str = "text") -> str:
+    """A text cell: must be a string (None counts as empty). A list, object or number is an invalid row,
+    never its printed form in the prompt."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, (dict, list, int, float, bool)):
+    raise InvalidExample(f"{what} must be a string, got {a_kind(value)}", field)
+
+
+def as_json_text(value: Any, field: str | None, what: str = "content") -> str:
+    """Tool-call and tool-result content: a string, or an object/list kept as its JSON."""
+    if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
-    raise InvalidExample(f"expected text, got {type(value).__name__}", field)
+    return as_text(value, field, what)
 
 
 def parse_kto_tag(value: Any, field: str) -> bool:
@@ -71,10 +94,15 @@ def tools_text(value: Any, field: str) -> str | None:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise InvalidExample(f"tools is not valid JSON ({exc.msg})", field) from exc
+        except RecursionError as exc:
+            raise InvalidExample("tools is nested too deeply", field) from exc
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
         raise InvalidExample("tools must be a JSON list of function schemas", field)
+    for i, tool in enumerate(value):
+        if not isinstance(tool, dict):
+            raise InvalidExample(f"tool {i + 1} must be an object (a function schema), got {a_kind(tool)}", field)
     schemas = [t["function"] if isinstance(t, dict) and t.get("type") == "function" and "function" in t else t
                for t in value]
     return json.dumps(schemas, ensure_ascii=False) if schemas else None
@@ -104,14 +132,14 @@ def convert_alpaca(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
         for i, pair in enumerate(history):
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                 raise InvalidExample(f"history item {i} is not a [prompt, response] pair", history_col)
-            messages.append({"role": USER, "content": as_text(pair[0], history_col)})
-            messages.append({"role": ASSISTANT, "content": as_text(pair[1], history_col)})
+            messages.append({"role": USER, "content": as_text(pair[0], history_col, f"history item {i} prompt")})
+            messages.append({"role": ASSISTANT, "content": as_text(pair[1], history_col, f"history item {i} reply")})
     prompt_col, query_col = attr.column("prompt"), attr.column("query")
     parts = []
     if prompt_col and row.get(prompt_col) not in (None, ""):
-        parts.append(as_text(row[prompt_col], prompt_col))
+        parts.append(as_text(row[prompt_col], prompt_col, "the prompt"))
     if query_col and row.get(query_col) not in (None, ""):
-        parts.append(as_text(row[query_col], query_col))
+        parts.append(as_text(row[query_col], query_col, "the input"))
     if not parts:
         raise InvalidExample("the prompt is empty", prompt_col)
     messages.append({"role": USER, "content": "\n".join(parts)})
@@ -125,9 +153,9 @@ def convert_alpaca(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
     elif isinstance(response, list):
         # Old LLaMA-Factory datasets hold the preferred reply first when ``output`` is a list.
         if response:
-            messages.append({"role": ASSISTANT, "content": as_text(response[0], response_col)})
+            messages.append({"role": ASSISTANT, "content": as_text(response[0], response_col, "the reply")})
     elif response not in (None, ""):
-        messages.append({"role": ASSISTANT, "content": as_text(response, response_col)})
+        messages.append({"role": ASSISTANT, "content": as_text(response, response_col, "the reply")})
     kto_col = attr.column("kto_tag")
     if kto_col:
         record["kto_tag"] = parse_kto_tag(row.get(kto_col), kto_col)
@@ -150,9 +178,10 @@ def _alpaca_pair(row: dict[str, Any], attr: DatasetAttr, response: Any) -> tuple
             raise InvalidExample("the chosen reply is empty", chosen_col)
         if rejected in (None, ""):
             raise InvalidExample("the rejected reply is empty", rejected_col)
-        return as_text(chosen, chosen_col), as_text(rejected, rejected_col)
+        return as_text(chosen, chosen_col, "the chosen reply"), as_text(rejected, rejected_col, "the rejected reply")
     if isinstance(response, list) and len(response) >= 2:
-        return as_text(response[0], attr.column("response")), as_text(response[1], attr.column("response"))
+        col = attr.column("response")
+        return as_text(response[0], col, "the chosen reply"), as_text(response[1], col, "the rejected reply")
     raise InvalidExample("a ranking dataset needs chosen and rejected columns", chosen_col or "chosen")
 
 
@@ -178,7 +207,7 @@ def _system_column(row: dict[str, Any], attr: DatasetAttr) -> str | None:
     """The system prompt from the ``system`` column, when the dataset maps one and the row has it."""
     system_col = attr.column("system")
     if system_col and row.get(system_col):
-        return as_text(row[system_col], system_col)
+        return as_text(row[system_col], system_col, "the system prompt")
     return None
 
 
@@ -197,25 +226,46 @@ def convert_sharegpt(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
     system = _system_column(row, attr)
     items = list(raw)
     first = items[0] if isinstance(items[0], dict) else {}
+    shift = 0  # message numbers in reports count from the row's first message
     if first.get(tags["role_tag"]) == tags["system_tag"]:
-        system = as_text(first.get(tags["content_tag"]), col)  # a system turn overrides the column
-        items = items[1:]
+        system = _content(first, tags["content_tag"], SYSTEM, col, 0)  # a system turn overrides the column
+        items, shift = items[1:], 1
     messages: list[dict[str, str]] = [{"role": SYSTEM, "content": system}] if system else []
     odd_roles, even_roles = (USER, TOOL), (ASSISTANT, FUNCTION_CALL)
     for i, item in enumerate(items):
+        n = i + 1 + shift
         if not isinstance(item, dict) or tags["role_tag"] not in item:
-            raise InvalidExample(f"message {i + 1} has no '{tags['role_tag']}' key", col)
-        role = role_map.get(item[tags["role_tag"]])
-        if role is None:
-            raise InvalidExample(f"message {i + 1} has unknown role '{item[tags['role_tag']]}'", col)
+            raise InvalidExample(f"message {n} has no '{tags['role_tag']}' key", col)
+        role = _role(item.get(tags["role_tag"]), role_map, col, n)
         expected = odd_roles if i % 2 == 0 else even_roles
         if role not in expected:
             raise InvalidExample(
-                f"message {i + 1} is '{item[tags['role_tag']]}', expected "
+                f"message {n} is '{item[tags['role_tag']]}', expected "
                 f"{' or '.join(_tag_for(r, tags) for r in expected)} at this position", col)
-        messages.append({"role": role, "content": as_text(item.get(tags["content_tag"]), col)})
+        messages.append({"role": role, "content": _content(item, tags["content_tag"], role, col, n - 1)})
     _finish_sharegpt(record, row, attr, messages, tags, role_map)
     return record
+
+
+def _role(value: Any, role_map: dict[str, str], col: str, n: int) -> str:
+    """The canonical role of a message's role value; anything unknown (or not a string) is invalid."""
+    role = role_map.get(value) if isinstance(value, str) else None
+    if role is None:
+        shown = repr(value) if isinstance(value, str) else a_kind(value)
+        raise InvalidExample(f"message {n} has unknown role {shown}", col)
+    return role
+
+
+def _content(item: dict[str, Any], key: str, role: str, col: str, i: int, what: str | None = None) -> str:
+    """A message's content: text; tool calls and tool results may also be an object/list (kept as JSON).
+    A missing or null content is invalid (it would train an empty turn)."""
+    what = what or f"message {i + 1} ({role}) content"
+    value = item.get(key)
+    if value is None:
+        raise InvalidExample(f"{what} is missing (no '{key}')", col)
+    if role in (FUNCTION_CALL, TOOL):
+        return as_json_text(value, col, what)
+    return as_text(value, col, what)
 
 
 def _tag_for(role: str, tags: dict[str, str]) -> str:
@@ -235,9 +285,9 @@ def _finish_sharegpt(record: dict[str, Any], row: dict[str, Any], attr: DatasetA
                 role = role_map.get(value.get(tags["role_tag"]), ASSISTANT)
                 if role not in (ASSISTANT, FUNCTION_CALL):
                     raise InvalidExample(f"the {key} message must be an assistant turn", col)
-                content = as_text(value.get(tags["content_tag"]), col)
+                content = _content(value, tags["content_tag"], role, col, -1, f"the {key} message")
             else:
-                role, content = ASSISTANT, as_text(value, col)
+                role, content = ASSISTANT, as_text(value, col, f"the {key} reply")
             record[key] = {"role": role, "content": content}
     kto_col = attr.column("kto_tag")
     if kto_col:
@@ -268,16 +318,19 @@ def convert_openai(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise InvalidExample(f"message {i + 1} is not an object", col)
-        role = role_map.get(item.get(tags["role_tag"]))
-        if role is None:
-            raise InvalidExample(f"message {i + 1} has unknown role '{item.get(tags['role_tag'])}'", col)
-        content = _openai_content(item.get(tags["content_tag"]), col, i)
+        role = _role(item.get(tags["role_tag"]), role_map, col, i + 1)
+        calls = role == ASSISTANT and item.get("tool_calls")
+        value = item.get(tags["content_tag"])
+        if value is None and not calls:
+            raise InvalidExample(f"message {i + 1} ({role}) content is missing (no '{tags['content_tag']}')", col)
+        content = as_json_text(value, col, f"message {i + 1} (tool) content") if role == TOOL and \
+            isinstance(value, dict) else _openai_content(value, col, i)
         if role == SYSTEM:
             if messages and messages[0]["role"] == SYSTEM or any(m["role"] != SYSTEM for m in messages):
                 raise InvalidExample(f"message {i + 1}: a system message must come first, and only once", col)
             messages.append({"role": SYSTEM, "content": content})
             continue
-        if role == ASSISTANT and item.get("tool_calls"):
+        if calls:
             if content.strip():
                 raise InvalidExample(
                     f"message {i + 1} has both text and tool_calls; put the text in its own assistant turn", col)
@@ -304,28 +357,36 @@ def _openai_content(value: Any, col: str, i: int) -> str:
         texts = []
         for part in value:
             if isinstance(part, dict) and part.get("type") == "text":
-                texts.append(str(part.get("text", "")))
+                texts.append(as_text(part.get("text"), col, f"message {i + 1} text part"))
             elif isinstance(part, str):
                 texts.append(part)
+            elif not isinstance(part, dict):  # other typed parts (images, audio) carry no text
+                raise InvalidExample(f"message {i + 1} content part is {a_kind(part)}, not an object", col)
         return "".join(texts)
-    return as_text(value, col)
+    return as_text(value, col, f"message {i + 1} content")
 
 
 def _tool_calls_json(tool_calls: Any, col: str, i: int) -> str:
     """``[{"name": ..., "arguments": {...}}]``: the function_call content of the canonical record."""
     if isinstance(tool_calls, dict):
         tool_calls = [tool_calls]
+    if not isinstance(tool_calls, list):
+        raise InvalidExample(f"message {i + 1}: tool_calls must be a list, got {a_kind(tool_calls)}", col)
     calls = []
     for call in tool_calls:
         fn = call.get("function", call) if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or "name" not in fn:
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
             raise InvalidExample(f"message {i + 1} has a tool call without a function name", col)
         args = fn.get("arguments", {})
         if isinstance(args, str):
             try:
                 args = json.loads(args) if args.strip() else {}
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 raise InvalidExample(f"message {i + 1}: tool call arguments are not valid JSON", col) from exc
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise InvalidExample(f"message {i + 1}: tool call arguments must be an object, got {a_kind(args)}", col)
         calls.append({"name": fn["name"], "arguments": args})
     return json.dumps(calls if len(calls) > 1 else calls[0], ensure_ascii=False)
 

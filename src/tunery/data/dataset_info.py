@@ -117,59 +117,88 @@ def parse_dataset_attr(name: str, entry: dict[str, Any], dataset_dir: str) -> Da
         raise DataError(f"entry '{name}' must be an object", file=where, field=name)
     if "hf_hub_url" in entry or "ms_hub_url" in entry:
         if "ms_hub_url" in entry and (use_modelscope() or "hf_hub_url" not in entry):
-            load_from, dataset_name = "ms_hub", entry["ms_hub_url"]
+            load_from, source_key = "ms_hub", "ms_hub_url"
         else:
-            load_from, dataset_name = "hf_hub", entry["hf_hub_url"]
+            load_from, source_key = "hf_hub", "hf_hub_url"
     elif "script_url" in entry:
-        load_from, dataset_name = "script", entry["script_url"]
+        load_from, source_key = "script", "script_url"
     elif "file_name" in entry:
-        load_from, dataset_name = "file", entry["file_name"]
+        load_from, source_key = "file", "file_name"
     else:
         raise DataError(
             f"entry '{name}' names no source", file=where, field=name,
             hint="give one of file_name, hf_hub_url, ms_hub_url or script_url",
         )
+    dataset_name = entry[source_key]
+    if not isinstance(dataset_name, str) or not dataset_name.strip():
+        raise DataError(f"entry '{name}': {source_key} must be a non-empty string, got {dataset_name!r}",
+                        file=where, field=source_key)
     formatting = entry.get("formatting", "alpaca")
     if formatting not in ("alpaca", "sharegpt", "openai"):
         raise DataError(
-            f"entry '{name}' has formatting '{formatting}'", file=where, field="formatting",
+            f"entry '{name}' has formatting {formatting!r}", file=where, field="formatting",
             hint="use alpaca, sharegpt or openai",
         )
     columns = dict(COLUMN_DEFAULTS)
     if formatting == "openai":
         columns["messages"] = "messages"
-    user_columns = entry.get("columns") or {}
-    unknown = set(user_columns) - set(COLUMN_DEFAULTS)
-    if unknown:
-        raise DataError(
-            f"entry '{name}' has unknown column keys {sorted(unknown)}", file=where, field="columns",
-            hint=f"known keys: {', '.join(COLUMN_DEFAULTS)}",
-        )
+    user_columns = _mapping(entry, "columns", name, where, COLUMN_DEFAULTS, allow_null=True)
     columns.update(user_columns)
     tags = dict(OPENAI_TAG_DEFAULTS if formatting == "openai" else TAG_DEFAULTS)
-    user_tags = entry.get("tags") or {}
-    unknown = set(user_tags) - set(TAG_DEFAULTS)
-    if unknown:
-        raise DataError(
-            f"entry '{name}' has unknown tag keys {sorted(unknown)}", file=where, field="tags",
-            hint=f"known keys: {', '.join(TAG_DEFAULTS)}",
-        )
-    tags.update(user_tags)
+    tags.update(_mapping(entry, "tags", name, where, TAG_DEFAULTS, allow_null=False))
+    for key in ("subset", "folder"):
+        _optional_text(entry, key, name, where)
+    split = entry.get("split", "train")
+    if not isinstance(split, str) or not split:
+        raise DataError(f"entry '{name}': split must be a split name such as 'train', got {split!r}",
+                        file=where, field="split")
+    ranking = entry.get("ranking", False)
+    if not isinstance(ranking, bool):
+        raise DataError(f"entry '{name}': ranking must be true or false, got {ranking!r}", file=where,
+                        field="ranking")
     num_samples = entry.get("num_samples")
+    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
+                                    or num_samples < 1):
+        raise DataError(f"entry '{name}': num_samples must be a whole number of 1 or more, got {num_samples!r}",
+                        file=where, field="num_samples")
     return DatasetAttr(
         name=name,
         load_from=load_from,
         dataset_name=dataset_name,
         formatting=formatting,
-        ranking=bool(entry.get("ranking", False)),
+        ranking=ranking,
         subset=entry.get("subset"),
-        split=entry.get("split", "train"),
+        split=split,
         folder=entry.get("folder"),
-        num_samples=int(num_samples) if num_samples is not None else None,
+        num_samples=num_samples,
         columns=columns,
         tags=tags,
         dataset_dir=dataset_dir,
     )
+
+
+def _mapping(entry: dict[str, Any], key: str, name: str, where: str, known: dict[str, Any],
+             allow_null: bool) -> dict[str, Any]:
+    """``columns``/``tags``: an object of known keys to strings (columns may be null: not mapped)."""
+    value = entry.get(key) or {}
+    if not isinstance(value, dict):
+        raise DataError(f"entry '{name}': {key} must be an object of name -> {'column' if key == 'columns' else 'tag'}",
+                        file=where, field=key)
+    unknown = sorted(str(k) for k in set(value) - set(known))
+    if unknown:
+        raise DataError(f"entry '{name}' has unknown {key[:-1]} keys {unknown}", file=where, field=key,
+                        hint=f"known keys: {', '.join(known)}")
+    for k, v in value.items():
+        if not (isinstance(v, str) and v) and not (allow_null and v is None):
+            raise DataError(f"entry '{name}': {key}.{k} must be a {'column' if key == 'columns' else 'tag'} name "
+                            f"(a non-empty string), got {v!r}", file=where, field=key)
+    return value
+
+
+def _optional_text(entry: dict[str, Any], key: str, name: str, where: str) -> None:
+    value = entry.get(key)
+    if value is not None and not isinstance(value, str):
+        raise DataError(f"entry '{name}': {key} must be a string, got {value!r}", file=where, field=key)
 
 
 def get_dataset_attrs(names: str | list[str] | None, dataset_dir: str) -> list[DatasetAttr]:

@@ -9,23 +9,22 @@ instead. Typed formats (csv, parquet, arrow, txt), hub datasets and streaming go
 from __future__ import annotations
 
 import glob
-import json
 import os
 import random
 from collections.abc import Iterator
 from typing import Any
 
-from tunery.data.converters import InvalidExample
+from tunery.data.converters import InvalidExample, a_kind
 from tunery.data.dataset_info import DatasetAttr, get_dataset_attrs
+from tunery.data.readers import INVALID, check_utf8, count_lines, open_binary, read_json_rows
 from tunery.data.validation import (
     Problem,
     ValidationReport,
     convert_one,
-    convert_rows,
     log_report,
     raise_if_empty,
 )
-from tunery.errors import ConfigError, DataError, require
+from tunery.errors import ConfigError, DataError, TuneryError, require
 from tunery.logging import get_logger
 
 logger = get_logger(__name__)
@@ -79,33 +78,6 @@ def _ext(path: str) -> str:
     return path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
 
 
-def read_json_rows(path: str) -> Iterator[dict[str, Any]]:
-    """Rows of a .json (array, or JSON lines despite the name) or .jsonl file; bad lines are reported."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", file=path) from exc
-        yield from rows
-        return
-    if stripped.startswith("{") and _ext(path) == "json":
-        try:  # a single JSON object is one example; otherwise the file is JSON lines
-            obj = json.loads(text)
-            yield obj
-            return
-        except json.JSONDecodeError:
-            pass  # more likely JSON lines
-    for lineno, line in enumerate(text.splitlines()):
-        if line.strip():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield {"__invalid__": f"line {lineno + 1} is not valid JSON ({exc.msg})"}
-
-
 def load_hub(attr: DatasetAttr, streaming: bool, cache_dir: str | None = None, token: str | None = None):
     """A dataset from the Hugging Face Hub or ModelScope, with an error that says what to do offline."""
     if attr.load_from == "ms_hub":
@@ -136,10 +108,16 @@ def load_hub(attr: DatasetAttr, streaming: bool, cache_dir: str | None = None, t
         ) from exc
 
 
-def raw_rows(attr: DatasetAttr, model_args: Any = None) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """(file, row index, raw row) for every row of one dataset, not streamed."""
+def raw_rows(attr: DatasetAttr, model_args: Any = None,
+             streaming: bool = False) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(file, row index, raw row) for every row of one dataset, read lazily.
+
+    Local JSON/JSONL files are read in constant memory (readers.py). ``streaming`` streams hub
+    datasets and typed files (csv, parquet, ...) too instead of downloading/converting them whole.
+    """
     if attr.load_from in ("hf_hub", "ms_hub"):
-        ds = load_hub(attr, False, getattr(model_args, "cache_dir", None), getattr(model_args, "hf_hub_token", None))
+        ds = load_hub(attr, streaming, getattr(model_args, "cache_dir", None),
+                      getattr(model_args, "hf_hub_token", None))
         for i, row in enumerate(ds):
             yield attr.dataset_name, i, row
         return
@@ -151,32 +129,73 @@ def raw_rows(attr: DatasetAttr, model_args: Any = None) -> Iterator[tuple[str, i
             for i, row in enumerate(read_json_rows(path)):
                 yield path, i, row
         else:
-            from datasets import load_dataset
-
-            try:
-                ds = load_dataset(BUILDERS[_ext(path)], data_files=path, split="train")
-            except Exception as exc:
-                raise DataError(f"could not read the file: {exc}", file=path) from exc
-            if _ext(path) == "txt" and attr.column("prompt") not in ds.column_names:
-                attr.columns["prompt"] = "text"  # a text file's lines are the prompts (documents)
-            for i, row in enumerate(ds):
+            for i, row in enumerate(typed_rows(attr, path, streaming)):
                 yield path, i, row
+
+
+def typed_rows(attr: DatasetAttr, path: str, streaming: bool = False) -> Iterator[dict[str, Any]]:
+    """Rows of a csv/parquet/arrow/txt file through ``datasets``, with clear errors for what users cause."""
+    from datasets import load_dataset
+
+    kind = BUILDERS[_ext(path)]
+    with open_binary(path) as f:
+        if not f.read(1):
+            raise DataError("the file is empty", file=path)
+    if kind in ("csv", "text"):
+        check_utf8(path)  # one error naming line and byte offset, not pandas' UnicodeDecodeError
+    if kind == "csv" and count_lines(path, 2) < 2:
+        raise DataError("the CSV file has a single line: it needs a header line naming the columns, then one "
+                        "example per line", file=path, row=0)
+    try:
+        ds = load_dataset(kind, data_files=path, split="train", streaming=streaming)
+        columns = list(ds.column_names or []) if not streaming else list(next(iter(ds), {}))
+    except TuneryError:
+        raise
+    except Exception as exc:  # pyarrow/pandas raise many types for a malformed file
+        raise DataError(f"could not read the file as {kind}: {_first_line(exc)}", file=path) from exc
+    if kind == "text" and attr.column("prompt") not in columns:
+        attr.columns["prompt"] = "text"  # a text file's lines are the prompts (documents)
+    if kind == "csv":
+        _check_header(attr, path, columns)
+    try:
+        yield from ds
+    except Exception as exc:  # a streamed file can fail part-way
+        raise DataError(f"could not read the file as {kind}: {_first_line(exc)}", file=path) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_header(attr: DatasetAttr, path: str, columns: list[str]) -> None:
+    """A CSV must start with a header naming the columns the dataset maps (instruction/output, ...)."""
+    keys = ("messages",) if attr.formatting in ("sharegpt", "openai") else ("prompt", "response")
+    wanted = [attr.column(k) for k in keys if attr.column(k)]
+    if wanted and not any(c in columns for c in wanted):
+        raise DataError(
+            f"the CSV header names none of the columns {wanted}; its first line reads {columns[:6]}",
+            file=path, row=0,
+            hint="the first line of a CSV file must be a header naming the columns (e.g. instruction,input,output), "
+                 "or map yours with `columns` in dataset_info.json")
 
 
 # ---------------------------------------------------------------- records
 
-def load_dataset_records(attr: DatasetAttr, stage: str, *, strict: bool = False, seed: int = 42,
+def iter_dataset_records(attr: DatasetAttr, stage: str, report: ValidationReport, *, strict: bool = False,
                          max_samples: int | None = None, model_args: Any = None,
-                         keep_problems: int = 5) -> tuple[list[dict[str, Any]], ValidationReport]:
-    """Canonical records of one dataset, with invalid rows skipped and reported."""
-    report = ValidationReport(keep=keep_problems)
-    records: list[dict[str, Any]] = []
-    for file, index, row in raw_rows(attr, model_args):
-        if max_samples is not None and attr.num_samples is None and len(records) >= max_samples:
+                         streaming: bool = False) -> Iterator[dict[str, Any]]:
+    """Canonical records of one dataset, one at a time; invalid rows go into ``report``.
+
+    Reading stops once ``max_samples`` valid records were produced, so only what is needed is read.
+    """
+    valid = 0
+    for file, index, row in raw_rows(attr, model_args, streaming):
+        if max_samples is not None and valid >= max_samples:
             break
         report.total += 1
-        if not isinstance(row, dict) or "__invalid__" in row:
-            reason = row["__invalid__"] if isinstance(row, dict) else f"row is a {type(row).__name__}, not an object"
+        if not isinstance(row, dict) or INVALID in row:
+            reason = row[INVALID] if isinstance(row, dict) else f"row is {a_kind(row)}, not an object"
             _reject(report, Problem(file, index, None, reason), strict)
             continue
         record, problem = convert_one(row, attr, file, index, stage)
@@ -184,7 +203,18 @@ def load_dataset_records(attr: DatasetAttr, stage: str, *, strict: bool = False,
             _reject(report, problem, strict)
             continue
         report.valid += 1
-        records.append(record)
+        valid += 1
+        yield record
+
+
+def load_dataset_records(attr: DatasetAttr, stage: str, *, strict: bool = False, seed: int = 42,
+                         max_samples: int | None = None, model_args: Any = None,
+                         keep_problems: int = 5) -> tuple[list[dict[str, Any]], ValidationReport]:
+    """Canonical records of one dataset, with invalid rows skipped and reported."""
+    report = ValidationReport(keep=keep_problems)
+    limit = max_samples if attr.num_samples is None else None
+    records = list(iter_dataset_records(attr, stage, report, strict=strict, max_samples=limit,
+                                        model_args=model_args))
     if attr.num_samples is not None:
         records = sample_records(records, attr.num_samples, seed)
     if max_samples is not None:
@@ -219,35 +249,26 @@ def records_dataset(records: list[dict[str, Any]]):
 
 def streaming_records(attr: DatasetAttr, stage: str, *, strict: bool, max_samples: int | None,
                       model_args: Any = None):
-    """An IterableDataset of canonical records; invalid rows are skipped and logged as they come."""
-    from datasets import load_dataset
+    """An IterableDataset of canonical records, read lazily (local JSON arrays too, in constant memory).
 
-    if attr.load_from in ("hf_hub", "ms_hub"):
-        raw = load_hub(attr, True, getattr(model_args, "cache_dir", None), getattr(model_args, "hf_hub_token", None))
-        label = attr.dataset_name
-    else:
-        files = data_files(attr)
-        raw = load_dataset(BUILDERS[_ext(files[0])], data_files=files, split="train", streaming=True)
-        label = files[0] if len(files) == 1 else attr.path
-    if max_samples is not None:
-        raw = raw.take(max_samples)
-    state = {"index": 0, "skipped": 0}
+    Invalid rows are skipped and logged as they come (the first few with file/row/field, then a count
+    at the end of each pass), since a stream has no end known in advance.
+    """
+    from datasets import IterableDataset
 
-    def convert(batch: dict[str, list]) -> dict[str, list]:
-        n = len(next(iter(batch.values()))) if batch else 0
-        rows = [{k: batch[k][i] for k in batch} for i in range(n)]
+    def generate():
         report = ValidationReport()
-        records = convert_rows(rows, attr, label, stage, strict=strict, report=report, start=state["index"])
-        state["index"] += n
+        shown = 0
+        for record in iter_dataset_records(attr, stage, report, strict=strict, max_samples=max_samples,
+                                           model_args=model_args, streaming=True):
+            for problem in report.problems[shown:]:
+                logger.warning("dataset '%s' (streaming): skipped %s", attr.name, problem)
+            shown = len(report.problems)
+            yield record
         if report.skipped:
-            state["skipped"] += report.skipped
             logger.warning("dataset '%s' (streaming): %s", attr.name, report.summary())
-        return {key: [r[key] for r in records] for key in record_features()}
 
-    columns = list(record_features())
-    mapped = raw.map(convert, batched=True, remove_columns=raw.column_names, features=record_features())
-    # column_names is unknown for some streamed sources; keep exactly the record's columns
-    return mapped if raw.column_names else mapped.select_columns(columns)
+    return IterableDataset.from_generator(generate, features=record_features())
 
 
 def mix(datasets: list, data_args: Any, seed: int):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -27,10 +28,13 @@ from tunery.data.processors import (
     process_batch,
     stage_kind,
 )
+from tunery.data.validation import MAX_LISTED, MAX_REPORTED, Problem, problem_from_error, write_problems
 from tunery.errors import ConfigError, DataError
 from tunery.logging import get_logger
 
 logger = get_logger(__name__)
+
+SKIPPED_FILE = "skipped_rows.jsonl"
 
 
 @dataclass
@@ -47,6 +51,7 @@ class DataStats:
     problems: list[str] = field(default_factory=list)
     from_cache: bool = False
     eval_names: list[str] | None = None  # set when eval_on_each_dataset gives one eval set per name
+    skipped_file: str | None = None  # skipped_rows.jsonl: every skipped row (file, row, field, reason)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +124,7 @@ def process_records(records, tokenizer, template, stage: str, settings: ProcessS
     errors: list[str] = []
     if statuses[FAILED] or statuses[REPLY_CUT]:
         reasons = [(st, e) for st, e in zip(tokenized["_status"], tokenized["_error"]) if e]
-        errors = [e for st, e in reasons if st == FAILED][:5]
+        errors = [e for st, e in reasons if st == FAILED][:MAX_LISTED]
         if statuses[REPLY_CUT]:
             logger.warning("%d examples dropped by the truncation policy; first: %s", statuses[REPLY_CUT],
                            "; ".join([e for st, e in reasons if st == REPLY_CUT][:3]))
@@ -128,7 +133,8 @@ def process_records(records, tokenizer, template, stage: str, settings: ProcessS
     return tokenized.remove_columns(["_status", "_error"]), statuses, errors
 
 
-def _tokenize_split(records, tokenizer, template, stage, settings, data_args, stats: DataStats):
+def _tokenize_split(records, tokenizer, template, stage, settings, data_args, stats: DataStats,
+                    skipped: list[Problem]):
     if records is None:
         return None
     streaming = bool(data_args.streaming)
@@ -142,9 +148,10 @@ def _tokenize_split(records, tokenizer, template, stage, settings, data_args, st
             raise DataError(f"the template rejected an example: {errors[0]}",
                             hint="fix the example, or drop strict: true to skip such examples")
         stats.skipped_invalid += statuses[FAILED]
-        stats.problems += errors[: max(0, 5 - len(stats.problems))]
+        stats.problems += errors[: max(0, MAX_REPORTED - len(stats.problems))]
+        skipped += [problem_from_error(e) for e in errors[: max(0, MAX_LISTED - len(skipped))]]
         logger.warning("skipped %d examples the template could not render; first: %s", statuses[FAILED],
-                       "; ".join(errors))
+                       "; ".join(errors[:MAX_REPORTED]))
     if settings.packing and not streaming:
         tokenized = pack_dataset(tokenized, settings.cutoff_len)
     return tokenized
@@ -200,18 +207,21 @@ def get_dataset(cfg: Any, tokenizer, template, stage: str) -> DatasetModule:
         report.merge(eval_report)
     stats.total, stats.skipped_invalid = report.total, report.skipped
     stats.problems = [str(p) for p in report.problems]
+    skipped = list(report.listed)
     if train_records is not None and eval_records is None and data_args.val_size:
         train_records, eval_records = split_eval(train_records, data_args.val_size, seed, bool(data_args.streaming),
                                                  data_args.buffer_size)
     if data_args.streaming and settings.packing:
         logger.warning("packing is not available with streaming; documents are concatenated instead")
         settings = ProcessSettings(settings.cutoff_len, settings.train_on_prompt, settings.mask_history, False)
-    train = _tokenize_split(train_records, tokenizer, template, stage, settings, data_args, stats)
+    train = _tokenize_split(train_records, tokenizer, template, stage, settings, data_args, stats, skipped)
     if isinstance(eval_records, dict):
-        evaluation = {name: _tokenize_split(records, tokenizer, template, stage, settings, data_args, stats)
+        evaluation = {name: _tokenize_split(records, tokenizer, template, stage, settings, data_args, stats, skipped)
                       for name, records in eval_records.items()}
     else:
-        evaluation = _tokenize_split(eval_records, tokenizer, template, stage, settings, data_args, stats)
+        evaluation = _tokenize_split(eval_records, tokenizer, template, stage, settings, data_args, stats, skipped)
+    if key is not None and skipped:  # written next to the cached data, so a cache hit still has it
+        stats.skipped_file = str(cache.cache_dir() / key / SKIPPED_FILE)
     _report(stats, train, evaluation, settings, data_args)
     module = DatasetModule(train, evaluation, stats)
     if key is not None and _main_process():  # one writer per cache entry in a multi-process run
@@ -222,7 +232,9 @@ def get_dataset(cfg: Any, tokenizer, template, stage: str) -> DatasetModule:
             parts.update({f"validation_{i}": evaluation[name] for i, name in enumerate(stats.eval_names)})
         elif evaluation is not None:
             parts["validation"] = evaluation
-        cache.save_cached(key, DatasetDict(parts), stats.to_dict())
+        entry = cache.save_cached(key, DatasetDict(parts), stats.to_dict())
+        if skipped:
+            write_problems(str(entry / SKIPPED_FILE), skipped)
         if data_args.tokenized_path:
             DatasetDict(parts).save_to_disk(data_args.tokenized_path)
             _write_stats(data_args.tokenized_path, stats)
@@ -247,6 +259,29 @@ def _report(stats: DataStats, train, evaluation, settings: ProcessSettings, data
             f"no training example left: {stats.reply_cut} had no room for a reply in cutoff_len={settings.cutoff_len}, "
             f"{stats.skipped_invalid} examples were invalid.{first}",
             hint="raise cutoff_len, or run `tunery data check` / `tunery data preview` to see what is wrong")
+
+
+def skipped_lines(stats: DataStats, full_list: str | None = None) -> list[str]:
+    """What to tell a user about skipped rows: the count, the first few (file, row, field, reason) and
+    where the full list is (``full_list``, else ``stats.skipped_file``). Empty when nothing was skipped."""
+    if not stats.skipped_invalid:
+        return []
+    lines = [f"{stats.skipped_invalid} of {stats.total} rows skipped as invalid; first:"]
+    lines += [f"  - {p}" for p in stats.problems[:MAX_REPORTED]]
+    path = full_list or stats.skipped_file
+    lines.append(f"  every skipped row: {path}" if path else
+                 "  (streaming: skipped rows are logged as they are read; run `tunery data check` for the list)")
+    return lines
+
+
+def copy_skipped(stats: DataStats, folder: str) -> str | None:
+    """Copy the skipped-rows list into ``folder`` (a run's output_dir); returns its new path, or None."""
+    if not stats.skipped_file or not os.path.isfile(stats.skipped_file):
+        return None
+    target = os.path.join(folder, SKIPPED_FILE)
+    os.makedirs(folder, exist_ok=True)
+    shutil.copyfile(stats.skipped_file, target)
+    return target
 
 
 def _write_stats(path: str, stats: DataStats) -> None:

@@ -7,6 +7,7 @@ an error that says why (the most frequent reasons).
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ logger = get_logger(__name__)
 
 PAIRWISE_STAGES = ("rm", "dpo", "orpo", "simpo", "pairwise")
 MAX_REPORTED = 5
+MAX_LISTED = 100_000  # skipped rows kept for skipped_rows.jsonl (about 200 bytes each)
 
 
 @dataclass
@@ -30,6 +32,9 @@ class Problem:
     row: int
     field: str | None
     reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "row": self.row, "field": self.field, "reason": self.reason}
 
     def __str__(self) -> str:
         where = f"{self.file} row {self.row}" + (f" field '{self.field}'" if self.field else "")
@@ -46,9 +51,12 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     reasons: Counter = field(default_factory=Counter)
     keep: int = MAX_REPORTED
+    listed: list[Problem] = field(default_factory=list)  # every skipped row, up to MAX_LISTED
 
     def add(self, problem: Problem) -> None:
         self.skipped += 1
+        if len(self.listed) < MAX_LISTED:
+            self.listed.append(problem)
         self.reasons[re.sub(r"\d+", "N", problem.reason)] += 1  # "message N is ..." counts as one reason
         if len(self.problems) < self.keep:
             self.problems.append(problem)
@@ -59,6 +67,7 @@ class ValidationReport:
         self.skipped += other.skipped
         self.reasons.update(other.reasons)
         self.problems.extend(other.problems[: max(0, self.keep - len(self.problems))])
+        self.listed.extend(other.listed[: max(0, MAX_LISTED - len(self.listed))])
 
     def summary(self) -> str:
         lines = [f"skipped {self.skipped} of {self.total} examples as invalid; first problems:"]
@@ -127,8 +136,44 @@ def convert_one(row: dict[str, Any], attr: DatasetAttr, file: str, index: int,
         return None, Problem(file, index, exc.field, exc.reason)
     failure = check_record(record, stage)
     if failure is not None:
-        return None, Problem(file, index, failure[1], failure[0])
+        return None, Problem(file, index, column_of(failure[1], failure[0], attr), failure[0])
     return record, None
+
+
+def column_of(name: str, reason: str, attr: DatasetAttr) -> str:
+    """The dataset's own column for a canonical field, so the report names what the user can fix
+    (alpaca: ``output`` for a missing reply, ``instruction`` for a missing prompt)."""
+    if name in ("chosen", "rejected", "kto_tag"):
+        return attr.column(name) or name
+    if name != "messages":
+        return name
+    if attr.formatting == "alpaca":
+        key = "response" if ("reply" in reason or "assistant" in reason) else "prompt"
+        return attr.column(key) or name
+    return attr.column("messages") or name
+
+
+def problem_from_error(text: str) -> Problem:
+    """A Problem from a processor's ``_error`` text ("FILE row N: reason (field 'f')")."""
+    match = re.match(r"^(?P<file>.*) row (?P<row>-?\d+|\?): (?P<reason>.*)$", text, re.S)
+    if not match:
+        return Problem("?", -1, None, text)
+    reason, name = match["reason"], None
+    tail = re.search(r" \(field '([^']*)'\)$", reason)
+    if tail:
+        reason, name = reason[: tail.start()], tail[1]
+    row = int(match["row"]) if match["row"] != "?" else -1
+    return Problem(match["file"], row, name, reason)
+
+
+def write_problems(path: str, problems: Iterable[Problem]) -> int:
+    """Write one JSON object per skipped row (file, row, field, reason); returns how many."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for problem in problems:
+            f.write(json.dumps(problem.to_dict(), ensure_ascii=False) + "\n")
+            count += 1
+    return count
 
 
 def raise_if_empty(report: ValidationReport, what: str) -> None:

@@ -212,6 +212,8 @@ def build_lora_config(model: PreTrainedModel, model_args: ModelArguments, finetu
 
     targets = finetuning_args.lora_targets
     target_modules: str | list[str] = "all-linear" if targets in ([], ["all"]) else targets
+    if isinstance(target_modules, list):
+        check_lora_targets(model, target_modules)
     modules_to_save = split_list(finetuning_args.additional_target)
     if model_args.resize_vocab:
         # New token rows must learn; LoRA alone cannot give them embeddings.
@@ -231,6 +233,26 @@ def build_lora_config(model: PreTrainedModel, model_args: ModelArguments, finetu
         use_dora=finetuning_args.use_dora,
         init_lora_weights=lora_init_weights(finetuning_args),
     )
+
+
+LORA_LAYER_TYPES = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+
+
+def check_lora_targets(model: torch.nn.Module, targets: list[str]) -> None:
+    """Each ``lora_target`` must name layers LoRA can wrap (by name or dotted suffix, as peft matches).
+
+    Raises ConfigError naming the target and the layer names the model has: peft would fail with
+    an internal error for a name it does not find, or for a block (a decoder layer, a norm).
+    """
+    layers = [name for name, module in model.named_modules()
+              if isinstance(module, LORA_LAYER_TYPES) or type(module).__name__ in ("Conv1D",)
+              or "Linear" in type(module).__name__]
+    leaf_names = sorted({name.rsplit(".", 1)[-1] for name in layers})
+    for target in targets:
+        if not any(name == target or name.endswith("." + target) for name in layers):
+            raise ConfigError(
+                f"lora_target '{target}' names no linear or embedding layer of this model",
+                hint=f"use all, or names among: {', '.join(leaf_names[:20])}")
 
 
 def _module_name(model: torch.nn.Module, module: torch.nn.Module | None) -> str | None:

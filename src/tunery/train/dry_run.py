@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunery.data import IGNORE_INDEX, get_dataset
+from tunery.data import IGNORE_INDEX, get_dataset, skipped_lines
 from tunery.data.processors import stage_kind
 from tunery.data.template import get_template
 from tunery.model.loader import load_tokenizer
@@ -100,14 +100,16 @@ class Plan:
     counts: TokenCounts | None = None
     cutoff_len: int = 0
     notes: list[str] = field(default_factory=list)
+    skipped_rows: list[str] = field(default_factory=list)  # count, first rows, where the full list is
 
     def data_lines(self) -> list[str]:
         if self.counts is None:
             return [f"assuming every row is cutoff_len={self.cutoff_len} tokens (set dataset: for real counts)"]
         out = [
             f"examples after filtering: {self.examples:,} train, {self.eval_examples:,} eval "
-            f"({self.skipped} skipped as invalid, {self.reply_cut} dropped: reply beyond cutoff_len, "
+            f"({self.skipped} skipped as invalid, {self.reply_cut} dropped: no room for a reply, "
             f"{self.truncated} truncated)",
+            *self.skipped_rows,
         ]
         kind = stage_kind(self.stage)
         if kind == "pairwise":
@@ -164,4 +166,5 @@ def build_plan(cfg: Any, *, flops: float | None = None, bandwidth: float | None 
     return Plan(stage=ft.stage, finetuning_type=ft.finetuning_type, model=model, examples=counts.examples,
                 eval_examples=eval_examples, tokens=counts.tokens, trained_tokens=counts.trained, steps=steps,
                 skipped=data.stats.skipped_invalid, truncated=data.stats.truncated, reply_cut=data.stats.reply_cut,
-                estimate=estimate, counts=counts, notes=_notes(cfg))
+                estimate=estimate, counts=counts, notes=_notes(cfg),
+                skipped_rows=skipped_lines(data.stats))

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from tunery.data import DatasetModule
+from tunery.data import DatasetModule, copy_skipped, skipped_lines
 from tunery.errors import ConfigError
-from tunery.train.distributed import main_process_first
+from tunery.logging import get_logger
+from tunery.train.distributed import is_main_process, main_process_first
 from tunery.train.dpo import PreferenceStage
 from tunery.train.grpo import GRPOStage
 from tunery.train.kto import KTOStage
@@ -21,6 +22,8 @@ from tunery.train.loop import TrainOutcome, fit
 from tunery.train.ppo import PPOStage
 from tunery.train.rm import RewardStage
 from tunery.train.sft import CausalLMStage
+
+logger = get_logger(__name__)
 
 
 @runtime_checkable
@@ -68,5 +71,9 @@ def run_stage_steps(stage: Stage, cfg: Any, tokenizer: Any, template: Any,
     others then read it (see tunery.data.cache)."""
     with main_process_first(cfg.training, desc="dataset tokenization"):
         data = stage.load_data(cfg, tokenizer, template)
+    stats = getattr(data, "stats", None)  # a stage's data is a DatasetModule (tests pass stand-ins)
+    if stats is not None and stats.skipped_invalid and is_main_process():
+        copied = copy_skipped(stats, cfg.training.output_dir)  # every skipped row, beside the run
+        logger.warning("\n".join(skipped_lines(stats, copied)))
     trainer = stage.create_trainer(cfg, tokenizer, template, data, callbacks)
     return fit(trainer, cfg, plot_keys=stage.plot_keys)

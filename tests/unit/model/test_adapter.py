@@ -47,6 +47,19 @@ def test_lora_named_targets_rslora_dora_pissa(tiny_chatml_model, tmp_path):
     assert {n.split(".lora_")[0].split(".")[-1] for n in names} == {"q_proj", "v_proj"}
 
 
+@pytest.mark.parametrize("target", ["lora", "0", "input_layernorm", "q_proj,nope"])
+def test_lora_target_naming_no_linear_layer_is_a_config_error(tiny_chatml_model, tmp_path, target):
+    """Found by the settings fuzzer: peft raised NoMatchingPeftModuleError / ValueError (internal errors)."""
+    with pytest.raises(ConfigError, match="names no linear or embedding layer") as info:
+        _load(tiny_chatml_model, tmp_path, lora_target=target)
+    assert "q_proj" in str(info.value)  # the hint lists the layer names the model has
+
+
+def test_lora_target_by_dotted_suffix(tiny_chatml_model, tmp_path):
+    model, _ = _load(tiny_chatml_model, tmp_path, lora_target="self_attn.q_proj")
+    assert {n.split(".lora_")[0].split(".")[-1] for n in _trainable(model)} == {"q_proj"}
+
+
 def test_lora_additional_target_is_trained_fully(tiny_chatml_model, tmp_path):
     model, _ = _load(tiny_chatml_model, tmp_path, additional_target="lm_head")
     assert "lm_head" in model.peft_config["default"].modules_to_save
