@@ -101,5 +101,5 @@ def test_ray_settings_are_refused_with_the_alternative(key, value):
     from tunery.config import parse_config
 
     raw = {"model_name_or_path": "/nonexistent/model", "dataset": "d", "output_dir": "o", key: value}
-    with pytest.raises(ConfigError, match="Ray Train.*torchrun.*docs/distributed.md"):
+    with pytest.raises(ConfigError, match="Ray training.*torchrun.*docs/distributed.md"):
         parse_config("train", raw)
