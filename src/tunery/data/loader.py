@@ -80,9 +80,16 @@ def _ext(path: str) -> str:
 
 
 def read_json_rows(path: str) -> Iterator[dict[str, Any]]:
-    """Rows of a .json (array, or JSON lines despite the name) or .jsonl file; bad lines are reported."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    """Rows of a .json (array, or JSON lines despite the name) or .jsonl file; bad lines are reported.
+
+    The file must be UTF-8 (a leading byte-order mark is accepted); any other encoding is a DataError.
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"the file is not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start} "
+                        "cannot be decoded", file=path, hint="save the file as UTF-8") from exc
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
