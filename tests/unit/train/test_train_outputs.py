@@ -90,6 +90,21 @@ def test_finished_run_is_protected_unless_overwrite(finished_run, tiny_chatml_mo
     assert left == {"notes.txt"}  # a file Tunery did not write is kept
 
 
+
+def test_overwrite_of_a_fresh_folder_claims_no_removal(tiny_chatml_model, tmp_path, caplog):
+    from tunery.train.outputs import clear_previous_run, prepare_output_dir
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()  # run_stage creates output_dir (ensure_writable_dir) before the overwrite rule runs
+    with caplog.at_level("INFO"):
+        assert prepare_output_dir(train_config(tiny_chatml_model, fresh, overwrite_output_dir=True).training) is None
+    assert "removed the previous run" not in caplog.text
+    (fresh / "trainer_log.jsonl").write_text("{}\n")
+    (fresh / "checkpoint-2").mkdir()
+    (fresh / "notes.txt").write_text("mine")
+    assert clear_previous_run(fresh) == 2
+    assert [p.name for p in fresh.iterdir()] == ["notes.txt"]
+
 def test_smoothing_and_generic_plot(tmp_path):
     from tunery.train.plotting import plot_key, smooth
 
