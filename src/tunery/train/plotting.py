@@ -55,4 +55,7 @@ def plot_run(output_dir: str, keys: tuple[str, ...] = ("loss", "eval_loss")) -> 
     written = [p for p in (plot_key(records, k, output_dir) for k in keys) if p]
     for path in written:
         logger.info("plot written: %s", path)
+    if not written:
+        logger.warning("plot_loss: no plot written, the run logged no %s (logging_steps larger than the steps "
+                       "trained?)", " or ".join(keys))
     return written

@@ -116,3 +116,11 @@ def test_smoothing_and_generic_plot(tmp_path):
     path = plot_key(records, "rewards/chosen", str(tmp_path))
     assert path and path.endswith("training_rewards_chosen.png")
     assert plot_key(records, "missing", str(tmp_path)) is None
+
+
+def test_plot_run_without_logged_loss_says_so(tmp_path, caplog):
+    from tunery.train.plotting import plot_run
+
+    with caplog.at_level("WARNING"):
+        assert plot_run(str(tmp_path)) == []
+    assert "no plot written, the run logged no loss or eval_loss" in caplog.text
