@@ -99,8 +99,11 @@ def read_dataset_info(dataset_dir: str) -> dict[str, dict[str, Any]]:
     if not os.path.isfile(path):
         return {}
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             info = json.load(f)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"dataset_info.json is not UTF-8 text (byte offset {exc.start})", file=path,
+                        hint="save the file as UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise DataError(
             f"dataset_info.json is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", file=path

@@ -185,7 +185,7 @@ def load_task(
             folder = download_task(name, split, need_dev=n_shot > 0)
         elif folder is None:
             raise DataError(
-                f"evaluation task '{name}' not found in {task_dir} nor among Tunery's tasks",
+                f"evaluation task '{name}' not found in task_dir '{task_dir}' nor among Tunery's tasks",
                 hint=f"available: {', '.join(available_tasks(task_dir)) or 'none'}; or give a task folder "
                 "laid out as docs/eval.md describes (mapping.json, dev/, val/, test/ with one CSV per subject)",
             )

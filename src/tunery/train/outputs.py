@@ -73,21 +73,29 @@ def latest_checkpoint(output_dir: str | Path) -> str | None:
     return str(complete[-1]) if complete else None
 
 
-def clear_previous_run(output_dir: str | Path) -> None:
+def clear_previous_run(output_dir: str | Path) -> int:
     """Remove what a previous Tunery run wrote in ``output_dir``: checkpoints, the model or adapter
-    with its tokenizer and card, logs, plots, results. Files Tunery does not write are kept."""
+    with its tokenizer and card, logs, plots, results. Files Tunery does not write are kept.
+    Returns how many files and folders were removed (0: nothing of a previous run was there)."""
     root = Path(output_dir)
+    removed = 0
     for _, folder in checkpoints(root):
         shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
     for name in RUN_FOLDERS:
         if (root / name).is_dir():
             shutil.rmtree(root / name, ignore_errors=True)
+            removed += 1
     for name in RUN_FILES:
-        (root / name).unlink(missing_ok=True)
+        if (root / name).is_file():
+            (root / name).unlink()
+            removed += 1
     for pattern in RUN_FILE_PATTERNS:
         for path in root.glob(pattern):
             if path.is_file():
                 path.unlink()
+                removed += 1
+    return removed
 
 
 def _in_dir(path: str, out: Path) -> bool:
@@ -156,9 +164,9 @@ def prepare_output_dir(training_args: Any, fingerprint: str | None = None) -> st
             resume = latest_checkpoint(out)
             logger.info("overwrite_output_dir: %s holds this run, interrupted (same settings): resuming it", out)
         else:
-            if out.is_dir():
-                logger.info("overwrite_output_dir: removing the previous run's outputs in %s", out)
-                clear_previous_run(out)
+            if out.is_dir() and (removed := clear_previous_run(out)):
+                logger.info("overwrite_output_dir: removed the previous run's outputs in %s (%d files and folders)",
+                            out, removed)
             resume = asked if isinstance(asked, str) else None
     else:
         if finished and not isinstance(asked, str):

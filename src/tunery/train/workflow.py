@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tunery.data.dataset_info import get_dataset_attrs
 from tunery.data.template import get_template
 from tunery.logging import get_logger
 from tunery.model.loader import load_tokenizer
@@ -54,12 +55,17 @@ def run_stage(cfg: Any, callbacks: list | None = None) -> Any:
     main_process = is_main_process()  # one lock per run, taken by its first process
     lock = acquire_output_lock(out) if main_process else None
     try:
+        # model, template and dataset names first: a typo must fail before overwrite_output_dir removes
+        # the previous run's files
+        tokenizer = load_tokenizer(cfg.model)
+        template = get_template(cfg.data.template or "auto", tokenizer, cfg.data)
+        for names in (cfg.data.dataset, cfg.data.eval_dataset):
+            if names:
+                get_dataset_attrs(names, cfg.data.dataset_dir)
         resume = prepare_output_dir(args, fingerprint=settings_fingerprint(cfg)) if main_process else None
         args.resume_from_checkpoint = share_from_main(resume, args)
         if args.do_train and main_process:
             cfg.save(str(out / CONFIG_FILE))  # the settings of the running run: rerunning it resumes
-        tokenizer = load_tokenizer(cfg.model)
-        template = get_template(cfg.data.template or "auto", tokenizer, cfg.data)
         return run_stage_steps(stage, cfg, tokenizer, template, callbacks)
     finally:
         if lock is not None:

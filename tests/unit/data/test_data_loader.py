@@ -188,3 +188,25 @@ def test_modelscope_without_package_is_a_dependency_error(tmp_path, monkeypatch)
     folder = write_info(tmp_path, {"remote": {"hf_hub_url": "a/b", "ms_hub_url": "c/d"}})
     with pytest.raises(DependencyError, match="modelscope"):
         load_mixed("remote", data_args(folder), "sft")
+
+
+def test_non_utf8_file_is_a_data_error_and_a_bom_is_accepted(tmp_path):
+    (tmp_path / "latin.json").write_bytes(b'[{"instruction": "caf\xe9", "output": "ok"}]')
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(ROWS).encode())
+    folder = write_info(tmp_path, {"latin": {"file_name": "latin.json"}, "bom": {"file_name": "bom.json"}})
+    with pytest.raises(DataError, match="not UTF-8: byte 0xe9 at byte offset 21") as err:
+        load_mixed("latin", data_args(folder), "sft")
+    assert err.value.file.endswith("latin.json") and "convert the file to UTF-8" in str(err.value.hint)
+    (bom,) = get_dataset_attrs("bom", folder)
+    records, report = load_dataset_records(bom, "sft")
+    assert len(records) == len(ROWS) and not report.problems
+
+
+def test_dataset_info_not_utf8_or_with_bom(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps(ROWS))
+    (tmp_path / "dataset_info.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"a": {"file_name": "a.json"}}).encode())
+    (a,) = get_dataset_attrs("a", str(tmp_path))
+    assert a.name == "a"
+    (tmp_path / "dataset_info.json").write_bytes(b'{"caf\xe9": {"file_name": "a.json"}}')
+    with pytest.raises(DataError, match="dataset_info.json is not UTF-8 text"):
+        get_dataset_attrs("a", str(tmp_path))

@@ -117,8 +117,9 @@ def test_packaged_sample_tasks_found_with_default_task_dir(tmp_path, monkeypatch
 
 
 def test_unknown_task_lists_the_available_ones(tmp_path):
-    with pytest.raises(DataError, match="sample_en"):
+    with pytest.raises(DataError, match="sample_en") as err:
         load_task("nosuch_test", str(tmp_path))
+    assert f"'nosuch' not found in task_dir '{tmp_path}'" in str(err.value)  # names the setting it looked in
 
 
 def test_hub_benchmark_offline_is_a_clear_error(tmp_path, monkeypatch):

@@ -90,6 +90,40 @@ def test_finished_run_is_protected_unless_overwrite(finished_run, tiny_chatml_mo
     assert left == {"notes.txt"}  # a file Tunery did not write is kept
 
 
+
+def test_a_typo_fails_before_overwrite_removes_the_previous_run(finished_run, tiny_chatml_model, tmp_path):
+    """overwrite_output_dir: a wrong dataset or template name is an error that leaves the old run as it was."""
+    import shutil
+
+    from tunery.errors import ConfigError, DataError
+    from tunery.train.workflow import run_stage
+
+    out, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = sorted(p.name for p in copy.iterdir())
+    for bad in ({"dataset": "no_such_dataset"}, {"template": "qwen3_nothnk"}):
+        cfg = train_config(tiny_chatml_model, copy, overwrite_output_dir=True, **bad)
+        with pytest.raises((ConfigError, DataError)):
+            run_stage(cfg)
+        assert sorted(p.name for p in copy.iterdir()) == before
+        assert (copy / "adapter_model.safetensors").is_file()
+
+
+def test_overwrite_of_a_fresh_folder_claims_no_removal(tiny_chatml_model, tmp_path, caplog):
+    from tunery.train.outputs import clear_previous_run, prepare_output_dir
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()  # run_stage creates output_dir (ensure_writable_dir) before the overwrite rule runs
+    with caplog.at_level("INFO"):
+        assert prepare_output_dir(train_config(tiny_chatml_model, fresh, overwrite_output_dir=True).training) is None
+    assert "removed the previous run" not in caplog.text
+    (fresh / "trainer_log.jsonl").write_text("{}\n")
+    (fresh / "checkpoint-2").mkdir()
+    (fresh / "notes.txt").write_text("mine")
+    assert clear_previous_run(fresh) == 2
+    assert [p.name for p in fresh.iterdir()] == ["notes.txt"]
+
 def test_smoothing_and_generic_plot(tmp_path):
     from tunery.train.plotting import plot_key, smooth
 
@@ -101,3 +135,11 @@ def test_smoothing_and_generic_plot(tmp_path):
     path = plot_key(records, "rewards/chosen", str(tmp_path))
     assert path and path.endswith("training_rewards_chosen.png")
     assert plot_key(records, "missing", str(tmp_path)) is None
+
+
+def test_plot_run_without_logged_loss_says_so(tmp_path, caplog):
+    from tunery.train.plotting import plot_run
+
+    with caplog.at_level("WARNING"):
+        assert plot_run(str(tmp_path)) == []
+    assert "nothing to plot" in caplog.text
