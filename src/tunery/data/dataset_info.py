@@ -191,6 +191,8 @@ def _mapping(entry: dict[str, Any], key: str, name: str, where: str, known: dict
     if unknown:
         raise DataError(f"entry '{name}' has unknown {key[:-1]} keys {unknown}", file=where, field=key,
                         hint=f"known keys: {', '.join(known)}")
+    if allow_null:  # an empty column name means "not mapped", as in LLaMA-Factory
+        value = {k: (None if v == "" else v) for k, v in value.items()}
     for k, v in value.items():
         if not (isinstance(v, str) and v) and not (allow_null and v is None):
             raise DataError(f"entry '{name}': {key}.{k} must be a {'column' if key == 'columns' else 'tag'} name "

@@ -316,3 +316,15 @@ def test_training_copies_skipped_rows_into_output_dir(tiny_chatml_model, tmp_pat
     entries = [json.loads(line) for line in (out / "skipped_rows.jsonl").read_text().splitlines()]
     assert entries == [{"file": str(data / "d.json"), "row": 4, "field": "output",
                         "reason": "the reply must be a string, got an object"}]
+
+
+def test_an_empty_column_name_means_not_mapped(tmp_path):
+    """LLaMA-Factory's dataset_info.json writes "query": "" for a column that is not there."""
+    from tunery.data.dataset_info import get_dataset_attrs
+
+    (tmp_path / "pairs.json").write_text("[]")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"pairs": {
+        "file_name": "pairs.json", "ranking": True,
+        "columns": {"prompt": "instruction", "query": "", "chosen": "chosen", "rejected": "rejected"}}}))
+    (attr,) = get_dataset_attrs("pairs", str(tmp_path))
+    assert attr.columns["query"] is None and attr.columns["prompt"] == "instruction"
