@@ -106,7 +106,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tiny_chatml_model, reference
     import math
     import re
 
-    found = re.search(r"examples after filtering: (\d+) train.*?(\d+) dropped: reply beyond cutoff_len", text)
+    found = re.search(r"examples after filtering: (\d+) train.*?(\d+) dropped: no room for a reply", text)
     assert found, text
     kept, dropped = int(found.group(1)), int(found.group(2))
     assert kept + dropped == 12 and kept > 0
