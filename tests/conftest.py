@@ -19,7 +19,7 @@ SESSION_CACHE = os.environ.get("TUNERY_CACHE")
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO.parent / "shared" / "reference"
 # Folders of the checkout a test run may fill: Python's and the tools' own caches.
-_TOOL_FOLDERS = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".venv", ".mypy_cache"}
+_TOOL_FOLDERS = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".venv", ".mypy_cache", ".hypothesis"}
 
 
 def repo_paths() -> set[str]:
