@@ -10,6 +10,7 @@ See docs/tutorial.md for the mapping written for users.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -320,6 +321,8 @@ def test_include_num_input_tokens_seen_true_false(tmp_path, flag, expected):
 
 
 def test_deepspeed_without_the_package_is_one_clear_error(tiny_chatml_model, data_dir, tmp_path):
+    if importlib.util.find_spec("deepspeed") is not None:  # make test does not install it (see docs/distributed.md)
+        pytest.skip("deepspeed is installed in this environment: this test covers the missing-package error")
     ds_config = tmp_path / "cache" / "ds_z3_config.json"
     ds_config.parent.mkdir()
     ds_config.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
