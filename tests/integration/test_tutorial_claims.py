@@ -10,13 +10,13 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 import trl
 
+from tests.integration.test_seed_tutorial import tunery_logs
 from tunery.cli.main import main as tunery
 from tunery.config import ModelArguments, load_config
 from tunery.data.template import get_template
@@ -31,22 +31,6 @@ SRC = REPO / "src" / "tunery"
 DOC = (REPO / "docs" / "tutorial.md").read_text(encoding="utf-8")
 
 
-@contextmanager
-def tunery_logs():
-    """Tunery's log records (its logger does not propagate, so caplog cannot see them)."""
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler = Collect(level=logging.DEBUG)
-    logger = logging.getLogger("tunery")
-    logger.addHandler(handler)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
 
 
 def refused(command: str, tokens: list[str], tmp_path: Path, capsys) -> str:
