@@ -161,11 +161,12 @@ def load_model(
     if quant is not None:
         load_kwargs["quantization_config"] = quant
         load_kwargs["device_map"] = {"": _default_device()}
+    auto_cls = model_class_for(config) or AutoModelForCausalLM
     try:
         if model_args.train_from_scratch:
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=model_args.trust_remote_code)
+            model = auto_cls.from_config(config, dtype=dtype, trust_remote_code=model_args.trust_remote_code)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+            model = auto_cls.from_pretrained(path, **load_kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise ModelError(f"cannot load model {model_args.model_name_or_path}: {exc}") from exc
     if model_args.resize_vocab and model.get_input_embeddings().weight.shape[0] != len(tokenizer):
@@ -179,6 +180,26 @@ def load_model(
         model.eval()
         model.requires_grad_(False)
     return model
+
+
+def model_class_for(config: Any) -> Any:
+    """The transformers auto class of a vision/audio-language model (None: a causal LM).
+
+    A config that AutoModelForCausalLM does not know but AutoModelForImageTextToText (LLaVA, Qwen-VL,
+    Gemma 3, ...) or AutoModelForSeq2SeqLM-free audio classes do, loads through that class.
+    """
+    from transformers import AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    kind = getattr(config, "model_type", None)
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return None
+    if kind in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return AutoModelForImageTextToText
+    return None
 
 
 def load_adapters(model: PreTrainedModel, model_args: ModelArguments, *, merge: bool = True) -> PreTrainedModel:
