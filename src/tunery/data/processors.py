@@ -76,7 +76,7 @@ def check_renderable(record: dict[str, Any], media: MediaEncoder | None = None, 
                         hint="train multimodal data with stage: sft")
     if media is None:
         raise DataError(f"the example has {' and '.join(kinds)}, but the model has no processor for them (a "
-                        "text-only model): they would be silently left out", field=kinds[0],
+                        f"text-only model): the {' and '.join(kinds)} would be silently left out", field=kinds[0],
                         hint="use a vision/audio model, or remove the media columns from dataset_info.json")
 
 
