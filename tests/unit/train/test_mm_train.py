@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from tests.fixtures import tiny_llava as llava_fixtures
 from tests.unit.train_utils import train_config
 from tunery.data.collator import MediaCollator, PaddedCollator
 from tunery.data.media import MediaEncoder, MediaSettings, load_media_processor
@@ -18,17 +19,20 @@ from tunery.model.adapter import multimodal_parts
 from tunery.model.loader import load_model, load_tokenizer
 from tunery.train.workflow import run_train
 
+llava4 = llava_fixtures.llava4  # the shared fixture (tests/fixtures/tiny_llava.py)
+mllm_dir = llava_fixtures.mllm_dir  # the shared fixture (tests/fixtures/tiny_llava.py)
 
-def _cfg(tiny_llava, mllm_dir, out, **overrides):
+
+def _cfg(llava4, mllm_dir, out, **overrides):
     raw = {"dataset": "mllm_demo", "dataset_dir": str(mllm_dir), "template": "auto", "cutoff_len": 512,
            "per_device_train_batch_size": 2, "overwrite_cache": True}
     raw.update(overrides)
-    return train_config(tiny_llava, out, **raw)
+    return train_config(llava4, out, **raw)
 
 
-def _batch(tiny_llava, mllm_dir):
-    tokenizer = load_tokenizer(train_config(tiny_llava, "unused").model)
-    media = MediaEncoder(load_media_processor(str(tiny_llava)), MediaSettings())
+def _batch(llava4, mllm_dir):
+    tokenizer = load_tokenizer(train_config(llava4, "unused").model)
+    media = MediaEncoder(load_media_processor(str(llava4)), MediaSettings())
     record = {"messages": [{"role": "user", "content": "<image>Who is he?"},
                            {"role": "assistant", "content": "He's Thomas Muller from Bayern Munich."}],
               "tools": None, "chosen": None, "rejected": None, "kto_tag": None, "videos": None, "audios": None,
@@ -51,28 +55,28 @@ class _Logits(TrainerCallback):
             self.logits = model(**{k: v for k, v in self.batch.items() if k != "labels"}).logits.clone()
 
 
-def test_loss_falls_on_mllm_demo(tiny_llava, mllm_dir, tmp_path):
+def test_loss_falls_on_mllm_demo(llava4, mllm_dir, tmp_path):
     """Full fine-tuning (vision tower and projector frozen by default) of the tiny LLaVA on mllm_demo as it is."""
     out = tmp_path / "full"
-    run_train(_cfg(tiny_llava, mllm_dir, out, finetuning_type="full", max_steps=40, learning_rate=1e-3))
+    run_train(_cfg(llava4, mllm_dir, out, finetuning_type="full", max_steps=40, learning_rate=1e-3))
     losses = [r["loss"] for r in map(json.loads, open(out / "trainer_log.jsonl")) if "loss" in r]
     assert len(losses) == 40
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5, losses
 
 
-def test_lora_adapter_reloads_to_identical_logits(tiny_llava, mllm_dir, tmp_path):
+def test_lora_adapter_reloads_to_identical_logits(llava4, mllm_dir, tmp_path):
     out = tmp_path / "run"
-    cfg = _cfg(tiny_llava, mllm_dir, out, max_steps=8, learning_rate=5e-2, lora_rank=8)
-    probe = _Logits(_batch(tiny_llava, mllm_dir))
+    cfg = _cfg(llava4, mllm_dir, out, max_steps=8, learning_rate=5e-2, lora_rank=8)
+    probe = _Logits(_batch(llava4, mllm_dir))
     run_train(cfg, callbacks=[probe])
     adapter = json.load(open(out / "adapter_config.json"))
     assert not any("vision_tower" in t or "multi_modal_projector" in t for t in adapter["target_modules"])
     assert any("language_model" in t for t in adapter["target_modules"])
 
-    reload_cfg = train_config(tiny_llava, tmp_path / "unused", adapter_name_or_path=str(out))
+    reload_cfg = train_config(llava4, tmp_path / "unused", adapter_name_or_path=str(out))
     tokenizer = load_tokenizer(reload_cfg.model)
     reloaded = load_model(tokenizer, reload_cfg.model, reload_cfg.finetuning)
-    base = load_model(tokenizer, train_config(tiny_llava, tmp_path / "unused").model)
+    base = load_model(tokenizer, train_config(llava4, tmp_path / "unused").model)
     inputs = {k: v for k, v in probe.batch.items() if k != "labels"}
     with torch.no_grad():
         logits, base_logits = reloaded(**inputs).logits, base(**inputs).logits
@@ -103,15 +107,15 @@ def _trainable(model) -> dict[str, bool]:
     ("freeze", {"freeze_trainable_layers": 1, "freeze_vision_tower": False},
      {"vision": True, "projector": False, "language": True}),
 ])
-def test_freeze_settings_decide_which_parts_train(tiny_llava, tmp_path, kind, settings, expected):
-    cfg = train_config(tiny_llava, tmp_path / "o", finetuning_type=kind, **settings)
+def test_freeze_settings_decide_which_parts_train(llava4, tmp_path, kind, settings, expected):
+    cfg = train_config(llava4, tmp_path / "o", finetuning_type=kind, **settings)
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=True, training_args=cfg.training)
     assert _trainable(model) == expected
 
 
-def test_freeze_method_trains_language_layers_not_vision_layers(tiny_llava, tmp_path):
-    cfg = train_config(tiny_llava, tmp_path / "o", finetuning_type="freeze", freeze_trainable_layers=1)
+def test_freeze_method_trains_language_layers_not_vision_layers(llava4, tmp_path):
+    cfg = train_config(llava4, tmp_path / "o", finetuning_type="freeze", freeze_trainable_layers=1)
     model = load_model(load_tokenizer(cfg.model), cfg.model, cfg.finetuning, is_trainable=True,
                        training_args=cfg.training)
     trained = sorted({n.split(".layers.")[0] + ".layers." + n.split(".layers.")[1].split(".")[0]
@@ -119,8 +123,8 @@ def test_freeze_method_trains_language_layers_not_vision_layers(tiny_llava, tmp_
     assert trained == ["model.language_model.layers.1"]
 
 
-def test_packing_is_switched_off_with_a_notice_for_media(tiny_llava, mllm_dir, tmp_path, caplog):
-    cfg = _cfg(tiny_llava, mllm_dir, tmp_path / "p", packing=True, max_steps=1)
+def test_packing_is_switched_off_with_a_notice_for_media(llava4, mllm_dir, tmp_path, caplog):
+    cfg = _cfg(llava4, mllm_dir, tmp_path / "p", packing=True, max_steps=1)
     with caplog.at_level(logging.WARNING):
         run_train(cfg)
     text = caplog.text

@@ -9,10 +9,13 @@ import sys
 
 import pytest
 
+from tests.fixtures import tiny_llava as llava_fixtures
 from tunery.data.converters import InvalidExample, convert_alpaca, convert_openai, convert_sharegpt
 from tunery.data.dataset_info import DatasetAttr, get_dataset_attrs, parse_dataset_attr
 from tunery.data.loader import load_dataset_records
 from tunery.data.media import MediaSettings, fit_pixels, load_audio, load_image, resolve_item
+
+mllm_dir = llava_fixtures.mllm_dir  # the shared fixture (tests/fixtures/tiny_llava.py)
 
 
 def _attr(formatting: str, data_dir: str, media_dir: str | None = None, **columns) -> DatasetAttr:

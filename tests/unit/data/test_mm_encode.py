@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fixtures import tiny_llava as llava_fixtures
 from tests.fixtures.tiny_llava import IMAGE_TOKEN, TOKENS_PER_IMAGE
 from tunery.data.collator import MediaCollator, PaddedCollator
 from tunery.data.media import MediaEncoder, MediaSettings, load_media_processor
@@ -18,13 +19,16 @@ from tunery.data.processors import (
 )
 from tunery.data.template import get_template
 
+llava4 = llava_fixtures.llava4  # the shared fixture (tests/fixtures/tiny_llava.py)
+mllm_dir = llava_fixtures.mllm_dir  # the shared fixture (tests/fixtures/tiny_llava.py)
+
 
 @pytest.fixture(scope="module")
-def parts(tiny_llava):
+def parts(llava4):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llava)
-    processor = load_media_processor(str(tiny_llava))
+    tokenizer = AutoTokenizer.from_pretrained(llava4)
+    processor = load_media_processor(str(llava4))
     assert processor is not None
     return tokenizer, get_template("auto", tokenizer), MediaEncoder(processor, MediaSettings())
 
@@ -109,7 +113,7 @@ def test_preference_stages_refuse_media_rows_until_supported(parts, mllm_dir):
     assert out["_status"] == [FAILED] and "not supported by Tunery's pairwise stages yet" in out["_error"][0]
 
 
-def test_collator_adds_pixel_values_that_match_the_image_tokens(parts, tiny_llava, mllm_dir):
+def test_collator_adds_pixel_values_that_match_the_image_tokens(parts, llava4, mllm_dir):
     import torch
     from transformers import LlavaForConditionalGeneration
 
@@ -123,7 +127,7 @@ def test_collator_adds_pixel_values_that_match_the_image_tokens(parts, tiny_llav
     batch = MediaCollator(PaddedCollator(tokenizer.pad_token_id), media)(rows)
     assert batch["pixel_values"].shape == (3, 3, 28, 28)
     assert batch["input_ids"].shape[0] == 2 and "images" not in batch
-    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava)
+    model = LlavaForConditionalGeneration.from_pretrained(llava4)
     with torch.no_grad():
         loss = model(**batch).loss  # the model checks image features == image tokens
     assert torch.isfinite(loss)
