@@ -154,5 +154,5 @@ class MediaCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         rows = [{kind: f.get(kind) or [] for kind in KINDS} for f in features]
         batch = self.base([{k: v for k, v in f.items() if k not in KINDS} for f in features])
-        batch.update(self.media.batch_features(rows))
+        batch.update(self.media.batch_features(rows, batch["input_ids"]))
         return batch

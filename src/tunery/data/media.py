@@ -302,6 +302,27 @@ def with_model_tokens(messages: list[dict[str, str]], processor: Any) -> list[di
     return out
 
 
+def align_turns(input_ids: list[int], turns: list[int], expanded: list[int], media_ids: set[int]) -> list[int]:
+    """Turns of the processor's ``expanded`` ids: tokens it kept keep their turn, tokens it added or
+    replaced get -1 (media tokens and their wrapping, all inside a user turn), media tokens always -1.
+
+    Raises DataError when the processor changed a token of an assistant turn: the labels would no
+    longer match the reply (never trained misaligned).
+    """
+    import difflib
+
+    out = [-1] * len(expanded)
+    matcher = difflib.SequenceMatcher(None, input_ids, expanded, autojunk=False)
+    for op, a0, a1, b0, b1 in matcher.get_opcodes():
+        if op == "equal":
+            out[b0:b1] = [-1 if t in media_ids else turn for t, turn in zip(expanded[b0:b1], turns[a0:a1])]
+        elif any(turn >= 0 for turn in turns[a0:a1]):
+            raise DataError("the processor tokenized an assistant reply differently from the template "
+                            f"(tokens {input_ids[a0:a1]} became {expanded[b0:b1]})",
+                            hint="use template: auto or the model family's template name")
+    return out
+
+
 class MediaEncoder:
     """The model processor plus the media settings: expands token ids and builds the media tensors.
 
@@ -352,33 +373,22 @@ class MediaEncoder:
         """(expanded ids, turns) where each media token becomes as many as the processor makes.
 
         ``input_ids``/``turns``/``text`` are the template's encoding of the conversation with
-        :func:`with_model_tokens` applied. The processor tokenizes the same text; tokens it adds are
-        media tokens (turn -1). Raises DataError when its tokens differ otherwise (never misaligned).
+        :func:`with_model_tokens` applied. The processor tokenizes the same text, expanding each media
+        token (some also add text around it, as Gemma 3's newlines); see :func:`align_turns`.
         """
         out = self._call(text, self.load(record))
         expanded = out["input_ids"][0].tolist()
-        new_turns: list[int] = []
-        i = 0
-        for token in expanded:
-            if i < len(input_ids) and token == input_ids[i]:
-                new_turns.append(-1 if token in self.token_ids else turns[i])
-                i += 1
-            elif token in self.token_ids:
-                new_turns.append(-1)
-            else:
-                raise DataError("the processor tokenized the conversation differently from the template "
-                                f"(token {token} at position {len(new_turns)})",
-                                hint="use template: auto or the model family's template name")
-        if i != len(input_ids):
-            raise DataError("the processor dropped part of the conversation while expanding media tokens")
-        return expanded, new_turns
+        return expanded, align_turns(input_ids, turns, expanded, self.token_ids)
 
     def count_media_tokens(self, ids: list[int]) -> int:
         return sum(1 for t in ids if t in self.token_ids)
 
-    def batch_features(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def batch_features(self, rows: list[dict[str, Any]], input_ids: Any = None) -> dict[str, Any]:
         """The processor's media tensors (pixel_values, image_grid_thw, input_features, ...) for the
-        media of ``rows`` in order; {} when they have none."""
+        media of ``rows`` in order; {} when they have none. ``input_ids`` (the padded batch) is needed
+        by models whose media inputs follow the token positions (mllama's cross-attention mask)."""
+        if type(self.processor).__name__ == "MllamaProcessor":
+            return self._mllama_features(rows, input_ids)
         media: dict[str, list] = {k: [] for k in KINDS}
         parts: list[str] = []
         for row in rows:
@@ -393,6 +403,31 @@ class MediaEncoder:
         for key in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"):
             out.pop(key, None)
         return out
+
+    def _mllama_features(self, rows: list[dict[str, Any]], input_ids: Any) -> dict[str, Any]:
+        """mllama keeps images per example (batch, images, tiles, ...) and attends to them through a
+        cross-attention mask over the token positions: built here from the padded batch's ids, with
+        transformers' own mllama helpers."""
+        import torch
+        from transformers.models.mllama.processing_mllama import (
+            convert_sparse_cross_attention_mask_to_dense,
+            get_cross_attention_token_mask,
+        )
+
+        images = [self.load(row)["images"] for row in rows]
+        if not any(images):
+            return {}
+        if not all(images):
+            raise DataError("mllama batches need an image in every example (mix text-only rows into another run)",
+                            field="images")
+        processed = self.processor.image_processor(images, return_tensors="pt")
+        num_tiles = processed.pop("num_tiles")
+        ids = input_ids.tolist()
+        token_mask = [get_cross_attention_token_mask(row, self.processor.image_token_id) for row in ids]
+        dense = convert_sparse_cross_attention_mask_to_dense(
+            token_mask, num_tiles=num_tiles, max_num_tiles=self.processor.image_processor.max_image_tiles,
+            length=len(ids[0]))
+        return {**processed, "cross_attention_mask": torch.tensor(dense)}
 
 
 def load_media_processor(path: str, trust_remote_code: bool = False) -> Any | None:

@@ -183,23 +183,23 @@ def load_model(
 
 
 def model_class_for(config: Any) -> Any:
-    """The transformers auto class of a vision/audio-language model (None: a causal LM).
+    """transformers' AutoModelForMultimodalLM for a vision/audio-language model, None for a causal LM.
 
-    A config that AutoModelForCausalLM does not know but AutoModelForImageTextToText (LLaVA, Qwen-VL,
-    Gemma 3, ...) or AutoModelForSeq2SeqLM-free audio classes do, loads through that class.
+    A model type whose multimodal class (LLaVA, Qwen-VL, Qwen2-Audio, mllama, ...) differs from what
+    AutoModelForCausalLM would build (nothing, or mllama's text-only class) loads as the multimodal class.
+    (A small switch until the multimodal family registry takes over.)
     """
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForMultimodalLM
     from transformers.models.auto.modeling_auto import (
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+        MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES,
     )
 
     kind = getattr(config, "model_type", None)
-    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    multimodal = MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES.get(kind)
+    if multimodal is None or MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(kind) == multimodal:
         return None
-    if kind in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-        return AutoModelForImageTextToText
-    return None
+    return AutoModelForMultimodalLM
 
 
 def load_adapters(model: PreTrainedModel, model_args: ModelArguments, *, merge: bool = True) -> PreTrainedModel:
