@@ -272,8 +272,15 @@ def token_text(processor: Any, kind: str) -> str:
 
 
 def media_token_ids(processor: Any) -> set[int]:
-    """Ids of the tokens the processor expands into (never trained)."""
+    """Ids of the tokens the processor expands into (never trained): transformers' own per-modality
+    lists (``image_token_ids``, ...: what it marks in ``mm_token_type_ids``) plus each media token."""
     ids = set()
+    for name in ("image_token_ids", "video_token_ids", "audio_token_ids"):
+        try:
+            values = getattr(processor, name, None) or []
+        except (AttributeError, TypeError, ValueError):
+            values = []
+        ids.update(v for v in values if isinstance(v, int))
     for name in ("image_token_id", "video_token_id", "audio_token_id"):
         value = getattr(processor, name, None)
         if isinstance(value, int):
@@ -402,6 +409,15 @@ class MediaEncoder:
         out = dict(self._call("".join(parts), media))
         for key in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"):
             out.pop(key, None)
+        names = getattr(self.processor, "model_input_names", ())
+        if input_ids is not None and ("mm_token_type_ids" in names or (
+                "token_type_ids" in names and getattr(self.processor, "return_mm_token_type_ids", False))):
+            # which tokens are media tokens: Qwen-VL's 3-D rope positions (mm_token_type_ids) and Gemma 3's
+            # bidirectional attention inside an image (token_type_ids) are computed from it
+            import torch
+
+            key = "mm_token_type_ids" if "mm_token_type_ids" in names else "token_type_ids"
+            out[key] = torch.tensor(self.processor.create_mm_token_type_ids(input_ids.tolist()))
         return out
 
     def _mllama_features(self, rows: list[dict[str, Any]], input_ids: Any) -> dict[str, Any]:

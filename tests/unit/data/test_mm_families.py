@@ -56,6 +56,11 @@ def test_family_expands_masks_and_runs(family, tiny_vlm_factory, reference_dir, 
     if family == "mllama":  # mllama batches one image count per example; both rows must agree
         rows = rows[:1]
     batch = MediaCollator(PaddedCollator(tokenizer.pad_token_id or 0), media)(rows)
+    if family in ("qwen2_vl", "qwen2_5_vl", "gemma3"):  # media positions for 3-D rope / image attention
+        key = "token_type_ids" if family == "gemma3" else "mm_token_type_ids"
+        marked = batch[key] > 0
+        assert int(marked.sum()) > 0
+        assert all(t in media.token_ids for t in batch["input_ids"][marked].tolist())  # and never trained
     model = (model_class_for(AutoConfig.from_pretrained(path)) or AutoModelForCausalLM).from_pretrained(path)
     with torch.no_grad():
         loss = model(**batch).loss  # the model checks media features against media tokens
