@@ -208,7 +208,9 @@ def load_video(item: str, settings: MediaSettings) -> list:
     if frames is not None:
         images = [load_image(f, MediaSettings(image_max_pixels=settings.video_max_pixels,
                                               image_min_pixels=settings.video_min_pixels)) for f in frames]
-        return _even(images[: settings.video_maxlen])
+        images = images[: settings.video_maxlen]
+        size = images[0].size if images else None  # a video's frames share one size
+        return _even([im if im.size == size else im.resize(size) for im in images])
     av = require("av", "reading video files", "multimodal", package="av")
     try:
         with av.open(item) as container:

@@ -65,3 +65,29 @@ def test_family_expands_masks_and_runs(family, tiny_vlm_factory, reference_dir, 
     with torch.no_grad():
         loss = model(**batch).loss  # the model checks media features against media tokens
     assert torch.isfinite(loss)
+
+
+def test_qwen2_vl_video_as_frames_with_an_image(tiny_vlm_factory, reference_dir):
+    """A video given as a list of frame files (different sizes: frames are made one size) next to an image."""
+    import json
+
+    path = tiny_vlm_factory("qwen2_vl")  # skipped where torchvision is missing
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    media = MediaEncoder(load_media_processor(str(path)), MediaSettings(video_max_pixels=64 * 64))
+    d = reference_dir / "lf" / "data" / "mllm_demo_data"
+    record = {"messages": [{"role": "user", "content": "<video><image>What happens?"},
+                           {"role": "assistant", "content": "A thing."}],
+              "tools": None, "chosen": None, "rejected": None, "kto_tag": None, "audios": None,
+              "images": [str(d / "1.jpg")], "videos": [json.dumps([str(d / f"{i}.jpg") for i in (1, 2, 3)])],
+              "_source": {"file": "f", "row": 0}}
+    out = process_batch({k: [v] for k, v in record.items()}, stage="sft", tokenizer=tokenizer,
+                        template=get_template("auto", tokenizer), settings=ProcessSettings(cutoff_len=8192), media=media)
+    assert out["_status"] == [OK], out["_error"]
+    row = {k: v[0] for k, v in out.items() if not k.startswith("_")}
+    trained = [t for t, lab in zip(row["input_ids"], row["labels"]) if lab != IGNORE_INDEX]
+    assert tokenizer.decode(trained) == "A thing.<|im_end|>"
+    batch = MediaCollator(PaddedCollator(tokenizer.pad_token_id or 0), media)([row])
+    assert batch["video_grid_thw"].tolist()[0][0] == 2  # 4 frames (3 + 1 repeated) in temporal patches of 2
+    model = model_class_for(AutoConfig.from_pretrained(path)).from_pretrained(path)
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).loss)
