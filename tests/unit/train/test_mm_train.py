@@ -130,3 +130,20 @@ def test_packing_is_switched_off_with_a_notice_for_media(llava4, mllm_dir, tmp_p
     text = caplog.text
     assert "packing is off for this vision/audio model" in text
     assert "fast_path is off for this vision/audio model" in text
+
+
+def test_dry_run_counts_the_expanded_media_tokens(llava4, mllm_dir, tmp_path):
+    import contextlib
+    import io
+
+    from tunery.cli import train as cli_train
+
+    out = io.StringIO()
+    tokens = ["--model_name_or_path", str(llava4), "--dataset", "mllm_demo", "--dataset_dir", str(mllm_dir),
+              "--template", "auto", "--output_dir", str(tmp_path / "o"), "--dry_run", "true", "--overwrite_cache", "true"]
+    with contextlib.redirect_stdout(out):
+        assert cli_train.main(tokens) == 0
+    text = out.getvalue()
+    assert "examples after filtering: 6 train, 0 eval (0 skipped as invalid" in text
+    # 8 images in mllm_demo: each <image> token becomes 4 (24 more than the text alone), none trained
+    assert "tokens: 1,176 in the training set, 714 of them trained on (labels)" in text
