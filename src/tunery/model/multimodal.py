@@ -30,6 +30,11 @@ PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "video_p
                    "chat_template.jinja", "chat_template.json")
 
 
+# torchvision must match the installed torch exactly; a bare `pip install torchvision` replaces torch.
+TORCHVISION_HINT = ("install torch and torchvision as a matching pair in one call, e.g. "
+                    "pip install torch==2.14.1 torchvision==0.29.1 (what make setup installs; docs/multimodal.md)")
+
+
 @dataclass(frozen=True)
 class Family:
     """One multimodal architecture as Tunery needs to know it.
@@ -176,8 +181,9 @@ def load_processor(path: str | Path, *, trust_remote_code: bool = False, **kwarg
         processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code, **kwargs)
     except ImportError as exc:
         if "torchvision" in str(exc).lower() or (family is not None and family.needs_torchvision):
-            raise DependencyError("torchvision", f"the {family.model_type if family else 'model'}'s processor",
-                                  "multimodal") from exc
+            error = DependencyError("torchvision", f"the {family.model_type if family else 'model'}'s processor")
+            error.hint = TORCHVISION_HINT
+            raise error from exc
         raise ModelError(f"cannot load the processor of {path}: {exc}") from exc
     except (OSError, ValueError, TypeError) as exc:
         raise ModelError(f"cannot load the processor of {path}: {exc}",

@@ -136,3 +136,19 @@ def test_text_only_lf_template_names_are_still_refused(tiny_chatml_model):
     with pytest.raises(ConfigError, match="no builtin"):
         get_template("chatglm3", tokenizer)
     assert get_template("gemma3", tokenizer).name == "gemma3"  # a builtin keeps its meaning
+
+
+def test_missing_torchvision_is_a_dependency_error_with_the_matching_pair(tmp_path, monkeypatch):
+    import transformers
+
+    from tunery.errors import DependencyError
+
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2_vl"}', encoding="utf-8")
+
+    def no_torchvision(*args, **kwargs):
+        raise ImportError("Qwen2VLVideoProcessor requires the Torchvision library but it was not found")
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", no_torchvision)
+    with pytest.raises(DependencyError, match="torchvision") as info:
+        mm.load_processor(tmp_path)
+    assert "torch==2.14.1 torchvision==0.29.1" in info.value.hint
