@@ -17,6 +17,7 @@ from tunery.config import FinetuningArguments
 from tunery.config.finetuning_args import split_list
 from tunery.errors import ConfigError, ModelError
 from tunery.logging import get_logger
+from tunery.model.multimodal import family_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -147,7 +148,16 @@ LANGUAGE_NAMES = ("language_model",)
 
 def multimodal_parts(model: torch.nn.Module) -> dict[str, list[str]]:
     """{"vision": [...], "projector": [...], "language": [...]}: module name prefixes of each part of a
-    vision/audio-language model (the first occurrence of each name); {} for a text-only model."""
+    vision/audio-language model: the family registry's names, else the first module of each usual
+    name; {} for a text-only model."""
+    family = family_of(getattr(model, "config", None))
+    if family is not None:  # the registry names each part (model.multimodal)
+        present = {name for name, _ in model.named_modules()} | {name for name, _ in model.named_parameters()}
+        parts = {"vision": [n for n in family.vision_tower if n in present],
+                 "projector": [n for n in family.projector if n in present],
+                 "language": [n for n in family.language_model if n in present]}
+        if parts["vision"] and parts["language"]:
+            return parts
     found: dict[str, list[str]] = {"vision": [], "projector": [], "language": []}
     for name, _ in model.named_modules():
         for part, names in (("projector", PROJECTOR_NAMES), ("vision", VISION_NAMES), ("language", LANGUAGE_NAMES)):

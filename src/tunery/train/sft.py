@@ -16,9 +16,10 @@ from transformers import Trainer
 from tunery.data import DatasetModule, get_collator, get_dataset
 from tunery.data.collator import PaddingFreeCollator
 from tunery.data.dataset_info import get_dataset_attrs
-from tunery.data.media import KINDS, MediaEncoder, MediaSettings, load_media_processor
+from tunery.data.media import KINDS, MediaEncoder, MediaSettings
 from tunery.logging import get_logger
 from tunery.model.loader import load_model, resolve
+from tunery.model.multimodal import is_multimodal, load_processor
 from tunery.train.fast_path import fast_trainer_parts
 from tunery.train.losses import dft_loss
 from tunery.train.metrics import argmax_logits, compute_token_accuracy
@@ -35,8 +36,11 @@ def media_encoder(cfg: Any) -> MediaEncoder | None:
     attrs = get_dataset_attrs(names, cfg.data.dataset_dir) if names else []
     if not any(attr.column(kind) for attr in attrs for kind in KINDS):
         return None
-    processor = load_media_processor(resolve(cfg.model).path, cfg.model.trust_remote_code)
-    return MediaEncoder(processor, MediaSettings.from_model_args(cfg.model)) if processor is not None else None
+    path = resolve(cfg.model).path
+    if not is_multimodal(path):
+        return None
+    processor = load_processor(path, trust_remote_code=cfg.model.trust_remote_code)  # clear error without torchvision
+    return MediaEncoder(processor, MediaSettings.from_model_args(cfg.model))
 
 
 def trainer_parts(cfg: Any, model: Any, tokenizer: Any, stage: str,
