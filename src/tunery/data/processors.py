@@ -80,7 +80,7 @@ def check_renderable(record: dict[str, Any], media: MediaEncoder | None = None, 
                         hint="use a vision/audio model, or remove the media columns from dataset_info.json")
 
 
-MEDIA_KINDS_OF_STAGE = ("sft", "unsupervised")
+MEDIA_KINDS_OF_STAGE = ("sft", "unsupervised", "pairwise")  # pairwise: dpo (rm/orpo/simpo refuse it)
 
 
 def media_columns_of(record: dict[str, Any]) -> dict[str, list[str]]:
@@ -273,10 +273,11 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
     return n
 
 
-def encode_pairwise(record: dict[str, Any], tokenizer, template, settings: ProcessSettings) -> dict[str, Any]:
-    messages, tools = list(record["messages"]), record.get("tools")
-    chosen_enc = template.encode(tokenizer, [*messages, record["chosen"]], tools)
-    rejected_enc = template.encode(tokenizer, [*messages, record["rejected"]], tools)
+def encode_pairwise(record: dict[str, Any], tokenizer, template, settings: ProcessSettings,
+                    media: MediaEncoder | None = None) -> dict[str, Any]:
+    messages = list(record["messages"])
+    chosen_enc = _Enc(*encode_record(record, tokenizer, template, media, [*messages, record["chosen"]]))
+    rejected_enc = _Enc(*encode_record(record, tokenizer, template, media, [*messages, record["rejected"]]))
     prompt_c, chosen = split_last_turn(chosen_enc)
     prompt_r, rejected = split_last_turn(rejected_enc)
     # One shared prompt; a token merged across the prompt/reply border moves into the replies.
@@ -284,21 +285,37 @@ def encode_pairwise(record: dict[str, Any], tokenizer, template, settings: Proce
     prompt = prompt_c[:n]
     chosen, rejected = prompt_c[n:] + chosen, prompt_r[n:] + rejected
     lengths = (len(prompt), [len(chosen), len(rejected)])
+    full_prompt = prompt
     prompt, (chosen, rejected), status = fit_prompt_and_replies(prompt, [chosen, rejected], settings.cutoff_len)
     reason = ""
     if not chosen or not rejected:
         status = REPLY_CUT
         reason = drop_reason(*lengths, settings.cutoff_len)
+    elif media is not None and media.count_media_tokens(prompt) != media.count_media_tokens(full_prompt):
+        prompt, chosen, rejected, status = [], [], [], REPLY_CUT
+        reason = media_cut_reason(media.count_media_tokens(full_prompt), sum(lengths[1]) + lengths[0],
+                                  settings.cutoff_len)
     return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected, "_status": status,
             "_error": _where(record, reason)}
 
 
-def process_pairwise(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings) -> dict[str, list]:
+@dataclass
+class _Enc:
+    """(input_ids, turns) in the shape of the template's Encoded, for :func:`split_last_turn`."""
+
+    input_ids: list[int]
+    turns: list[int]
+
+
+def process_pairwise(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings,
+                     media: MediaEncoder | None = None) -> dict[str, list]:
     keys = ["prompt_ids", "chosen_ids", "rejected_ids", "chosen_input_ids", "chosen_attention_mask", "chosen_labels",
             "rejected_input_ids", "rejected_attention_mask", "rejected_labels", "_status", "_error"]
     out: dict[str, list] = {k: [] for k in keys}
-    for record in _records(batch, None, "pairwise"):
-        ex = encode_pairwise(record, tokenizer, template, settings)
+    if media is not None:
+        out.update({kind: [] for kind in KINDS})
+    for record in _records(batch, media, "pairwise"):
+        ex = encode_pairwise(record, tokenizer, template, settings, media)
         prompt = ex["prompt_ids"]
         for key in ("prompt_ids", "chosen_ids", "rejected_ids", "_status", "_error"):
             out[key].append(ex[key])
@@ -307,6 +324,9 @@ def process_pairwise(batch: dict[str, list], *, tokenizer, template, settings: P
             out[f"{side}_input_ids"].append(prompt + reply)
             out[f"{side}_attention_mask"].append([1] * (len(prompt) + len(reply)))
             out[f"{side}_labels"].append([IGNORE_INDEX] * len(prompt) + reply)
+        if media is not None:
+            for kind, items in media_columns_of(record).items():
+                out[kind].append(items)
     return out
 
 

@@ -102,15 +102,14 @@ def test_text_only_model_refuses_media_rows(parts, mllm_dir):
     assert out["_status"] == [FAILED] and "images would be silently left out" in out["_error"][0]
 
 
-def test_preference_stages_refuse_media_rows_until_supported(parts, mllm_dir):
+def test_kto_and_pt_refuse_media_rows_until_supported(parts, mllm_dir):
     tokenizer, template, media = parts
     record = _record(str(mllm_dir / "mllm_demo_data" / "1.jpg"))
-    record["chosen"] = {"role": "assistant", "content": "Yes."}
-    record["rejected"] = {"role": "assistant", "content": "No."}
-    record["messages"] = record["messages"][:1]
-    out = process_batch(_batch(record), stage="dpo", tokenizer=tokenizer, template=template,
-                        settings=ProcessSettings(cutoff_len=512), media=media)
-    assert out["_status"] == [FAILED] and "not supported by Tunery's pairwise stages yet" in out["_error"][0]
+    record["kto_tag"] = True
+    for stage, kind in (("kto", "kto"), ("pt", "pt")):
+        out = process_batch(_batch(record), stage=stage, tokenizer=tokenizer, template=template,
+                            settings=ProcessSettings(cutoff_len=512), media=media)
+        assert out["_status"] == [FAILED] and f"not supported by Tunery's {kind} stages yet" in out["_error"][0]
 
 
 def test_collator_adds_pixel_values_that_match_the_image_tokens(parts, llava4, mllm_dir):

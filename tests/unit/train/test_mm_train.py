@@ -147,3 +147,75 @@ def test_dry_run_counts_the_expanded_media_tokens(llava4, mllm_dir, tmp_path):
     assert "examples after filtering: 6 train, 0 eval (0 skipped as invalid" in text
     # 8 images in mllm_demo: each <image> token becomes 4 (24 more than the text alone), none trained
     assert "tokens: 1,176 in the training set, 714 of them trained on (labels)" in text
+
+
+def _preference_data(tmp_path, mllm_dir):
+    """A sharegpt ranking dataset over mllm_demo's images (chosen: the demo's answer, rejected: a wrong one)."""
+    import shutil
+
+    shutil.copytree(mllm_dir / "mllm_demo_data", tmp_path / "mllm_demo_data")
+    rows = [{"conversations": [{"from": "human", "value": "<image>Who is he?"}],
+             "chosen": {"from": "gpt", "value": "He's Thomas Muller from Bayern Munich."},
+             "rejected": {"from": "gpt", "value": "A cat on a sofa."}, "images": [f"mllm_demo_data/{i}.jpg"]}
+            for i in (1, 2, 3)] * 2
+    (tmp_path / "pref.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"mm_pref": {
+        "file_name": "pref.json", "formatting": "sharegpt", "ranking": True,
+        "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "images": "images"}}}))
+    return tmp_path
+
+
+def test_dpo_on_images_trains_and_the_rewards_separate(llava4, mllm_dir, tmp_path):
+    data = _preference_data(tmp_path / "data", mllm_dir)
+    out = tmp_path / "dpo"
+    cfg = train_config(llava4, out, stage="dpo", dataset="mm_pref", dataset_dir=str(data), template="auto",
+                       cutoff_len=512, per_device_train_batch_size=2, max_steps=12, learning_rate=5e-3,
+                       finetuning_type="full", overwrite_cache=True)
+    run_train(cfg)
+    rows = [json.loads(line) for line in open(out / "trainer_log.jsonl")]
+    margins = [r["rewards/margins"] for r in rows if "rewards/margins" in r]
+    assert len(margins) == 12 and sum(margins[-3:]) / 3 > sum(margins[:3]) / 3 and margins[-1] > 0, margins
+
+
+def test_rm_and_orpo_refuse_multimodal_data(llava4, mllm_dir, tmp_path):
+    from tunery.errors import ConfigError
+
+    data = _preference_data(tmp_path / "data", mllm_dir)
+    for stage, extra in (("rm", {}), ("orpo", {})):
+        cfg = train_config(llava4, tmp_path / stage, stage=stage, dataset="mm_pref", dataset_dir=str(data),
+                           template="auto", max_steps=1, **extra)
+        with pytest.raises(ConfigError, match="does not train on images, video or audio yet"):
+            run_train(cfg)
+
+
+def test_preference_batches_carry_each_examples_images_for_chosen_and_rejected(llava4, mllm_dir):
+    from datasets import Dataset
+
+    from tunery.train.dpo import MediaPreferenceCollator
+    from tunery.train.pref_common import to_pairwise_columns
+
+    tokenizer = load_tokenizer(train_config(llava4, "unused").model)
+    media = MediaEncoder(load_media_processor(str(llava4)), MediaSettings())
+    rows = []
+    for n in (1, 2):
+        record = {"messages": [{"role": "user", "content": "<image>" * n + "Who?"}], "tools": None, "kto_tag": None,
+                  "chosen": {"role": "assistant", "content": "Muller."}, "rejected": {"role": "assistant", "content": "A cat."},
+                  "images": [str(mllm_dir / "mllm_demo_data" / "2.jpg")] * n, "videos": None, "audios": None,
+                  "_source": {"file": "t", "row": n}}
+        out = process_batch({k: [v] for k, v in record.items()}, stage="dpo", tokenizer=tokenizer,
+                            template=get_template("auto", tokenizer), settings=ProcessSettings(cutoff_len=512),
+                            media=media)
+        assert out["_status"] == [0], out["_error"]
+        image_id = tokenizer.convert_tokens_to_ids("<image>")
+        assert out["prompt_ids"][0].count(image_id) == 4 * n  # the images are in the shared prompt
+        rows.append({k: v[0] for k, v in out.items() if not k.startswith("_")})
+    dataset = to_pairwise_columns(Dataset.from_list(rows))
+    assert "images" not in dataset.column_names and "media_images" in dataset.column_names
+    batch = MediaPreferenceCollator(tokenizer.pad_token_id, media)(list(dataset))
+    assert batch["input_ids"].shape[0] == 4 and batch["pixel_values"].shape[0] == 2 * (1 + 2)
+    from transformers import LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(llava4)
+    with torch.no_grad():  # image features must match the image tokens of all four rows
+        assert torch.isfinite(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    pixel_values=batch["pixel_values"], labels=batch["input_ids"]).loss)
