@@ -446,16 +446,3 @@ class MediaEncoder:
             token_mask, num_tiles=num_tiles, max_num_tiles=self.processor.image_processor.max_image_tiles,
             length=len(ids[0]))
         return {**processed, "cross_attention_mask": torch.tensor(dense)}
-
-
-def load_media_processor(path: str, trust_remote_code: bool = False) -> Any | None:
-    """The model folder's processor when it handles images, video or audio; None for a text-only model."""
-    from transformers import AutoProcessor
-
-    try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError, ImportError, TypeError):
-        return None
-    if not any(hasattr(processor, a) for a in ("image_processor", "video_processor", "feature_extractor")):
-        return None
-    return processor

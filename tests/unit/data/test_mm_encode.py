@@ -7,7 +7,7 @@ import pytest
 from tests.fixtures import tiny_llava as llava_fixtures
 from tests.fixtures.tiny_llava import IMAGE_TOKEN, TOKENS_PER_IMAGE
 from tunery.data.collator import MediaCollator, PaddedCollator
-from tunery.data.media import MediaEncoder, MediaSettings, load_media_processor
+from tunery.data.media import MediaEncoder, MediaSettings
 from tunery.data.processors import (
     FAILED,
     IGNORE_INDEX,
@@ -18,6 +18,7 @@ from tunery.data.processors import (
     process_batch,
 )
 from tunery.data.template import get_template
+from tunery.model.multimodal import load_processor
 
 llava4 = llava_fixtures.llava4  # the shared fixture (tests/fixtures/tiny_llava.py)
 mllm_dir = llava_fixtures.mllm_dir  # the shared fixture (tests/fixtures/tiny_llava.py)
@@ -28,7 +29,7 @@ def parts(llava4):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(llava4)
-    processor = load_media_processor(str(llava4))
+    processor = load_processor(llava4)
     assert processor is not None
     return tokenizer, get_template("auto", tokenizer), MediaEncoder(processor, MediaSettings())
 

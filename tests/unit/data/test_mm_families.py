@@ -12,10 +12,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from tests.mm_models import FAMILIES
 from tunery.data.collator import MediaCollator, PaddedCollator
-from tunery.data.media import MediaEncoder, MediaSettings, load_media_processor
+from tunery.data.media import MediaEncoder, MediaSettings
 from tunery.data.processors import IGNORE_INDEX, OK, ProcessSettings, process_batch
 from tunery.data.template import get_template
 from tunery.model.loader import model_class_for
+from tunery.model.multimodal import load_processor
 
 
 def _wav(path) -> str:
@@ -31,7 +32,7 @@ def _wav(path) -> str:
 def test_family_expands_masks_and_runs(family, tiny_vlm_factory, reference_dir, tmp_path):
     path = tiny_vlm_factory(family)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    media = MediaEncoder(load_media_processor(str(path)), MediaSettings())
+    media = MediaEncoder(load_processor(path), MediaSettings())
     audio = family == "qwen2_audio"
     image = str(reference_dir / "lf" / "data" / "mllm_demo_data" / "1.jpg")
     rows = []
@@ -73,7 +74,7 @@ def test_qwen2_vl_video_as_frames_with_an_image(tiny_vlm_factory, reference_dir)
 
     path = tiny_vlm_factory("qwen2_vl")  # skipped where torchvision is missing
     tokenizer = AutoTokenizer.from_pretrained(path)
-    media = MediaEncoder(load_media_processor(str(path)), MediaSettings(video_max_pixels=64 * 64))
+    media = MediaEncoder(load_processor(path), MediaSettings(video_max_pixels=64 * 64))
     d = reference_dir / "lf" / "data" / "mllm_demo_data"
     record = {"messages": [{"role": "user", "content": "<video><image>What happens?"},
                            {"role": "assistant", "content": "A thing."}],

@@ -12,11 +12,12 @@ from transformers import TrainerCallback
 from tests.fixtures import tiny_llava as llava_fixtures
 from tests.unit.train_utils import train_config
 from tunery.data.collator import MediaCollator, PaddedCollator
-from tunery.data.media import MediaEncoder, MediaSettings, load_media_processor
+from tunery.data.media import MediaEncoder, MediaSettings
 from tunery.data.processors import ProcessSettings, process_batch
 from tunery.data.template import get_template
 from tunery.model.adapter import multimodal_parts
 from tunery.model.loader import load_model, load_tokenizer
+from tunery.model.multimodal import load_processor
 from tunery.train.workflow import run_train
 
 llava4 = llava_fixtures.llava4  # the shared fixture (tests/fixtures/tiny_llava.py)
@@ -32,7 +33,7 @@ def _cfg(llava4, mllm_dir, out, **overrides):
 
 def _batch(llava4, mllm_dir):
     tokenizer = load_tokenizer(train_config(llava4, "unused").model)
-    media = MediaEncoder(load_media_processor(str(llava4)), MediaSettings())
+    media = MediaEncoder(load_processor(llava4), MediaSettings())
     record = {"messages": [{"role": "user", "content": "<image>Who is he?"},
                            {"role": "assistant", "content": "He's Thomas Muller from Bayern Munich."}],
               "tools": None, "chosen": None, "rejected": None, "kto_tag": None, "videos": None, "audios": None,
@@ -195,7 +196,7 @@ def test_preference_batches_carry_each_examples_images_for_chosen_and_rejected(l
     from tunery.train.pref_common import to_pairwise_columns
 
     tokenizer = load_tokenizer(train_config(llava4, "unused").model)
-    media = MediaEncoder(load_media_processor(str(llava4)), MediaSettings())
+    media = MediaEncoder(load_processor(llava4), MediaSettings())
     rows = []
     for n in (1, 2):
         record = {"messages": [{"role": "user", "content": "<image>" * n + "Who?"}], "tools": None, "kto_tag": None,
