@@ -162,3 +162,23 @@ def test_predict_names_the_row_of_a_missing_image(tiny_llava, reference_dir, tmp
     with pytest.raises(DataError, match="(?i)not found|missing|no such") as info:
         run_predict(cfg, progress=False)
     assert "images" in str(info.value)
+
+
+@pytest.mark.parametrize("family, token, count", [
+    ("gemma3", "<image_soft_token>", 4), ("mllama", "<|image|>", 1), ("llava_next", "<image>", None),
+    ("qwen2_vl", "<|image_pad|>", 4), ("qwen2_5_vl", "<|image_pad|>", 4),
+])
+def test_engine_answers_an_image_for_each_family(family, token, count, tiny_vlm_factory, tmp_path):
+    path = tmp_path / "img.png"
+    Image.new("RGB", (56, 56), (20, 120, 200)).save(path)
+    engine = load_engine(parse_config("chat", {"model_name_or_path": str(tiny_vlm_factory(family)),
+                                               "do_sample": False, "max_new_tokens": 4}))
+    messages = [{"role": "user", "content": "What is in this picture?", "images": [str(path)]}]
+    prompt, extra = engine.prompt_inputs(messages)
+    own = count if count is not None else engine.processor._get_num_multimodal_tokens(
+        image_sizes=[[56, 56]])["num_image_tokens"][0]
+    assert prompt.count(engine.processor.tokenizer.convert_tokens_to_ids(token)) == own
+    assert "pixel_values" in extra
+    reply = engine.chat(messages)[0]
+    assert reply.completion_tokens >= 1 and reply.prompt_tokens == len(prompt)
+    assert "".join(engine.stream_chat(messages)) == reply.text
