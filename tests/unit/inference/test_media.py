@@ -182,3 +182,20 @@ def test_engine_answers_an_image_for_each_family(family, token, count, tiny_vlm_
     reply = engine.chat(messages)[0]
     assert reply.completion_tokens >= 1 and reply.prompt_tokens == len(prompt)
     assert "".join(engine.stream_chat(messages)) == reply.text
+
+
+def test_tunery_chat_image_flag(tiny_llava, red_png, tmp_path):
+    import subprocess
+    import sys
+
+    from tunery.cli.chat import pop_options
+
+    own, rest = pop_options(["--image", "x.png", "--query", "hi", "--do_sample", "false"])
+    assert own == {"image": "x.png", "query": "hi"} and rest == ["--do_sample", "false"]
+    base = [sys.executable, "-m", "tunery", "chat", "--model_name_or_path", str(tiny_llava), "--max_new_tokens", "3",
+            "--do_sample", "false", "--query", "What is this?"]
+    ok = subprocess.run(base + ["--image", str(red_png)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    missing = subprocess.run(base + ["--image", "nope.png"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert missing.returncode == 2
+    assert "image file not found" in missing.stderr and "Traceback" not in missing.stderr
