@@ -184,6 +184,7 @@ def test_engine_answers_an_image_for_each_family(family, token, count, tiny_vlm_
     assert "".join(engine.stream_chat(messages)) == reply.text
 
 
+@pytest.mark.slow  # two `tunery chat` processes (torch + transformers imports each)
 def test_tunery_chat_image_flag(tiny_llava, red_png, tmp_path):
     import subprocess
     import sys
