@@ -148,6 +148,12 @@ def encode_prompts(engine: Engine, records: list[dict], cutoff_len: int,
     prompts, labels, cut = [], [], 0
     for record in records:
         messages, label = split_record(record)
+        other = next((kind for kind in ("videos", "audios") if record.get(kind)), None)
+        if other:
+            src = record.get("_source") or {}
+            raise DataError(f"prediction reads images; {other} are not supported in inference yet",
+                            file=src.get("file"), row=src.get("row"), field=other,
+                            hint="predict on image or text rows, or evaluate the model through training's eval loss")
         messages = attach_record_images(messages, record.get("images"))
         try:
             ids, extra = engine.prompt_inputs(messages, record.get("tools"))

@@ -200,3 +200,13 @@ def test_tunery_chat_image_flag(tiny_llava, red_png, tmp_path):
     missing = subprocess.run(base + ["--image", "nope.png"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert missing.returncode == 2
     assert "image file not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_predict_refuses_video_rows_by_name(llava_engine):
+    from tunery.inference.predict import encode_prompts
+
+    record = {"messages": [{"role": "user", "content": "<video>What happens?"}], "videos": ["clip.mp4"],
+              "_source": {"file": "v.json", "row": 3}}
+    with pytest.raises(DataError, match="videos are not supported") as info:
+        encode_prompts(llava_engine, [record], 512)
+    assert "v.json" in str(info.value) and "3" in str(info.value)
