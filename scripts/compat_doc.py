@@ -64,6 +64,7 @@ def render() -> str:
     sys.path.insert(0, str(ROOT / "src"))
     from tunery.config.lf_keys import LF_KEYS, LF_TEMPLATES, REFUSED_VALUES
     from tunery.data.templates.builtin import BUILTINS
+    from tunery.model.multimodal import is_multimodal_template
 
     counts = Counter(entry.status for entry in LF_KEYS.values())
     out = [INTRO, "## Settings", "",
@@ -86,11 +87,18 @@ def render() -> str:
     out += ["", "## Templates", "",
             f"LLaMA-Factory registers {len(LF_TEMPLATES)} chat templates; {len(builtin)} of them are Tunery "
             "builtins of the same name and meaning (details in [templates.md](templates.md)). For the others, "
-            "`template: auto` renders the model's own chat template (the name itself is refused with that "
-            "hint).", "",
+            "`template: auto` renders the model's own chat template: the name of a multimodal family's template "
+            "is read as `auto` (the processor's chat template, with a notice; [multimodal.md](multimodal.md)), "
+            "any other name is refused with that hint.", "",
             "| name | in Tunery |", "|---|---|"]
     for name in sorted(LF_TEMPLATES):
-        out.append(f"| `{name}` | {'builtin' if name in BUILTINS else 'use `template: auto`'} |")
+        if name in BUILTINS:
+            status = "builtin"
+        elif is_multimodal_template(name):
+            status = "multimodal: read as `template: auto`"
+        else:
+            status = "use `template: auto`"
+        out.append(f"| `{name}` | {status} |")
     out += ["", DIFFERENCES]
     return "\n".join(out)
 

@@ -114,3 +114,66 @@ def _restore_tunery_cache():
         os.environ.pop("TUNERY_CACHE", None)
     else:
         os.environ["TUNERY_CACHE"] = SESSION_CACHE
+
+
+def _tiny_vlm(tmp_path_factory, family: str) -> Path:
+    from tests.mm_models import NEEDS_TORCHVISION, build_tiny_vlm, has_torchvision
+
+    if family in NEEDS_TORCHVISION and not has_torchvision():
+        pytest.skip(f"the {family} processor needs torchvision (make setup installs torch 2.14.1 + torchvision 0.29.1)")
+    return build_tiny_vlm(family, tmp_path_factory.mktemp(f"tiny-{family}") / family)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory) -> Path:
+    """Folder of a tiny random LLaVA-1.5 (CLIP 32x32 images, 16 image tokens) with its processor."""
+    return _tiny_vlm(tmp_path_factory, "llava")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_next(tmp_path_factory) -> Path:
+    """Folder of a tiny random LLaVA-NeXT (any-resolution tiles of 32x32) with its processor."""
+    return _tiny_vlm(tmp_path_factory, "llava_next")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl(tmp_path_factory) -> Path:
+    """Folder of a tiny random Qwen2-VL (3-D rope; 56x56 image -> 4 tokens); skips without torchvision."""
+    return _tiny_vlm(tmp_path_factory, "qwen2_vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_5_vl(tmp_path_factory) -> Path:
+    """Folder of a tiny random Qwen2.5-VL; skips without torchvision."""
+    return _tiny_vlm(tmp_path_factory, "qwen2_5_vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3(tmp_path_factory) -> Path:
+    """Folder of a tiny random Gemma 3 (SigLIP 32x32 images pooled to 4 tokens) with its processor."""
+    return _tiny_vlm(tmp_path_factory, "gemma3")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_audio(tmp_path_factory) -> Path:
+    """Folder of a tiny random Qwen2-Audio (Whisper features, 128 mel bins) with its processor."""
+    return _tiny_vlm(tmp_path_factory, "qwen2_audio")
+
+
+@pytest.fixture(scope="session")
+def tiny_mllama(tmp_path_factory) -> Path:
+    """Folder of a tiny random Llama 3.2 Vision (mllama: cross-attention to 4 tiles of 32x32)."""
+    return _tiny_vlm(tmp_path_factory, "mllama")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_factory(tmp_path_factory):
+    """``factory(family) -> folder``: a tiny random model of any family in tests/mm_models.FAMILIES (cached)."""
+    built: dict[str, Path] = {}
+
+    def factory(family: str) -> Path:
+        if family not in built:
+            built[family] = _tiny_vlm(tmp_path_factory, family)
+        return built[family]
+
+    return factory

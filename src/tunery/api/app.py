@@ -248,13 +248,13 @@ def create_app(engine: Engine, *, api_key: str | None = None, model_name: str | 
         if body.stream and body.n > 1:
             raise BadRequest("streaming supports n = 1 only", "n")
         gen = generation_overrides(body)
-        prompt = await run_in_threadpool(engine.prompt_ids, messages, tools)
+        prompt, extra = await run_in_threadpool(engine.prompt_inputs, messages, tools)
         gen["max_new_tokens"] = reply_budget(engine, len(prompt), gen.get("max_new_tokens"), limits)
         try:
             engine.generate_kwargs(gen)
         except ConfigError as exc:
             raise BadRequest(str(exc)) from exc
-        job = GenerationJob(prompt, gen)
+        job = GenerationJob(prompt, gen, extra=extra)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             pieces: asyncio.Queue[str | None] = asyncio.Queue()

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tunery.inference.media import IMAGE_PLACEHOLDER
+
 
 class BadRequest(Exception):
     """A well-typed request that cannot be served; answered with 400 and this message."""
@@ -80,22 +82,46 @@ class ChatCompletionRequest(BaseModel):
 
 
 def _text(content: str | list[ContentPart] | None, index: int) -> str:
+    text, images = _text_and_images(content, index)
+    if images:
+        raise BadRequest(f"messages[{index}]: images are read in user messages only", "messages")
+    return text
+
+
+def _text_and_images(content: str | list[ContentPart] | None, index: int) -> tuple[str, list[str]]:
+    """The text of a message and its ``image_url`` URLs; each image leaves an ``<image>`` marker where it was."""
     if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
+        return content or "", []
+    texts, images = [], []
     for part in content:
-        if part.type != "text":
-            raise BadRequest(f"messages[{index}]: content of type '{part.type}' is not supported (text only)",
+        if part.type == "text":
+            texts.append(part.text or "")
+        elif part.type == "image_url":
+            url = _image_url(part, index)
+            images.append(url)
+            texts.append(IMAGE_PLACEHOLDER)
+        else:
+            raise BadRequest(f"messages[{index}]: content of type '{part.type}' is not supported (text and image_url)",
                              "messages")
-        texts.append(part.text or "")
-    return "".join(texts)
+    return "".join(texts), images
+
+
+def _image_url(part: ContentPart, index: int) -> str:
+    value = getattr(part, "image_url", None)
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url:
+        raise BadRequest(f"messages[{index}]: an image_url part needs image_url.url", "messages")
+    if url.startswith(("http://", "https://")):
+        raise BadRequest(f"messages[{index}]: cannot fetch the remote image {url[:80]}: this server runs offline; "
+                         "send it as a data: URL (base64) or a local file path", "messages", "image_url_unreachable")
+    return url
 
 
 def to_conversation(request: ChatCompletionRequest) -> tuple[list[dict], list[dict] | None]:
     """Canonical messages (tool calls as ``function_call`` turns) and bare function schemas."""
     messages: list[dict] = []
     for i, msg in enumerate(request.messages):
-        text = _text(msg.content, i)
+        text = "" if msg.role == "user" else _text(msg.content, i)
         if msg.role in ("system", "developer"):
             if messages:
                 raise BadRequest(f"messages[{i}]: a system message must come first", "messages")
@@ -113,6 +139,9 @@ def to_conversation(request: ChatCompletionRequest) -> tuple[list[dict], list[di
             messages.append({"role": "function_call", "content": json.dumps(calls, ensure_ascii=False)})
         elif msg.role == "user" and msg.content is None:
             raise BadRequest(f"messages[{i}]: a user message needs content", "messages")
+        elif msg.role == "user":
+            text, images = _text_and_images(msg.content, i)
+            messages.append({"role": "user", "content": text, **({"images": images} if images else {})})
         else:
             messages.append({"role": msg.role, "content": text})
     if messages[-1]["role"] not in ("user", "tool"):

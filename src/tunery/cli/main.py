@@ -49,8 +49,8 @@ COMMANDS: dict[str, Command] = {
         predict.main,
     ),
     "chat": Command(
-        "Chat with a model (and adapters) in the terminal; --query answers once and exits.",
-        "tunery chat [config.yaml] [--key value ...] [--query TEXT] [--system TEXT]",
+        "Chat with a model (and adapters) in the terminal; --query answers once and exits; --image attaches an image (multimodal models).",
+        "tunery chat [config.yaml] [--key value ...] [--query TEXT] [--system TEXT] [--image PATH]",
         chat.main,
     ),
     "eval": Command(

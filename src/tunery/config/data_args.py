@@ -20,7 +20,7 @@ class DataArguments:
     dataset: str | None = field(default=None, metadata={"help": "Training dataset name(s), comma separated.", "domain": "names in dataset_info.json, checked when loaded"})
     eval_dataset: str | None = field(default=None, metadata={"help": "Evaluation dataset name(s).", "domain": "names in dataset_info.json, checked when loaded"})
     dataset_dir: str = field(default="data", metadata={"help": "Folder holding dataset_info.json.", "domain": PATH})
-    media_dir: str | None = field(default=None, metadata={"help": "Folder of images/videos (defaults to dataset_dir).", "domain": PATH})
+    media_dir: str | None = field(default=None, metadata={"help": "Folder media paths (images, videos, audios) are relative to (defaults to dataset_dir).", "domain": PATH})
     cutoff_len: int = field(default=2048, metadata={"help": "Max tokens per example after tokenization.", "min": 1})
     train_on_prompt: bool = field(default=False, metadata={"help": "Also train on prompt tokens."})
     mask_history: bool = field(default=False, metadata={"help": "Train only on the last assistant turn."})

@@ -29,7 +29,6 @@ import yaml
 
 Status = Literal["honoured", "alias", "refused"]
 
-MULTIMODAL = "multimodal models are not supported yet (issue #14)"
 
 
 @dataclass(frozen=True)
@@ -107,16 +106,16 @@ LF_KEYS: dict[str, LFKey] = {
     "quantization_type": honoured(),
     "double_quantization": honoured(),
     "quantization_device_map": refused(yet("spreading a quantized model over devices", "it loads on one device"), None),
-    "image_max_pixels": refused(MULTIMODAL, 589824),
-    "image_min_pixels": refused(MULTIMODAL, 1024),
-    "image_do_pan_and_scan": refused(MULTIMODAL, False),
-    "crop_to_patches": refused(MULTIMODAL, False),
-    "video_max_pixels": refused(MULTIMODAL, 65536),
-    "video_min_pixels": refused(MULTIMODAL, 256),
-    "video_fps": refused(MULTIMODAL, 2.0),
-    "video_maxlen": refused(MULTIMODAL, 128),
-    "use_audio_in_video": refused(MULTIMODAL, False),
-    "audio_sampling_rate": refused(MULTIMODAL, 16000),
+    "image_max_pixels": honoured("images larger than this are scaled down (aspect kept) before the processor sees them"),
+    "image_min_pixels": honoured("images smaller than this are scaled up (aspect kept) before the processor sees them"),
+    "image_do_pan_and_scan": refused(yet("pan-and-scan image crops"), False),
+    "crop_to_patches": refused(yet("cropping images to patches"), False),
+    "video_max_pixels": honoured("per frame, as image_max_pixels"),
+    "video_min_pixels": honoured("per frame, as image_min_pixels"),
+    "video_fps": honoured("frames sampled per second of video (needs the av package for video files)"),
+    "video_maxlen": honoured(),
+    "use_audio_in_video": refused(yet("the audio track of a video"), False),
+    "audio_sampling_rate": honoured("audio is resampled to this rate (wav files read without extra packages)"),
     "export_dir": honoured(),
     "export_size": honoured(),
     "export_device": honoured(),
@@ -147,7 +146,7 @@ LF_KEYS: dict[str, LFKey] = {
     "dataset": honoured(),
     "eval_dataset": honoured(),
     "dataset_dir": honoured(),
-    "media_dir": refused(MULTIMODAL, None),
+    "media_dir": honoured("media paths are read relative to media_dir (default: dataset_dir)"),
     "cutoff_len": honoured(),
     "train_on_prompt": honoured(),
     "mask_history": honoured(),
@@ -261,9 +260,9 @@ LF_KEYS: dict[str, LFKey] = {
     "asft_alpha": refused(yet("ASFT loss"), 0.1),
     "use_eaft_loss": refused(yet("EAFT loss"), False),
     "eaft_alpha": refused(yet("EAFT loss"), 1.0),
-    "freeze_vision_tower": refused(MULTIMODAL, True),
-    "freeze_multi_modal_projector": refused(MULTIMODAL, True),
-    "freeze_language_model": refused(MULTIMODAL, False),
+    "freeze_vision_tower": honoured(),
+    "freeze_multi_modal_projector": honoured(),
+    "freeze_language_model": honoured(),
     "compute_accuracy": honoured(),
     "disable_shuffling": honoured(),
     "early_stopping_steps": honoured(),

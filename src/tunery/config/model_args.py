@@ -39,7 +39,10 @@ class QuantizationArguments:
 
 @dataclass
 class MultimodalArguments:
-    """Image/video preprocessing: only LLaMA-Factory's defaults are accepted (multimodal models are issue #14)."""
+    """Media preprocessing before the model's processor (LLaMA-Factory's meanings; see docs/multimodal.md).
+
+    Pixels are width x height; an image outside [min, max] is scaled (aspect kept) into the range.
+    """
 
     image_max_pixels: int = field(default=768 * 768, metadata={"help": "Max pixels per image.", "min": 1})
     image_min_pixels: int = field(default=32 * 32, metadata={"help": "Min pixels per image.", "min": 1})
@@ -47,6 +50,7 @@ class MultimodalArguments:
     video_min_pixels: int = field(default=16 * 16, metadata={"help": "Min pixels per video frame.", "min": 1})
     video_fps: float = field(default=2.0, metadata={"help": "Video frames per second.", "gt": 0})
     video_maxlen: int = field(default=128, metadata={"help": "Max video frames.", "min": 1})
+    audio_sampling_rate: int = field(default=16000, metadata={"help": "Audio samples per second.", "min": 1})
 
 
 @flat_groups

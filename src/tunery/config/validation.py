@@ -171,6 +171,18 @@ def _streaming_val_size_is_a_count(cfg: Any, command: str) -> None:
         )
 
 
+@rule("media_pixel_bounds_ordered")
+def _media_pixel_bounds_ordered(cfg: Any, command: str) -> None:
+    mm = cfg.model.multimodal
+    for kind in ("image", "video"):
+        low, high = getattr(mm, f"{kind}_min_pixels"), getattr(mm, f"{kind}_max_pixels")
+        if low > high:
+            raise ConfigError(
+                f"{kind}_min_pixels: {low} is larger than {kind}_max_pixels: {high}",
+                hint=f"{kind}s are scaled into [{kind}_min_pixels, {kind}_max_pixels] (pixels = width x height)",
+            )
+
+
 @rule("interleave_probs_match_datasets")
 def _interleave_probs(cfg: Any, command: str) -> None:
     text = cfg.data.interleave_probs

@@ -22,6 +22,7 @@ from tunery.data.dataset_info import (
     read_dataset_info,
 )
 from tunery.data.loader import iter_dataset_records, load_dataset_records, record_features
+from tunery.data.media import readable_problem
 from tunery.data.pipeline import settings_for
 from tunery.data.processors import (
     FAILED,
@@ -31,10 +32,11 @@ from tunery.data.processors import (
     ProcessSettings,
     document_ids,
     document_text,
+    has_media,
     process_batch,
     stage_kind,
 )
-from tunery.data.validation import ValidationReport, raise_if_empty
+from tunery.data.validation import Problem, ValidationReport, raise_if_empty
 from tunery.errors import ConfigError, DataError, TuneryError
 
 TRAIN_OPEN, TRAIN_CLOSE = "[[", "]]"
@@ -86,7 +88,7 @@ def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", 
     names = ",".join(n for n in (data_args.dataset, data_args.eval_dataset) if n)
     kind = stage_kind(stage)
     if names:
-        attrs = get_dataset_attrs(names, data_args.dataset_dir)
+        attrs = get_dataset_attrs(names, data_args.dataset_dir, data_args.media_dir)
         explicit = True
     else:
         info = read_dataset_info(data_args.dataset_dir)
@@ -94,6 +96,8 @@ def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", 
             raise DataError(f"no dataset_info.json in '{data_args.dataset_dir}' and no dataset named",
                             hint="pass --dataset_dir DIR (the folder holding dataset_info.json) or --dataset NAME")
         attrs = [parse_dataset_attr(name, entry, data_args.dataset_dir) for name, entry in info.items()]
+        for attr in attrs:
+            attr.media_dir = data_args.media_dir
         explicit = False
     results = []
     for attr in attrs:
@@ -111,6 +115,13 @@ def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", 
             # one record at a time: memory stays flat however large the file (max_samples stops reading)
             for record in iter_dataset_records(attr, own_stage, report, max_samples=data_args.max_samples,
                                                streaming=bool(data_args.streaming)):
+                unreadable = readable_problem(record)  # a media file that exists but does not decode
+                if unreadable is not None:
+                    kind, reason = unreadable
+                    report.valid -= 1
+                    report.add(Problem(record["_source"]["file"], record["_source"]["row"],
+                                       attr.column(kind) or kind, reason))
+                    continue
                 if policy is not None:
                     policy.add(record)
             raise_if_empty(report, f"dataset '{attr.name}'")
@@ -145,7 +156,9 @@ class _Policy:
 
     def add(self, record: dict[str, Any]) -> None:
         check = self.check
-        if stage_kind(self.stage) != "pt":  # pt documents are split into blocks, never cut or dropped
+        # pt documents are split into blocks, never cut or dropped; media rows need the model's processor
+        # to count their tokens (check does not load it): their text length is counted below
+        if stage_kind(self.stage) != "pt" and not has_media(record):
             batch = {key: [record.get(key)] for key in record_features()}
             row = process_batch(batch, stage=self.stage, tokenizer=self.tokenizer, template=self.template,
                                 settings=self.settings)
@@ -258,7 +271,7 @@ def preview_dataset(cfg: Any, tokenizer, template, num: int = 3, stage: str | No
         raise ConfigError("preview needs a dataset", hint="set dataset (--dataset NAME) to a name in dataset_info.json")
     stage = stage or cfg.finetuning.stage
     records: list[dict[str, Any]] = []
-    for attr in get_dataset_attrs(cfg.data.dataset, cfg.data.dataset_dir):
+    for attr in get_dataset_attrs(cfg.data.dataset, cfg.data.dataset_dir, cfg.data.media_dir):
         if len(records) >= num:
             break
         recs, _ = load_dataset_records(attr, stage_kind(stage), max_samples=num - len(records))

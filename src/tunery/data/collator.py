@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tunery.data.media import KINDS, MediaEncoder
 from tunery.data.processors import IGNORE_INDEX
 
 
@@ -139,3 +140,19 @@ class PaddedCollator:
         ids = [f["input_ids"] for f in features]
         return {"input_ids": pad(ids, self.pad_id), "attention_mask": pad([[1] * len(s) for s in ids], 0),
                 "labels": pad([f["labels"] for f in features], IGNORE_INDEX)}
+
+
+@dataclass
+class MediaCollator:
+    """A vision/audio model's batches: ``base`` pads the token columns, the model's processor turns the
+    rows' media paths (images/videos/audios columns) into its tensors (``pixel_values``,
+    ``image_grid_thw``, ``input_features``, ...), in row order, the same way tokenizing counted them."""
+
+    base: Any
+    media: MediaEncoder
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = [{kind: f.get(kind) or [] for kind in KINDS} for f in features]
+        batch = self.base([{k: v for k, v in f.items() if k not in KINDS} for f in features])
+        batch.update(self.media.batch_features(rows, batch["input_ids"]))
+        return batch

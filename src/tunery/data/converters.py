@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tunery.data.dataset_info import DatasetAttr
+from tunery.data.media import count_problem, media_columns, missing_problem
 
+MEDIA_PART_TYPES = ("image", "image_url", "input_image", "video", "video_url", "audio", "input_audio", "audio_url")
 USER, ASSISTANT, SYSTEM, TOOL, FUNCTION_CALL = "user", "assistant", "system", "tool", "function_call"
 
 
@@ -26,7 +28,7 @@ class InvalidExample(ValueError):
 
 def empty_record() -> dict[str, Any]:
     return {"messages": [], "tools": None, "chosen": None, "rejected": None, "kto_tag": None,
-            "images": None, "_source": {"file": "", "row": -1}}
+            "images": None, "videos": None, "audios": None, "_source": {"file": "", "row": -1}}
 
 
 def kind_of(value: Any) -> str:
@@ -73,16 +75,24 @@ def parse_kto_tag(value: Any, field: str) -> bool:
     raise InvalidExample(f"kto tag must be true or false, got {value!r}", field)
 
 
-def media_list(row: dict[str, Any], attr: DatasetAttr) -> list[str] | None:
-    """Images/videos/audios are kept as given (paths or URLs): Tunery trains text models."""
-    out: list[str] = []
-    for key in ("images", "videos", "audios"):
-        col = attr.column(key)
-        if col and row.get(col):
-            value = row[col]
-            items = value if isinstance(value, list) else [value]
-            out.extend(item if isinstance(item, str) else json.dumps(item, ensure_ascii=False) for item in items)
-    return out or None
+def set_media(record: dict[str, Any], row: dict[str, Any], attr: DatasetAttr) -> None:
+    """The row's images/videos/audios, with paths resolved against media_dir (default dataset_dir).
+
+    A placeholder count that differs from the media count, or a local file that does not exist,
+    makes the row invalid with the media column named (LLaMA-Factory's rule: one ``<image>`` per
+    image, in order).
+    """
+    try:
+        media = media_columns(row, attr, attr.media_dir or attr.dataset_dir)
+    except ValueError as exc:
+        kind, reason = exc.args
+        raise InvalidExample(reason, attr.column(kind)) from exc
+    record.update(media)
+    for check in (count_problem, missing_problem):
+        problem = check(record)
+        if problem is not None:
+            kind, reason = problem
+            raise InvalidExample(reason, attr.column(kind) or kind)
 
 
 def tools_text(value: Any, field: str) -> str | None:
@@ -163,7 +173,7 @@ def convert_alpaca(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
     tools_col = attr.column("tools")
     if tools_col:
         record["tools"] = tools_text(row.get(tools_col), tools_col)
-    record["images"] = media_list(row, attr)
+    set_media(record, row, attr)
     return record
 
 
@@ -296,7 +306,7 @@ def _finish_sharegpt(record: dict[str, Any], row: dict[str, Any], attr: DatasetA
     tools_col = attr.column("tools")
     if tools_col:
         record["tools"] = tools_text(row.get(tools_col), tools_col)
-    record["images"] = media_list(row, attr)
+    set_media(record, row, attr)
 
 
 # ---------------------------------------------------------------- openai
@@ -347,7 +357,7 @@ def convert_openai(row: dict[str, Any], attr: DatasetAttr) -> dict[str, Any]:
     tools_col = attr.column("tools") or ("tools" if "tools" in row else None)
     if tools_col:
         record["tools"] = tools_text(row.get(tools_col), tools_col)
-    record["images"] = media_list(row, attr)
+    set_media(record, row, attr)
     return record
 
 
@@ -360,8 +370,12 @@ def _openai_content(value: Any, col: str, i: int) -> str:
                 texts.append(as_text(part.get("text"), col, f"message {i + 1} text part"))
             elif isinstance(part, str):
                 texts.append(part)
-            elif not isinstance(part, dict):  # other typed parts (images, audio) carry no text
+            elif not isinstance(part, dict):
                 raise InvalidExample(f"message {i + 1} content part is {a_kind(part)}, not an object", col)
+            elif part.get("type") in MEDIA_PART_TYPES:  # never dropped silently
+                raise InvalidExample(
+                    f"message {i + 1} has a '{part['type']}' content part; put media in the images/videos/audios "
+                    "column with <image>/<video>/<audio> placeholders in the text (LLaMA-Factory's format)", col)
         return "".join(texts)
     return as_text(value, col, f"message {i + 1} content")
 

@@ -76,6 +76,7 @@ class DatasetAttr:
     columns: dict[str, str | None] = field(default_factory=lambda: dict(COLUMN_DEFAULTS))
     tags: dict[str, str] = field(default_factory=lambda: dict(TAG_DEFAULTS))
     dataset_dir: str = "data"
+    media_dir: str | None = None  # media paths are relative to it (None: dataset_dir)
 
     def column(self, key: str) -> str | None:
         return self.columns.get(key)
@@ -206,8 +207,9 @@ def _optional_text(entry: dict[str, Any], key: str, name: str, where: str) -> No
         raise DataError(f"entry '{name}': {key} must be a string, got {value!r}", file=where, field=key)
 
 
-def get_dataset_attrs(names: str | list[str] | None, dataset_dir: str) -> list[DatasetAttr]:
-    """Resolve ``dataset: a,b`` against dataset_info.json.
+def get_dataset_attrs(names: str | list[str] | None, dataset_dir: str,
+                      media_dir: str | None = None) -> list[DatasetAttr]:
+    """Resolve ``dataset: a,b`` against dataset_info.json (``media_dir``: where media paths start).
 
     A name missing from dataset_info.json but present as a file or folder in ``dataset_dir`` (or as
     a path) is accepted as an alpaca dataset, so quick experiments need no registry entry.
@@ -232,4 +234,6 @@ def get_dataset_attrs(names: str | list[str] | None, dataset_dir: str) -> list[D
                 hint=(f"known datasets include: {known}" if info else
                       f"no dataset_info.json in '{dataset_dir}': set dataset_dir to the folder holding it"),
             )
+    for attr in attrs:
+        attr.media_dir = media_dir
     return attrs

@@ -45,6 +45,8 @@ def record_features():
         "rejected": message,
         "kto_tag": Value("bool"),
         "images": List(Value("string")),
+        "videos": List(Value("string")),
+        "audios": List(Value("string")),
         "_source": {"file": Value("string"), "row": Value("int64")},
     })
 
@@ -307,7 +309,7 @@ def parse_probs(text: str | list | None, n: int) -> list[float] | None:
 
 def load_mixed(names: str | None, data_args: Any, stage: str, seed: int = 42, model_args: Any = None):
     """All datasets of ``names`` as one (Iterable)Dataset of records, plus the merged report."""
-    attrs = get_dataset_attrs(names, data_args.dataset_dir)
+    attrs = get_dataset_attrs(names, data_args.dataset_dir, getattr(data_args, "media_dir", None))
     if not attrs:
         return None, ValidationReport()
     report = ValidationReport()

@@ -19,6 +19,7 @@ from tunery.data import cache
 from tunery.data import collator as c
 from tunery.data.dataset_info import get_dataset_attrs
 from tunery.data.loader import load_mixed, split_eval
+from tunery.data.media import MediaEncoder
 from tunery.data.packing import pack_dataset
 from tunery.data.processors import (
     FAILED,
@@ -106,9 +107,12 @@ def load_records(cfg: Any, stage: str = "unsupervised", which: str = "dataset") 
 
 
 def process_records(records, tokenizer, template, stage: str, settings: ProcessSettings, *,
-                    num_workers: int | None = None, batch_size: int = 1000, streaming: bool = False):
-    """Tokenize a Dataset of canonical records; returns (tokenized dataset, Counter of statuses, first errors)."""
-    fn = partial(process_batch, stage=stage, tokenizer=tokenizer, template=template, settings=settings)
+                    num_workers: int | None = None, batch_size: int = 1000, streaming: bool = False,
+                    media: MediaEncoder | None = None):
+    """Tokenize a Dataset of canonical records; returns (tokenized dataset, Counter of statuses, first errors).
+
+    ``media``: the model's processor (vision/audio models), which expands media placeholders."""
+    fn = partial(process_batch, stage=stage, tokenizer=tokenizer, template=template, settings=settings, media=media)
     def keep(status: int) -> bool:
         return status not in (REPLY_CUT, FAILED)
 
@@ -134,13 +138,13 @@ def process_records(records, tokenizer, template, stage: str, settings: ProcessS
 
 
 def _tokenize_split(records, tokenizer, template, stage, settings, data_args, stats: DataStats,
-                    skipped: list[Problem]):
+                    skipped: list[Problem], media: MediaEncoder | None = None):
     if records is None:
         return None
     streaming = bool(data_args.streaming)
     tokenized, statuses, errors = process_records(
         records, tokenizer, template, stage, settings, num_workers=data_args.preprocessing_num_workers,
-        batch_size=data_args.preprocessing_batch_size or 1000, streaming=streaming)
+        batch_size=data_args.preprocessing_batch_size or 1000, streaming=streaming, media=media)
     stats.truncated += statuses[TRUNCATED]
     stats.reply_cut += statuses[REPLY_CUT]
     if statuses[FAILED]:
@@ -157,17 +161,22 @@ def _tokenize_split(records, tokenizer, template, stage, settings, data_args, st
     return tokenized
 
 
-def get_dataset(cfg: Any, tokenizer, template, stage: str) -> DatasetModule:
+def get_dataset(cfg: Any, tokenizer, template, stage: str, media: MediaEncoder | None = None) -> DatasetModule:
     """Load, validate, tokenize, (pack) and split the datasets of ``cfg.data`` for ``stage``.
 
     ``stage`` is a training stage (pt, sft, rm, dpo, orpo, simpo, kto, ppo, grpo) or
     ``unsupervised``/``predict`` for prompt-only data. Results are cached on disk (see cache.py).
+    ``media`` (a vision/audio model's processor, see data/media.py) encodes the media columns: the
+    rows then also keep their media paths, and packing is off (see :func:`media_packing_notice`).
     """
     data_args = cfg.data
     if not data_args.dataset and not data_args.eval_dataset:
         raise ConfigError("no dataset given", hint="set `dataset:` to names from dataset_info.json")
     kind = stage_kind(stage)
     settings = settings_for(data_args, stage)
+    if media is not None and settings.packing:
+        logger.warning(media_packing_notice("packing"))
+        settings = replace(settings, packing=False)
     seed = _seed(cfg)
     if data_args.tokenized_path:
         loaded = _load_tokenized_path(data_args.tokenized_path)
@@ -182,7 +191,8 @@ def get_dataset(cfg: Any, tokenizer, template, stage: str) -> DatasetModule:
             "stage": kind, "settings": asdict(settings), "seed": seed,
             "data": {k: getattr(data_args, k, None) for k in (
                 "max_samples", "val_size", "mix_strategy", "interleave_probs", "strict", "default_system",
-                "enable_thinking", "tool_format")},
+                "enable_thinking", "tool_format", "media_dir")},
+            "media": media.fingerprint() if media is not None else None,
         })
         # In a multi-process run only the main process rebuilds the cache; the others read what it wrote.
         if not data_args.overwrite_cache or not _main_process():
@@ -214,12 +224,13 @@ def get_dataset(cfg: Any, tokenizer, template, stage: str) -> DatasetModule:
     if data_args.streaming and settings.packing:
         logger.warning("packing is not available with streaming; documents are concatenated instead")
         settings = ProcessSettings(settings.cutoff_len, settings.train_on_prompt, settings.mask_history, False)
-    train = _tokenize_split(train_records, tokenizer, template, stage, settings, data_args, stats, skipped)
+    train = _tokenize_split(train_records, tokenizer, template, stage, settings, data_args, stats, skipped, media)
     if isinstance(eval_records, dict):
-        evaluation = {name: _tokenize_split(records, tokenizer, template, stage, settings, data_args, stats, skipped)
-                      for name, records in eval_records.items()}
+        evaluation = {name: _tokenize_split(records, tokenizer, template, stage, settings, data_args, stats, skipped,
+                                            media) for name, records in eval_records.items()}
     else:
-        evaluation = _tokenize_split(eval_records, tokenizer, template, stage, settings, data_args, stats, skipped)
+        evaluation = _tokenize_split(eval_records, tokenizer, template, stage, settings, data_args, stats, skipped,
+                                     media)
     if key is not None and skipped:  # written next to the cached data, so a cache hit still has it
         stats.skipped_file = str(cache.cache_dir() / key / SKIPPED_FILE)
     _report(stats, train, evaluation, settings, data_args)
@@ -314,14 +325,26 @@ def _module_from_saved(data, stats: DataStats) -> DatasetModule:
     return DatasetModule(train, evaluation, stats)
 
 
-def get_collator(stage: str, tokenizer, cfg: Any, padding_free: bool = False):
+def media_packing_notice(what: str) -> str:
+    return (f"{what} is off for this vision/audio model: media tokens must stay with their own example, and "
+            "Qwen-VL's 3-D rope positions cannot restart inside a row; batches are padded instead")
+
+
+def get_collator(stage: str, tokenizer, cfg: Any, padding_free: bool = False, media: MediaEncoder | None = None):
     """The batch collator for ``stage`` (see collator.py); matches the columns get_dataset produces.
 
     The one place a collator is chosen: packed rows, else padding-free batches when ``padding_free``
-    (the training fast path asks) or the data setting ``padding_free`` is on, else padded."""
+    (the training fast path asks) or the data setting ``padding_free`` is on, else padded. With
+    ``media`` (a vision/audio model's processor) batches are padded and carry the processor's media
+    tensors (packing and padding-free are off, with a notice)."""
     kind = stage_kind(stage)
     pad_id = c.pad_token_id(tokenizer)
     data_args = cfg.data if hasattr(cfg, "data") else cfg
+    if media is not None:
+        if kind in ("pt", "sft") and (padding_free or getattr(data_args, "padding_free", False)):
+            logger.warning(media_packing_notice("padding-free batching"))
+        base = c.GenerationCollator(pad_id) if kind == "unsupervised" else c.PaddedCollator(pad_id)
+        return c.MediaCollator(base, media)
     if kind == "pairwise":
         return c.PairwiseCollator(pad_id)
     if kind == "kto":

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunery.data.converters import ASSISTANT, FUNCTION_CALL, SYSTEM
+from tunery.data.media import KINDS, MediaEncoder, with_model_tokens
 from tunery.errors import ConfigError, DataError, TuneryError
 
 IGNORE_INDEX = -100
@@ -47,25 +48,57 @@ def stage_kind(stage: str) -> str:
                           hint=f"known stages: {', '.join(STAGE_KIND)}") from None
 
 
-def _records(batch: dict[str, list]) -> list[dict[str, Any]]:
+def _records(batch: dict[str, list], media: MediaEncoder | None = None, kind: str = "sft") -> list[dict[str, Any]]:
     n = len(batch["messages"])
     records = [{key: batch[key][i] for key in batch} for i in range(n)]
     for record in records:
-        check_renderable(record)
+        check_renderable(record, media, kind)
     return records
 
 
-def check_renderable(record: dict[str, Any]) -> None:
-    """Raise DataError for a part of the record no stage can train, so it is reported, never dropped silently.
+def has_media(record: dict[str, Any]) -> bool:
+    return any(record.get(kind) for kind in KINDS)
 
-    Images: Tunery's pipeline trains text-only models, so the pictures would vanish and the model
-    would learn replies about images it never saw. (Tools, system and tool turns are checked by the
-    template that renders them.)
+
+def check_renderable(record: dict[str, Any], media: MediaEncoder | None = None, kind: str = "sft") -> None:
+    """Raise DataError for a part of the record this run cannot train, so it is reported, never dropped silently.
+
+    Media need the model's processor (``media``: a vision/audio model) and a stage that encodes them
+    (sft and prediction); otherwise the pictures would vanish and the model would learn replies about
+    images it never saw. (Tools, system and tool turns are checked by the template that renders them.)
     """
-    if record.get("images"):
-        raise DataError("the example has images, but Tunery trains text-only models: the images would be "
-                        "silently left out", field="images",
-                        hint="remove the images column from dataset_info.json to train on the text alone")
+    if not has_media(record):
+        return
+    kinds = [k for k in KINDS if record.get(k)]
+    if kind not in MEDIA_KINDS_OF_STAGE:
+        raise DataError(f"the example has {' and '.join(kinds)}: multimodal data is not supported by Tunery's "
+                        f"{kind} stages yet (they would train without the media)", field=kinds[0],
+                        hint="train multimodal data with stage: sft")
+    if media is None:
+        raise DataError(f"the example has {' and '.join(kinds)}, but the model has no processor for them (a "
+                        f"text-only model): the {' and '.join(kinds)} would be silently left out", field=kinds[0],
+                        hint="use a vision/audio model, or remove the media columns from dataset_info.json")
+
+
+MEDIA_KINDS_OF_STAGE = ("sft", "unsupervised", "pairwise")  # pairwise: dpo (rm/orpo/simpo refuse it)
+
+
+def media_columns_of(record: dict[str, Any]) -> dict[str, list[str]]:
+    """The record's media paths, kept beside the token ids for the collator (empty lists when none)."""
+    return {kind: list(record.get(kind) or []) for kind in KINDS}
+
+
+def encode_record(record: dict[str, Any], tokenizer, template, media: MediaEncoder | None,
+                  messages: list[dict[str, str]] | None = None, add_generation_prompt: bool = False):
+    """(input_ids, turns) of a conversation; with media, each placeholder becomes the model's media
+    tokens, as many as its processor makes (turn -1: never trained)."""
+    messages = record["messages"] if messages is None else messages
+    if media is None or not has_media(record):
+        enc = template.encode(tokenizer, messages, record.get("tools"), add_generation_prompt)
+        return list(enc.input_ids), list(enc.turns)
+    enc = template.encode(tokenizer, with_model_tokens(messages, media.processor), record.get("tools"),
+                          add_generation_prompt)
+    return media.expand(list(enc.input_ids), list(enc.turns), enc.text, record)
 
 
 # ---------------------------------------------------------------- sft
@@ -91,39 +124,58 @@ def last_turn_start(turns: list[int]) -> int | None:
     return turns.index(last)
 
 
-def encode_sft(record: dict[str, Any], tokenizer, template, settings: ProcessSettings) -> tuple[list[int], list[int], int]:
+def encode_sft(record: dict[str, Any], tokenizer, template, settings: ProcessSettings,
+               media: MediaEncoder | None = None) -> tuple[list[int], list[int], int]:
     """(input_ids, labels, status) of one conversation, cut to ``cutoff_len`` by the shared policy.
 
     The prompt is everything before the last assistant turn (earlier turns keep their labels), the
     reply is that turn to the end; :func:`fit_prompt_and_replies` keeps the reply and the prompt's
     end. Status TRUNCATED when anything was cut, REPLY_CUT (nothing returned) when no reply token fits.
+    Media tokens are never trained (not even with ``train_on_prompt``) and never cut: an example
+    whose media tokens do not fit ``cutoff_len`` is dropped (REPLY_CUT) with the reason.
     """
-    ids, status, _ = _fit_sft(record, tokenizer, template, settings)
+    ids, status, _ = _fit_sft(record, tokenizer, template, settings, media)
     return ids[0], ids[1], status
 
 
-def _fit_sft(record: dict[str, Any], tokenizer, template, settings: ProcessSettings):
-    enc = template.encode(tokenizer, record["messages"], record.get("tools"))
-    ids, labels = enc.input_ids, sft_labels(enc.input_ids, enc.turns, settings)
-    start = last_turn_start(enc.turns)
+def _fit_sft(record: dict[str, Any], tokenizer, template, settings: ProcessSettings,
+             media: MediaEncoder | None = None):
+    ids, turns = encode_record(record, tokenizer, template, media)
+    labels = sft_labels(ids, turns, settings)
+    if media is not None:
+        labels = [IGNORE_INDEX if t in media.token_ids else lab for t, lab in zip(ids, labels)]
+    start = last_turn_start(turns)
     if start is None:
         return ([], []), REPLY_CUT, "the template renders no assistant reply to train on"
     prompt, (reply,), status = fit_prompt_and_replies(ids[:start], [ids[start:]], settings.cutoff_len)
     if status == REPLY_CUT:
         return ([], []), status, drop_reason(start, [len(ids) - start], settings.cutoff_len)
     lo, hi = start - len(prompt), start + len(reply)
+    if media is not None and lo > 0 and media.count_media_tokens(ids[:lo]):
+        return ([], []), REPLY_CUT, media_cut_reason(media.count_media_tokens(ids), len(ids), settings.cutoff_len)
     return (ids[lo:hi], labels[lo:hi]), status, ""
 
 
-def process_sft(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings) -> dict[str, list]:
+def media_cut_reason(media_tokens: int, total: int, cutoff_len: int) -> str:
+    return (f"dropped: cutoff_len={cutoff_len} would cut into the example's {media_tokens} media tokens "
+            f"(it needs {total} tokens); raise cutoff_len or lower image_max_pixels")
+
+
+def process_sft(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings,
+                media: MediaEncoder | None = None) -> dict[str, list]:
     out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "_status": [], "_error": []}
-    for record in _records(batch):
-        (ids, labels), status, reason = _fit_sft(record, tokenizer, template, settings)
+    if media is not None:
+        out.update({kind: [] for kind in KINDS})
+    for record in _records(batch, media, "sft"):
+        (ids, labels), status, reason = _fit_sft(record, tokenizer, template, settings, media)
         out["input_ids"].append(ids)
         out["attention_mask"].append([1] * len(ids))
         out["labels"].append(labels)
         out["_status"].append(status)
         out["_error"].append(_where(record, reason))
+        if media is not None:
+            for kind, items in media_columns_of(record).items():
+                out[kind].append(items)
     return out
 
 
@@ -148,7 +200,7 @@ def process_pt(batch: dict[str, list], *, tokenizer, template, settings: Process
     """With packing: each document in ``cutoff_len`` pieces (packed later without cross-attention).
     Without: the documents of the batch concatenated and cut into ``cutoff_len`` blocks (LLaMA-Factory's pt).
     """
-    docs = [document_ids(document_text(r), tokenizer) for r in _records(batch)]
+    docs = [document_ids(document_text(r), tokenizer) for r in _records(batch, None, "pt")]
     size = settings.cutoff_len
     if settings.packing:
         pieces = [doc[i: i + size] for doc in docs for i in range(0, len(doc), size)]
@@ -221,10 +273,11 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
     return n
 
 
-def encode_pairwise(record: dict[str, Any], tokenizer, template, settings: ProcessSettings) -> dict[str, Any]:
-    messages, tools = list(record["messages"]), record.get("tools")
-    chosen_enc = template.encode(tokenizer, [*messages, record["chosen"]], tools)
-    rejected_enc = template.encode(tokenizer, [*messages, record["rejected"]], tools)
+def encode_pairwise(record: dict[str, Any], tokenizer, template, settings: ProcessSettings,
+                    media: MediaEncoder | None = None) -> dict[str, Any]:
+    messages = list(record["messages"])
+    chosen_enc = _Enc(*encode_record(record, tokenizer, template, media, [*messages, record["chosen"]]))
+    rejected_enc = _Enc(*encode_record(record, tokenizer, template, media, [*messages, record["rejected"]]))
     prompt_c, chosen = split_last_turn(chosen_enc)
     prompt_r, rejected = split_last_turn(rejected_enc)
     # One shared prompt; a token merged across the prompt/reply border moves into the replies.
@@ -232,21 +285,37 @@ def encode_pairwise(record: dict[str, Any], tokenizer, template, settings: Proce
     prompt = prompt_c[:n]
     chosen, rejected = prompt_c[n:] + chosen, prompt_r[n:] + rejected
     lengths = (len(prompt), [len(chosen), len(rejected)])
+    full_prompt = prompt
     prompt, (chosen, rejected), status = fit_prompt_and_replies(prompt, [chosen, rejected], settings.cutoff_len)
     reason = ""
     if not chosen or not rejected:
         status = REPLY_CUT
         reason = drop_reason(*lengths, settings.cutoff_len)
+    elif media is not None and media.count_media_tokens(prompt) != media.count_media_tokens(full_prompt):
+        prompt, chosen, rejected, status = [], [], [], REPLY_CUT
+        reason = media_cut_reason(media.count_media_tokens(full_prompt), sum(lengths[1]) + lengths[0],
+                                  settings.cutoff_len)
     return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected, "_status": status,
             "_error": _where(record, reason)}
 
 
-def process_pairwise(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings) -> dict[str, list]:
+@dataclass
+class _Enc:
+    """(input_ids, turns) in the shape of the template's Encoded, for :func:`split_last_turn`."""
+
+    input_ids: list[int]
+    turns: list[int]
+
+
+def process_pairwise(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings,
+                     media: MediaEncoder | None = None) -> dict[str, list]:
     keys = ["prompt_ids", "chosen_ids", "rejected_ids", "chosen_input_ids", "chosen_attention_mask", "chosen_labels",
             "rejected_input_ids", "rejected_attention_mask", "rejected_labels", "_status", "_error"]
     out: dict[str, list] = {k: [] for k in keys}
-    for record in _records(batch):
-        ex = encode_pairwise(record, tokenizer, template, settings)
+    if media is not None:
+        out.update({kind: [] for kind in KINDS})
+    for record in _records(batch, media, "pairwise"):
+        ex = encode_pairwise(record, tokenizer, template, settings, media)
         prompt = ex["prompt_ids"]
         for key in ("prompt_ids", "chosen_ids", "rejected_ids", "_status", "_error"):
             out[key].append(ex[key])
@@ -255,6 +324,9 @@ def process_pairwise(batch: dict[str, list], *, tokenizer, template, settings: P
             out[f"{side}_input_ids"].append(prompt + reply)
             out[f"{side}_attention_mask"].append([1] * (len(prompt) + len(reply)))
             out[f"{side}_labels"].append([IGNORE_INDEX] * len(prompt) + reply)
+        if media is not None:
+            for kind, items in media_columns_of(record).items():
+                out[kind].append(items)
     return out
 
 
@@ -262,7 +334,7 @@ def process_kto(batch: dict[str, list], *, tokenizer, template, settings: Proces
     """KTO: prompt + one reply with its desirable/undesirable ``label`` (trl's column names)."""
     keys = ["prompt_ids", "completion_ids", "label", "input_ids", "attention_mask", "labels", "_status", "_error"]
     out: dict[str, list] = {k: [] for k in keys}
-    for record in _records(batch):
+    for record in _records(batch, None, "kto"):
         enc = template.encode(tokenizer, record["messages"], record.get("tools"))
         prompt, reply = split_last_turn(enc)
         lengths = (len(prompt), [len(reply)])
@@ -284,24 +356,36 @@ def process_kto(batch: dict[str, list], *, tokenizer, template, settings: Proces
 
 # ---------------------------------------------------------------- unsupervised (prediction)
 
-def process_unsupervised(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings) -> dict[str, list]:
+def process_unsupervised(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings,
+                         media: MediaEncoder | None = None) -> dict[str, list]:
     """Prompt only, ending with the generation prompt; ``labels`` are the reference reply's ids (may be empty).
 
     Used for prediction and the ppo/grpo prompts: the shared policy with no reply, so an over-long
-    prompt keeps its end (the question and the generation prompt are what matter).
+    prompt keeps its end (the question and the generation prompt are what matter). With media the
+    prompt holds the expanded media tokens and must keep all of them (else the row is dropped).
     """
-    out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "_status": []}
-    for record in _records(batch):
+    out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "_status": [], "_error": []}
+    if media is not None:
+        out.update({kind: [] for kind in KINDS})
+    for record in _records(batch, media, "unsupervised"):
         messages = list(record["messages"])
         reference = ""
         if messages and messages[-1]["role"] in (ASSISTANT, FUNCTION_CALL):
             reference = messages.pop()["content"]
-        ids, _, status = fit_prompt_and_replies(template.prompt_ids(tokenizer, messages, record.get("tools")), [],
-                                                settings.cutoff_len)
+        full, _ = encode_record(record, tokenizer, template, media, messages, add_generation_prompt=True)
+        ids, _, status = fit_prompt_and_replies(full, [], settings.cutoff_len)
+        reason = ""
+        if media is not None and media.count_media_tokens(ids) != media.count_media_tokens(full):
+            ids, status = [], REPLY_CUT
+            reason = media_cut_reason(media.count_media_tokens(full), len(full), settings.cutoff_len)
         out["input_ids"].append(ids)
         out["attention_mask"].append([1] * len(ids))
         out["labels"].append(tokenizer(reference, add_special_tokens=False)["input_ids"] if reference else [])
         out["_status"].append(status)
+        out["_error"].append(_where(record, reason))
+        if media is not None:
+            for kind, items in media_columns_of(record).items():
+                out[kind].append(items)
     return out
 
 
@@ -319,31 +403,37 @@ COLUMNS = {
 }
 
 
-def process_batch(batch: dict[str, list], *, stage: str, tokenizer, template, settings: ProcessSettings) -> dict[str, list]:
+def process_batch(batch: dict[str, list], *, stage: str, tokenizer, template, settings: ProcessSettings,
+                  media: MediaEncoder | None = None) -> dict[str, list]:
     """The ``datasets.map`` function: canonical records in, the stage's columns plus ``_status``/``_error`` out.
 
+    ``media`` (the model's processor, for a vision/audio model) adds the media path columns
+    (images/videos/audios) that the collator turns into the processor's tensors.
     When the template rejects an example (e.g. a chat template that refuses a role), the batch is
     redone one example at a time and the rejected ones become FAILED rows carrying the reason.
     """
     kind = stage_kind(stage)
     fn = PROCESSORS[kind]
+    extra = {"media": media} if kind in MEDIA_KINDS_OF_STAGE else {}
+    columns = [*COLUMNS[kind], *(KINDS if extra and media is not None else ())]
     try:
-        out = fn(batch, tokenizer=tokenizer, template=template, settings=settings)
+        out = fn(batch, tokenizer=tokenizer, template=template, settings=settings, **extra)
         out.setdefault("_error", [""] * len(out["_status"]))
         return out
     except TuneryError:
         pass
-    merged: dict[str, list] = {key: [] for key in [*COLUMNS[kind], "_status", "_error"]}
+    merged: dict[str, list] = {key: [] for key in [*columns, "_status", "_error"]}
     for i in range(len(batch["messages"])):
         single = {key: [values[i]] for key, values in batch.items()}
         try:
-            out = fn(single, tokenizer=tokenizer, template=template, settings=settings)
+            out = fn(single, tokenizer=tokenizer, template=template, settings=settings, **extra)
             out.setdefault("_error", [""] * len(out["_status"]))
         except TuneryError as exc:
             source = (single.get("_source") or [None])[0] or {}
             where = f"{source.get('file', '?')} row {source.get('row', '?')}"
-            out = {key: [False if key == "label" else []] for key in COLUMNS[kind]}
+            out = {key: [False if key == "label" else []] for key in columns}
             out.update({"_status": [FAILED], "_error": [f"{where}: {exc.message}"]})
         for key in merged:
             merged[key] += out[key]
     return merged
+

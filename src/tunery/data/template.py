@@ -15,6 +15,7 @@ from tunery.data.templates.check import check_template as _check
 from tunery.data.templates.jinja_auto import AutoTemplate
 from tunery.errors import ConfigError
 from tunery.logging import get_logger
+from tunery.model.multimodal import is_multimodal_template
 
 __all__ = ["PROMPT_ROLE", "AutoTemplate", "Encoded", "Segment", "Template", "check_template", "get_template",
            "list_templates", "parse_tool_calls"]
@@ -36,6 +37,10 @@ def get_template(name_or_auto: str | None, tokenizer, data_args: Any = None) -> 
     default_system = _option(data_args, "default_system")
     enable_thinking = _option(data_args, "enable_thinking", True)
     tool_format = _option(data_args, "tool_format")
+    if name not in BUILTINS and is_multimodal_template(name):
+        get_logger(__name__).info("template '%s' is LLaMA-Factory's name for a multimodal family: using the "
+                                  "processor's own chat template (template: auto)", name)
+        name = "auto"
     if name == "auto":
         return AutoTemplate(tokenizer, default_system=default_system, enable_thinking=enable_thinking,
                             tool_format=tool_format)

@@ -19,6 +19,8 @@ from tunery.export.gguf_writer import write_gguf
 from tunery.export.modelfile import write_modelfile
 from tunery.export.quantize import quantize_checkpoint
 from tunery.logging import get_logger
+from tunery.model.loader import resolve
+from tunery.model.multimodal import PROCESSOR_FILES, family_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -46,6 +48,12 @@ def validate(cfg: RunConfig) -> Path:
     out = Path(e.export_dir)
     if out.exists() and not out.is_dir():
         raise ResourceError(f"export_dir {out} is a file", hint="choose a folder path for export_dir")
+    family = family_of(Path(resolve(cfg.model).path))
+    if e.export_format == "gguf" and family is not None:
+        raise ConfigError(f"GGUF export of a multimodal model ({family.model_type}) is not supported: llama.cpp reads "
+                          "the vision/audio tower from a separate projector file (mmproj) that Tunery does not write",
+                          hint="export a merged checkpoint instead (export_format: safetensors), then convert it with "
+                               "llama.cpp's convert_hf_to_gguf.py --mmproj")
     if e.export_format == "gguf" and e.export_hub_model_id:
         logger.info("the GGUF file and Modelfile will be pushed to %s", e.export_hub_model_id)
     merge.shard_size(e)
@@ -62,11 +70,25 @@ def run_export(cfg: RunConfig) -> ExportResult:
         result = _export_gguf(cfg, model, tokenizer, template, out)
     else:
         result = _export_checkpoint(cfg, model, tokenizer, out)
+        copy_processor_files(Path(resolve(cfg.model).path), out)
     merge.write_model_card(out, cfg, _settings(cfg, result))
     result.files = sorted(p for p in out.iterdir() if p.is_file())
     if cfg.export.export_hub_model_id:
         result.hub_url = merge.push_to_hub(out, cfg.export.export_hub_model_id, cfg.model.hf_hub_token)
     return result
+
+
+def copy_processor_files(base_dir: Path, out: Path) -> list[Path]:
+    """Copy a multimodal base model's processor files (image processor config, processor config, its chat
+    template) into the export, so ``AutoProcessor`` loads the merged model; returns the files copied."""
+    if family_of(base_dir) is None:
+        return []
+    copied = []
+    for name in PROCESSOR_FILES:
+        if (base_dir / name).is_file():
+            shutil.copy2(base_dir / name, out / name)  # the processor's chat template is the one it renders
+            copied.append(out / name)
+    return copied
 
 
 def _settings(cfg: RunConfig, result: ExportResult) -> dict:

@@ -19,6 +19,7 @@ from typing import Any
 
 from tunery.errors import ConfigError
 from tunery.inference.generation import merge_generate_kwargs
+from tunery.inference.media import has_media
 from tunery.inference.prompting import normalize_tools, template_supports_tools, with_system
 
 
@@ -44,6 +45,7 @@ class GenerationJob:
 
     prompt: list[int]
     gen: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] | None = None  # a multimodal prompt's processor outputs (pixel_values, ...): served alone
     on_text: Callable[[str], None] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
@@ -99,6 +101,8 @@ class Engine(ABC):
         self.generating_args = generating_args
         self.model_name = model_name
         self.lock = threading.Lock()  # one generation at a time on the model
+        self.processor: Any = None  # a multimodal model's processor (images -> pixel values + placeholder ids)
+        self.media_dir: str | None = None  # relative image paths are read from here
 
     # -- prompts ---------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict], tools: Any = None, system: str | None = None) -> list[int]:
@@ -106,6 +110,32 @@ class Engine(ABC):
         if not messages:
             raise ConfigError("a conversation needs at least one message")
         return list(self.template.prompt_ids(self.tokenizer, with_system(messages, system), normalize_tools(tools)))
+
+    def prompt_inputs(self, messages: list[dict], tools: Any = None,
+                      system: str | None = None) -> tuple[list[int], dict[str, Any] | None]:
+        """Prompt ids plus, when a message carries ``images``, the processor's other model inputs.
+
+        Without images this is ``(prompt_ids(...), None)``. With images the processor renders its own
+        chat template and expands each image into its placeholder tokens; a model without a processor
+        (a text model) raises ConfigError.
+        """
+        if has_media(messages):
+            return self.media_inputs(messages, tools, system)
+        return self.prompt_ids(messages, tools, system), None
+
+    def media_inputs(self, messages: list[dict], tools: Any = None,
+                     system: str | None = None) -> tuple[list[int], dict[str, Any]]:
+        """Prompt ids and pixel inputs of a conversation with images (backends that take images override)."""
+        raise ConfigError(f"{self.model_name} takes no images: it is a text model (or the {self.backend} backend "
+                          "does not pass images)", hint="use a multimodal model with infer_backend: huggingface")
+
+    def generate_media(self, prompt: list[int], extra: dict[str, Any], **gen: Any) -> list[Response]:
+        """Replies to one multimodal prompt (``extra``: the processor's pixel/audio inputs)."""
+        raise ConfigError(f"the {self.backend} backend does not take images")
+
+    def stream_media(self, prompt: list[int], extra: dict[str, Any], **gen: Any) -> TextStream:
+        """One multimodal reply, streamed."""
+        raise ConfigError(f"the {self.backend} backend does not take images")
 
     def stop_token_ids(self) -> list[int]:
         """End-of-turn ids of the template plus the tokenizer's eos: a reply never runs past them."""
@@ -149,9 +179,12 @@ class Engine(ABC):
                 if job.cancel.is_set():
                     job.finish(job.cancelled_response())
                 elif job.on_text is None:
-                    job.finish(self.batch_generate([job.prompt], **job.gen))
+                    job.finish(self.generate_media(job.prompt, job.extra, **job.gen) if job.extra is not None
+                               else self.batch_generate([job.prompt], **job.gen))
                 else:
-                    stream, parts = self.stream_generate(job.prompt, **job.gen), []
+                    stream = (self.stream_media(job.prompt, job.extra, **job.gen) if job.extra is not None
+                              else self.stream_generate(job.prompt, **job.gen))
+                    parts: list[str] = []
                     try:
                         for piece in stream:
                             if job.cancel.is_set():
@@ -166,12 +199,18 @@ class Engine(ABC):
                 job.fail(exc)
 
     def chat(self, messages: list[dict], tools: Any = None, system: str | None = None, **gen: Any) -> list[Response]:
-        """Answer one conversation (``num_return_sequences`` answers)."""
-        return self.batch_generate([self.prompt_ids(messages, tools, system)], **gen)
+        """Answer one conversation (``num_return_sequences`` answers); messages may carry ``images``."""
+        prompt, extra = self.prompt_inputs(messages, tools, system)
+        if extra is not None:
+            return self.generate_media(prompt, extra, **gen)
+        return self.batch_generate([prompt], **gen)
 
     def stream_chat(self, messages: list[dict], tools: Any = None, system: str | None = None, **gen: Any) -> TextStream:
-        """Answer one conversation, streamed."""
-        return self.stream_generate(self.prompt_ids(messages, tools, system), **gen)
+        """Answer one conversation, streamed; messages may carry ``images``."""
+        prompt, extra = self.prompt_inputs(messages, tools, system)
+        if extra is not None:
+            return self.stream_media(prompt, extra, **gen)
+        return self.stream_generate(prompt, **gen)
 
     # -- tools -----------------------------------------------------------------------------------
     @property

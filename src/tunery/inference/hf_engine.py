@@ -26,9 +26,11 @@ from tunery.inference.generation import (
     resolve_generating_args,
     user_generation_keys,
 )
-from tunery.inference.prompting import resolve_template
+from tunery.inference.media import processor_messages
+from tunery.inference.prompting import resolve_template, with_system
 from tunery.logging import get_logger
-from tunery.model.loader import load_model, load_tokenizer
+from tunery.model.loader import load_model, load_tokenizer, resolve
+from tunery.model.multimodal import is_multimodal, load_processor
 
 logger = get_logger(__name__)
 
@@ -181,7 +183,12 @@ class HuggingFaceEngine(Engine):
         generating_args, sources = resolve_generating_args(
             cfg.generation, user_generation_keys(cfg.raw), getattr(model, "generation_config", None))
         logger.info(describe_generation(generating_args, sources))
-        return cls(model, tokenizer, template, generating_args, name)
+        engine = cls(model, tokenizer, template, generating_args, name)
+        path = resolve(cfg.model).path
+        if is_multimodal(path):  # images reach the model through its processor (media_inputs)
+            engine.processor = load_processor(path, trust_remote_code=cfg.model.trust_remote_code)
+            engine.media_dir = cfg.data.media_dir or cfg.data.dataset_dir
+        return engine
 
     @property
     def device(self) -> torch.device:
@@ -202,7 +209,12 @@ class HuggingFaceEngine(Engine):
         one job at a time.
         """
         live = []
+        media = [job for job in jobs if job.extra is not None]
+        if media:  # a prompt with images is served on its own
+            super().generate_rows(media)
         for job in jobs:
+            if job.extra is not None:
+                continue
             if job.cancel.is_set():
                 job.finish(job.cancelled_response())
             else:
@@ -296,6 +308,37 @@ class HuggingFaceEngine(Engine):
         text, hit = cut_at_stop(text, stops)
         return Response(text=text, prompt_tokens=prompt_len, completion_tokens=count,
                         finish_reason="stop" if hit else finish)
+
+    def media_inputs(self, messages: list[dict], tools: Any = None,
+                     system: str | None = None) -> tuple[list[int], dict[str, Any]]:
+        """The processor's chat template over the conversation with its images opened; ids + other inputs."""
+        if self.processor is None:
+            return super().media_inputs(messages, tools, system)
+        if tools:
+            raise ConfigError("tools together with images are not supported")
+        conversation = processor_messages(with_system(messages, system), self.media_dir)
+        inputs = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
+                                                    return_dict=True, return_tensors="pt")
+        ids = inputs.pop("input_ids")[0].tolist()
+        inputs.pop("attention_mask", None)
+        return ids, {key: value.to(self.device) if hasattr(value, "to") else value for key, value in inputs.items()}
+
+    def generate_media(self, prompt: list[int], extra: dict[str, Any], **gen: Any) -> list[Response]:
+        kwargs, stops, n = self._hf_kwargs(gen)
+        input_ids, attention_mask = self._pad_left([prompt])
+        with self.lock, torch.inference_mode():
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs)
+        stop_ids = set(self.stop_token_ids())
+        rows = output[:, input_ids.shape[1]:].tolist()
+        responses = [self._to_response(tokens, len(prompt), stop_ids, stops) for tokens in rows]
+        return responses * (n // len(responses)) if len(responses) < n else responses
+
+    def stream_media(self, prompt: list[int], extra: dict[str, Any], **gen: Any) -> TextStream:
+        kwargs, stops, _ = self._hf_kwargs(gen)
+        kwargs["num_return_sequences"] = 1
+        stream = TextStream(iter(()), prompt_tokens=len(prompt))
+        stream._pieces = self._stream_pieces(prompt, {**kwargs, **extra}, stops, stream)
+        return stream
 
     def stream_generate(self, prompt: list[int], **gen: Any) -> TextStream:
         kwargs, stops, _ = self._hf_kwargs(gen)

@@ -24,6 +24,7 @@ from tunery.data import load_records
 from tunery.errors import ConfigError, DataError, ResourceError
 from tunery.inference.backends import load_engine
 from tunery.inference.engine import Engine, Response
+from tunery.inference.media import attach_record_images
 from tunery.inference.metrics import Scorer, aggregate
 from tunery.logging import get_logger
 
@@ -84,14 +85,15 @@ def _free_memory() -> None:
 
 def generate_all(engine: Engine, prompts: list[list[int]], batch_size: int, progress: bool = True,
                  on_progress: Any = None, on_reply: Callable[[int, Response], None] | None = None,
-                 **gen: Any) -> list[Response]:
+                 extras: list[dict | None] | None = None, **gen: Any) -> list[Response]:
     """One reply per prompt, in input order, in batches that halve after an out-of-memory error.
 
     Prompts run longest first: batches hold similar lengths (less padding, and short prompts finish
     together), and a batch too big for memory fails at the start of the run rather than after an
     hour. ``on_reply(index, reply)`` is called for each reply as its batch finishes (``index`` into
     ``prompts``); ``on_progress(done)`` after each batch. The progress bar counts replies and shows
-    generated tokens, tokens/s and the time left.
+    generated tokens, tokens/s and the time left. ``extras[i]``: the processor inputs of a prompt
+    with images (multimodal model), generated on its own.
     """
     from tqdm.auto import tqdm
 
@@ -103,7 +105,12 @@ def generate_all(engine: Engine, prompts: list[list[int]], batch_size: int, prog
         while done < len(order):
             chunk = order[done : done + size]
             try:
-                replies = engine.batch_generate([prompts[i] for i in chunk], **gen, num_return_sequences=1)
+                if extras is not None and any(extras[i] is not None for i in chunk):
+                    replies = [engine.generate_media(prompts[i], extras[i], **gen, num_return_sequences=1)[0]
+                               if extras[i] is not None else
+                               engine.batch_generate([prompts[i]], **gen, num_return_sequences=1)[0] for i in chunk]
+                else:
+                    replies = engine.batch_generate([prompts[i] for i in chunk], **gen, num_return_sequences=1)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -131,20 +138,35 @@ def generate_all(engine: Engine, prompts: list[list[int]], batch_size: int, prog
     return results  # type: ignore[return-value]
 
 
-def encode_prompts(engine: Engine, records: list[dict], cutoff_len: int) -> tuple[list[list[int]], list[str]]:
-    """Prompt ids (the last ``cutoff_len`` tokens, so the generation prompt survives) and labels."""
+def encode_prompts(engine: Engine, records: list[dict], cutoff_len: int,
+                   extras: list[dict | None] | None = None) -> tuple[list[list[int]], list[str]]:
+    """Prompt ids (the last ``cutoff_len`` tokens, so the generation prompt survives) and labels.
+
+    A record with ``images`` is encoded by the model's processor; its processor inputs are appended
+    to ``extras`` (None for the other records) and its prompt is never cut (the image tokens must stay).
+    """
     prompts, labels, cut = [], [], 0
     for record in records:
         messages, label = split_record(record)
+        other = next((kind for kind in ("videos", "audios") if record.get(kind)), None)
+        if other:
+            src = record.get("_source") or {}
+            raise DataError(f"prediction reads images; {other} are not supported in inference yet",
+                            file=src.get("file"), row=src.get("row"), field=other,
+                            hint="predict on image or text rows, or evaluate the model through training's eval loss")
+        messages = attach_record_images(messages, record.get("images"))
         try:
-            ids = engine.prompt_ids(messages, record.get("tools"))
+            ids, extra = engine.prompt_inputs(messages, record.get("tools"))
         except ConfigError as exc:
             src = record.get("_source") or {}
-            raise DataError(str(exc), file=src.get("file"), row=src.get("row"), field="messages") from exc
-        if cutoff_len and len(ids) > cutoff_len:
+            field = "images" if record.get("images") else "messages"
+            raise DataError(str(exc), file=src.get("file"), row=src.get("row"), field=field) from exc
+        if extra is None and cutoff_len and len(ids) > cutoff_len:
             ids, cut = ids[-cutoff_len:], cut + 1
         prompts.append(ids)
         labels.append(label)
+        if extras is not None:
+            extras.append(extra)
     if cut:
         logger.warning("%d prompt(s) longer than cutoff_len=%d kept only their last tokens", cut, cutoff_len)
     return prompts, labels
@@ -208,7 +230,8 @@ def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = 
     records = prediction_records(cfg)
     if engine is None:
         engine = load_engine(cfg)
-    prompts, labels = encode_prompts(engine, records, int(cfg.data.cutoff_len))
+    extras: list[dict | None] = []
+    prompts, labels = encode_prompts(engine, records, int(cfg.data.cutoff_len), extras)
     gen: dict[str, Any] = {}
     if cfg.data.eval_num_beams:
         gen["num_beams"] = cfg.data.eval_num_beams
@@ -242,6 +265,7 @@ def run_predict(cfg: RunConfig, engine: Engine | None = None, *, metrics: Any = 
 
         try:
             generate_all(engine, [prompts[i] for i in todo], batch_size, progress=progress, on_reply=keep,
+                         extras=[extras[i] for i in todo] if any(e is not None for e in extras) else None,
                          on_progress=lambda done: writer(already + done), **gen)
         except KeyboardInterrupt:
             logger.warning("interrupted: %d of %d predictions are saved in %s; run the same command again to "

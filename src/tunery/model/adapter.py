@@ -17,6 +17,7 @@ from tunery.config import FinetuningArguments
 from tunery.config.finetuning_args import split_list
 from tunery.errors import ConfigError, ModelError
 from tunery.logging import get_logger
+from tunery.model.multimodal import family_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -68,11 +69,16 @@ def prepare_for_training(
     if model_args.upcast_layernorm:
         upcast_layernorms(model)
 
+    parts = multimodal_parts(model)
     if kind == "full":
         model.requires_grad_(True)
-        logger.info("finetuning_type full: every weight is trained")
+        if parts:
+            freeze_parts(model, parts, finetuning_args)
+        logger.info("finetuning_type full: every weight is trained%s", frozen_note(parts, finetuning_args))
     elif kind == "freeze":
         apply_freeze(model, finetuning_args)
+        if parts:
+            unfreeze_media_parts(model, parts, finetuning_args)
     elif kind == "lora":
         model = apply_lora(model, model_args, finetuning_args, quantized=quantized)
     else:  # the config layer already restricts the values; keep a clear error for direct callers
@@ -130,11 +136,123 @@ def _cast_trainable_to_fp32(model: torch.nn.Module) -> None:
             param.data = param.data.to(torch.float32)
 
 
+# ---------------------------------------------------------------- vision-language parts
+
+# Where each part of a vision/audio-language model sits, by module name (transformers 5 layouts:
+# LLaVA/Gemma 3/Qwen2-Audio/mllama use vision_tower/audio_tower + multi_modal_projector; Qwen-VL's
+# projector is visual.merger inside its vision tower; InternVL uses mlp1).
+VISION_NAMES = ("vision_tower", "visual", "vision_model", "audio_tower", "vpm")
+PROJECTOR_NAMES = ("multi_modal_projector", "visual.merger", "mlp1", "resampler", "connector")
+LANGUAGE_NAMES = ("language_model",)
+
+
+def multimodal_parts(model: torch.nn.Module) -> dict[str, list[str]]:
+    """{"vision": [...], "projector": [...], "language": [...]}: module name prefixes of each part of a
+    vision/audio-language model: the family registry's names, else the first module of each usual
+    name; {} for a text-only model."""
+    family = family_of(getattr(model, "config", None))
+    if family is not None:  # the registry names each part (model.multimodal)
+        present = {name for name, _ in model.named_modules()} | {name for name, _ in model.named_parameters()}
+        parts = {"vision": [n for n in family.vision_tower if n in present],
+                 "projector": [n for n in family.projector if n in present],
+                 "language": [n for n in family.language_model if n in present]}
+        if parts["vision"] and parts["language"]:
+            return parts
+    found: dict[str, list[str]] = {"vision": [], "projector": [], "language": []}
+    for name, _ in model.named_modules():
+        for part, names in (("projector", PROJECTOR_NAMES), ("vision", VISION_NAMES), ("language", LANGUAGE_NAMES)):
+            if any(name == n or name.endswith("." + n) for n in names) and \
+                    not any(name.startswith(p + ".") for p in found[part]):
+                found[part].append(name)
+                break
+    if not found["vision"] or not found["language"]:
+        return {}
+    return found
+
+
+def _under(name: str, prefixes: list[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def forbidden_prefixes(parts: dict[str, list[str]], finetuning_args: FinetuningArguments) -> list[str]:
+    """Module prefixes that stay frozen: ``freeze_vision_tower`` (default true),
+    ``freeze_multi_modal_projector`` (default true), ``freeze_language_model`` (default false).
+    The projector is inside the vision tower for Qwen-VL, so it is judged on its own setting."""
+    out: list[str] = []
+    if finetuning_args.freeze_vision_tower:
+        out += parts["vision"]
+    if finetuning_args.freeze_multi_modal_projector:
+        out += parts["projector"]
+    if finetuning_args.freeze_language_model:
+        out += parts["language"]
+    return out
+
+
+def _is_trainable_part(name: str, parts: dict[str, list[str]], finetuning_args: FinetuningArguments) -> bool:
+    if _under(name, parts["projector"]):
+        return not finetuning_args.freeze_multi_modal_projector
+    return not _under(name, forbidden_prefixes(parts, finetuning_args))
+
+
+def freeze_parts(model: torch.nn.Module, parts: dict[str, list[str]], finetuning_args: FinetuningArguments) -> None:
+    """Full fine-tuning of a VLM: the frozen parts stop requiring grad (everything else trains)."""
+    for name, param in model.named_parameters():
+        if not _is_trainable_part(name, parts, finetuning_args):
+            param.requires_grad_(False)
+
+
+def unfreeze_media_parts(model: torch.nn.Module, parts: dict[str, list[str]],
+                         finetuning_args: FinetuningArguments) -> None:
+    """``finetuning_type: freeze`` trains the chosen decoder layers; the vision tower and projector
+    train whole when their freeze_* setting is false, and ``freeze_language_model`` keeps the LM frozen."""
+    for name, param in model.named_parameters():
+        if _under(name, parts["projector"]):
+            param.requires_grad_(not finetuning_args.freeze_multi_modal_projector)
+        elif _under(name, parts["vision"]):
+            param.requires_grad_(not finetuning_args.freeze_vision_tower)
+        elif finetuning_args.freeze_language_model and _under(name, parts["language"]):
+            param.requires_grad_(False)
+
+
+def frozen_note(parts: dict[str, list[str]], finetuning_args: FinetuningArguments) -> str:
+    if not parts:
+        return ""
+    frozen = [label for label, flag in (("vision tower", finetuning_args.freeze_vision_tower),
+                                        ("projector", finetuning_args.freeze_multi_modal_projector),
+                                        ("language model", finetuning_args.freeze_language_model)) if flag]
+    return f" but the frozen {', '.join(frozen)}" if frozen else ""
+
+
+def multimodal_lora_targets(model: torch.nn.Module, targets: list[str], parts: dict[str, list[str]],
+                            finetuning_args: FinetuningArguments) -> list[str]:
+    """Full module names for LoRA on a VLM: the linear layers ``targets`` name (``all``: every linear
+    layer but the output head) outside the frozen parts, as LLaMA-Factory restricts them."""
+    head = _module_name(model, model.get_output_embeddings())
+    names = []
+    for name, module in model.named_modules():
+        if not (isinstance(module, torch.nn.Linear) or "Linear" in type(module).__name__):
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if targets in ([], ["all"]):
+            if leaf == head:
+                continue
+        elif not any(name == t or name.endswith("." + t) for t in targets):
+            continue
+        if _is_trainable_part(name, parts, finetuning_args):
+            names.append(name)
+    if not names:
+        raise ConfigError("no linear layer is left for LoRA outside the frozen parts of this model",
+                          hint="set freeze_language_model: false, or freeze_vision_tower: false")
+    return names
+
+
 # ---------------------------------------------------------------- freeze
 
 
 def decoder_layer_count(model: PreTrainedModel) -> int:
     config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()  # a VLM's decoder layers are its language model's
     count = getattr(config, "num_hidden_layers", None) or getattr(config, "num_layers", None)
     if not count:
         raise ModelError(f"cannot tell how many layers {type(model).__name__} has (no num_hidden_layers in its config)")
@@ -181,7 +299,11 @@ def apply_freeze(model: PreTrainedModel, finetuning_args: FinetuningArguments) -
             f"freeze_extra_modules names {unknown_extra} not found outside the decoder layers",
             hint=f"choose from: {', '.join(sorted(outside))}",
         )
+    language = multimodal_parts(model).get("language")  # a VLM: layers of its language model only
     for name, param in model.named_parameters():
+        if language and not _under(name, language):
+            param.requires_grad_(False)  # vision tower / projector: their freeze_* settings decide
+            continue
         match = _LAYER_INDEX.search(name)
         if match:
             parts = name[match.end():].split(".")[:-1]
@@ -214,6 +336,9 @@ def build_lora_config(model: PreTrainedModel, model_args: ModelArguments, finetu
     target_modules: str | list[str] = "all-linear" if targets in ([], ["all"]) else targets
     if isinstance(target_modules, list):
         check_lora_targets(model, target_modules)
+    parts = multimodal_parts(model)
+    if parts:
+        target_modules = multimodal_lora_targets(model, targets, parts, finetuning_args)
     modules_to_save = split_list(finetuning_args.additional_target)
     if model_args.resize_vocab:
         # New token rows must learn; LoRA alone cannot give them embeddings.

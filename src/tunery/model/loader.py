@@ -17,6 +17,7 @@ from tunery.hub import ResolvedModel, resolve_model
 from tunery.logging import get_logger
 from tunery.model.adapter import count_parameters, prepare_for_training
 from tunery.model.gguf_import import materialize_gguf
+from tunery.model.multimodal import family_of, model_class
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -145,7 +146,12 @@ def load_model(
     is_trainable: bool = False,
     training_args: Any = None,
 ) -> PreTrainedModel:
-    """The causal LM with adapters applied; trainable setup is delegated to ``model.adapter``."""
+    """The causal LM (or, for a registered multimodal family, its image/audio-text model) with adapters applied.
+
+    Trainable setup is delegated to ``model.adapter``. A multimodal checkpoint (``model.multimodal``'s
+    registry, by ``config.json``'s ``model_type``) loads with its family's class, so its vision or
+    audio tower and projector load too; its processor comes from ``model.multimodal.load_processor``.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = resolve(model_args).path
@@ -161,11 +167,18 @@ def load_model(
     if quant is not None:
         load_kwargs["quantization_config"] = quant
         load_kwargs["device_map"] = {"": _default_device()}
+    family = family_of(config)
+    auto_class = model_class(family) if family is not None else AutoModelForCausalLM
+    if family is not None and getattr(config, "thinker_config", None) is not None:
+        load_kwargs["config"] = config.thinker_config  # an omni checkpoint: the thinker (text out) is trained
+    if family is not None:
+        logger.info("%s is a multimodal model (%s); loading %s", model_args.model_name_or_path,
+                    "/".join(family.media), auto_class.__name__)
     try:
         if model_args.train_from_scratch:
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=model_args.trust_remote_code)
+            model = auto_class.from_config(config, dtype=dtype, trust_remote_code=model_args.trust_remote_code)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+            model = auto_class.from_pretrained(path, **load_kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise ModelError(f"cannot load model {model_args.model_name_or_path}: {exc}") from exc
     if model_args.resize_vocab and model.get_input_embeddings().weight.shape[0] != len(tokenizer):
@@ -179,6 +192,13 @@ def load_model(
         model.eval()
         model.requires_grad_(False)
     return model
+
+
+def model_class_for(config: Any) -> Any:
+    """The transformers class of a registered vision/audio-language family (``model.multimodal``), None for
+    a causal LM (for code that builds a model from a config, e.g. the weightless estimate)."""
+    family = family_of(config)
+    return model_class(family) if family is not None else None
 
 
 def load_adapters(model: PreTrainedModel, model_args: ModelArguments, *, merge: bool = True) -> PreTrainedModel:

@@ -13,15 +13,18 @@ import os
 from typing import Any
 
 from tunery.data import IGNORE_INDEX, DatasetModule, get_dataset
+from tunery.data.media import KINDS, MediaEncoder
 from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.loader import load_model
 from tunery.train.pref_common import (
+    MEDIA_COLUMNS,
     drop_reference_adapter,
     load_reference_model,
     to_pairwise_columns,
     trl_config,
 )
+from tunery.train.sft import media_encoder
 from tunery.train.trainer import build_trainer
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -104,16 +107,39 @@ def trainer_parts(ft: Any, training_args: Any, max_length: int | None) -> tuple[
     raise ConfigError(f"unknown pref_loss '{loss}'", hint=f"use one of {', '.join(DPO_LOSSES + REFERENCE_FREE_LOSSES)}")
 
 
+class MediaPreferenceCollator:
+    """trl's preference batches (chosen rows, then rejected rows) plus the processor's media tensors of a
+    vision/audio model, for both halves (each example's media twice, in batch order)."""
+
+    def __init__(self, pad_token_id: int, media: MediaEncoder) -> None:
+        from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+        self.base = DataCollatorForPreference(pad_token_id=pad_token_id)
+        self.media = media
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        rows = [{kind: f.get(MEDIA_COLUMNS[kind]) or [] for kind in KINDS} for f in features]
+        batch = self.base([{k: f[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for f in features])
+        batch.update(self.media.batch_features(rows + rows, batch["input_ids"]))
+        return batch
+
+
 def preference_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any = None, *,
-                       ref_model: Any = None, callbacks: list | None = None) -> Any:
-    """The trl trainer for ``cfg.finetuning.pref_loss``, with Tunery's callbacks and optimizer choices."""
+                       ref_model: Any = None, callbacks: list | None = None, media: MediaEncoder | None = None) -> Any:
+    """The trl trainer for ``cfg.finetuning.pref_loss``, with Tunery's callbacks and optimizer choices.
+
+    ``media`` (a vision/audio model's processor): DPO losses only; batches carry the media tensors."""
     ft = cfg.finetuning
     trainer_cls, args = trainer_parts(ft, cfg.training, cfg.data.cutoff_len)
+    if media is not None:
+        extra_collator = {"data_collator": MediaPreferenceCollator(tokenizer.pad_token_id or 0, media)}
+    else:
+        extra_collator = {}
     if train_dataset is not None:
         train_dataset = to_pairwise_columns(train_dataset)
     if eval_dataset is not None:
         eval_dataset = to_pairwise_columns(eval_dataset)
-    extra = {"ref_model": ref_model} if ft.pref_loss in DPO_LOSSES else {}
+    extra = {"ref_model": ref_model, **extra_collator} if ft.pref_loss in DPO_LOSSES else {}
     trainer = build_trainer(cfg, model, tokenizer, train_dataset=train_dataset, eval_dataset=eval_dataset,
                             trainer_cls=trainer_cls, args=args, callbacks=callbacks, **extra)
     if ft.pref_loss in DPO_LOSSES and ref_model is None:
@@ -131,9 +157,14 @@ class PreferenceStage:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.media: MediaEncoder | None = None
 
     def load_data(self, cfg: Any, tokenizer: Any, template: Any) -> DatasetModule:
-        return get_dataset(cfg, tokenizer, template, self.name)
+        self.media = media_encoder(cfg)
+        if self.media is not None and cfg.finetuning.pref_loss not in DPO_LOSSES:
+            raise ConfigError(f"pref_loss {cfg.finetuning.pref_loss} does not train on images, video or audio yet",
+                              hint=f"use pref_loss {' / '.join(DPO_LOSSES)} (stage dpo) for multimodal preference data")
+        return get_dataset(cfg, tokenizer, template, self.name, media=self.media)
 
     def create_trainer(self, cfg: Any, tokenizer: Any, template: Any, data: DatasetModule,
                        callbacks: list | None = None) -> Any:
@@ -143,4 +174,5 @@ class PreferenceStage:
         model = load_model(tokenizer, cfg.model, ft, is_trainable=bool(args.do_train), training_args=args)
         ref_model = None if ft.pref_loss in REFERENCE_FREE_LOSSES else load_reference_model(cfg, tokenizer, model)
         return preference_trainer(cfg, model, tokenizer, data.train_dataset if args.do_train else None,
-                                  data.eval_dataset, ref_model=ref_model, callbacks=callbacks)
+                                  data.eval_dataset, ref_model=ref_model, callbacks=callbacks,
+                                  media=getattr(self, "media", None))

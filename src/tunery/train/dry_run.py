@@ -20,6 +20,7 @@ from tunery.train.estimate import (
     parallelism,
     steps_for,
 )
+from tunery.train.sft import media_encoder
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ def build_plan(cfg: Any, *, flops: float | None = None, bandwidth: float | None 
                     cutoff_len=cfg.data.cutoff_len, notes=_notes(cfg))
     tokenizer = load_tokenizer(cfg.model)
     template = get_template(cfg.data.template or "auto", tokenizer, cfg.data)
-    data = get_dataset(cfg, tokenizer, template, ft.stage)
+    media = media_encoder(cfg) if ft.stage == "sft" else None  # a VLM's processor: media tokens count
+    data = get_dataset(cfg, tokenizer, template, ft.stage, media=media)
     counts = count_tokens(data.train_dataset, ft.stage)
     evaluation = data.eval_dataset
     eval_examples = len(evaluation) if evaluation is not None and hasattr(evaluation, "__len__") else 0

@@ -58,7 +58,7 @@ from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_h
 from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.adapter import prepare_for_training
-from tunery.model.loader import count_parameters, pick_dtype, resolve
+from tunery.model.loader import count_parameters, model_class_for, pick_dtype, resolve
 from tunery.train.fast_path import fast_path_enabled
 from tunery.train.losses import DEFAULT_CHUNK_TOKENS
 
@@ -423,7 +423,8 @@ def planned_model(cfg: Any) -> tuple[Any, int, int, int]:
     path = resolve(cfg.model).path
     config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
     with torch.device("meta"), _without_zero3_init(cfg):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+        auto_cls = model_class_for(config) or AutoModelForCausalLM  # a VLM: its multimodal class
+        model = auto_cls.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
     model_args, ft = copy.copy(cfg.model), copy.copy(cfg.finetuning)
     # Same trainable set without touching weights: no quantization, no SVD init, no stacked adapters.
     model_args.quantization_bit, model_args.adapter_name_or_path = None, None

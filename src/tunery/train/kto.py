@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from tunery.data import DatasetModule, get_dataset
+from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.loader import load_model
 from tunery.train.pref_common import drop_reference_adapter, load_reference_model, to_kto_columns, trl_config
+from tunery.train.sft import media_encoder
 from tunery.train.trainer import build_trainer
 
 logger = get_logger(__name__)
@@ -73,6 +75,9 @@ class KTOStage:
     plot_keys = PLOT_KEYS
 
     def load_data(self, cfg: Any, tokenizer: Any, template: Any) -> DatasetModule:
+        if media_encoder(cfg) is not None:  # the KL pairs would need each prompt's media with a foreign reply
+            raise ConfigError("stage kto does not train on images, video or audio yet",
+                              hint="train multimodal preference data with stage: dpo (ranked pairs)")
         return get_dataset(cfg, tokenizer, template, self.name)
 
     def create_trainer(self, cfg: Any, tokenizer: Any, template: Any, data: DatasetModule,

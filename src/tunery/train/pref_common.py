@@ -12,6 +12,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from tunery.data import IGNORE_INDEX
+from tunery.data.media import KINDS
 from tunery.errors import DataError
 from tunery.logging import get_logger
 from tunery.model.loader import load_model
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 logger = get_logger(__name__)
+
+MEDIA_COLUMNS = {kind: f"media_{kind}" for kind in KINDS}  # media paths of pairwise rows handed to trl
 
 # Fields of Tunery's TrainingArguments that trl configs must not inherit blindly: on a CPU trl would
 # otherwise keep its own defaults (bf16, gradient checkpointing), and the Seq2Seq generation
@@ -63,7 +66,11 @@ def to_pairwise_columns(dataset: Dataset) -> Dataset:
     """
     cols = set(dataset.column_names)
     if {"prompt_ids", "chosen_ids", "rejected_ids"} <= cols:
-        return dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
+        # a VLM's rows keep their media paths, renamed so trl does not take them for its own image column
+        media = [k for k in KINDS if k in cols]
+        kept = [MEDIA_COLUMNS[k] for k in KINDS if MEDIA_COLUMNS[k] in cols]
+        dataset = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids", *media, *kept])
+        return dataset.rename_columns({k: MEDIA_COLUMNS[k] for k in media}) if media else dataset
     needed = {"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"}
     if not needed <= cols:
         raise DataError(

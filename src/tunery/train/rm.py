@@ -13,6 +13,7 @@ from typing import Any
 from peft import get_peft_model, prepare_model_for_kbit_training
 
 from tunery.data import DatasetModule, get_dataset
+from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.adapter import (
     build_lora_config,
@@ -22,6 +23,7 @@ from tunery.model.adapter import (
 )
 from tunery.train.pref_common import to_pairwise_columns, trl_config
 from tunery.train.rewards import load_sequence_classifier
+from tunery.train.sft import media_encoder
 from tunery.train.trainer import build_trainer
 
 logger = get_logger(__name__)
@@ -97,6 +99,9 @@ class RewardStage:
     plot_keys = PLOT_KEYS
 
     def load_data(self, cfg: Any, tokenizer: Any, template: Any) -> DatasetModule:
+        if media_encoder(cfg) is not None:  # never a reward model trained without the pictures
+            raise ConfigError("stage rm does not train on images, video or audio yet",
+                              hint="train multimodal preference data with stage: dpo")
         return get_dataset(cfg, tokenizer, template, self.name)
 
     def create_trainer(self, cfg: Any, tokenizer: Any, template: Any, data: DatasetModule,

@@ -15,8 +15,11 @@ from transformers import Trainer
 
 from tunery.data import DatasetModule, get_collator, get_dataset
 from tunery.data.collator import PaddingFreeCollator
+from tunery.data.dataset_info import get_dataset_attrs
+from tunery.data.media import KINDS, MediaEncoder, MediaSettings
 from tunery.logging import get_logger
-from tunery.model.loader import load_model
+from tunery.model.loader import load_model, resolve
+from tunery.model.multimodal import is_multimodal, load_processor
 from tunery.train.fast_path import fast_trainer_parts
 from tunery.train.losses import dft_loss
 from tunery.train.metrics import argmax_logits, compute_token_accuracy
@@ -25,9 +28,33 @@ from tunery.train.trainer import build_trainer
 logger = get_logger(__name__)
 
 
-def trainer_parts(cfg: Any, model: Any, tokenizer: Any, stage: str) -> tuple[type, Any]:
+def media_encoder(cfg: Any) -> MediaEncoder | None:
+    """The model's processor with the media settings, when a dataset of the run maps media columns
+    (images/videos/audios) and the model has a processor for them; None otherwise (text data, or a
+    text-only model: then media rows are refused by the data pipeline, never trained without media)."""
+    names = ",".join(n for n in (cfg.data.dataset, cfg.data.eval_dataset) if n)
+    attrs = get_dataset_attrs(names, cfg.data.dataset_dir) if names else []
+    if not any(attr.column(kind) for attr in attrs for kind in KINDS):
+        return None
+    path = resolve(cfg.model).path
+    if not is_multimodal(path):
+        return None
+    processor = load_processor(path, trust_remote_code=cfg.model.trust_remote_code)  # clear error without torchvision
+    return MediaEncoder(processor, MediaSettings.from_model_args(cfg.model))
+
+
+def trainer_parts(cfg: Any, model: Any, tokenizer: Any, stage: str,
+                  media: MediaEncoder | None = None) -> tuple[type, Any]:
     """(trainer class, data collator) for a causal-LM stage: the one place a faster loss or a
-    padding-free collator plugs in (the collator itself is chosen by ``tunery.data.get_collator``)."""
+    padding-free collator plugs in (the collator itself is chosen by ``tunery.data.get_collator``).
+
+    With ``media`` (a vision/audio model's processor) the fast path is off: its chunked loss and
+    padding-free rows do not carry the media tensors or Qwen-VL's 3-D positions (a notice says so)."""
+    if media is not None:
+        if getattr(cfg.finetuning, "fast_path", True):
+            logger.warning("fast_path is off for this vision/audio model: padded batches with the processor's "
+                           "media tensors and the model's own loss")
+        return Trainer, get_collator(stage, tokenizer, cfg, media=media)
     trainer_cls, padding_free = fast_trainer_parts(cfg, model, Trainer)  # fast_path: true (the default)
     collator = get_collator(stage, tokenizer, cfg, padding_free=padding_free)
     if isinstance(collator, PaddingFreeCollator) and getattr(cfg, "training", None) is not None:
@@ -45,16 +72,18 @@ class CausalLMStage:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.media: MediaEncoder | None = None
 
     def load_data(self, cfg: Any, tokenizer: Any, template: Any) -> DatasetModule:
-        return get_dataset(cfg, tokenizer, template, self.name)
+        self.media = media_encoder(cfg) if self.name == "sft" else None
+        return get_dataset(cfg, tokenizer, template, self.name, media=self.media)
 
     def create_trainer(self, cfg: Any, tokenizer: Any, template: Any, data: DatasetModule,
                        callbacks: list | None = None) -> Any:
         """Load the model to train, pick the trainer class and collator, build the trainer."""
         args = cfg.training
         model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=bool(args.do_train), training_args=args)
-        trainer_cls, collator = trainer_parts(cfg, model, tokenizer, self.name)
+        trainer_cls, collator = trainer_parts(cfg, model, tokenizer, self.name, self.media)
         metrics: dict[str, Any] = {}
         if cfg.finetuning.compute_accuracy:  # config/validation.py allows it for sft only
             metrics = {"compute_metrics": compute_token_accuracy, "preprocess_logits_for_metrics": argmax_logits}

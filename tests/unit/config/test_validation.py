@@ -24,6 +24,9 @@ TRAIN = {"model_name_or_path": "/nonexistent/model", "dataset": "d", "output_dir
 
 # (rule name, command, raw settings, words the message must contain)
 CASES = [
+    ("media_pixel_bounds_ordered", "train", {"image_min_pixels": 4096, "image_max_pixels": 1024},
+     ["image_min_pixels: 4096", "image_max_pixels: 1024"]),
+    ("media_pixel_bounds_ordered", "train", {"video_min_pixels": 70000}, ["video_min_pixels: 70000", "video_max_pixels"]),
     ("nothing_to_do", "train", {"do_train": False}, ["do_train", "do_eval", "do_predict"]),
     ("streaming_needs_max_steps", "train", {"streaming": True}, ["streaming", "max_steps"]),
     ("streaming_needs_max_steps", "train", {"streaming": True, "dry_run": True}, ["streaming", "max_steps"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -184,10 +185,12 @@ def test_identity_placeholders_are_kept(reference_dir):
 
 
 def test_mllm_demo_keeps_image_paths(reference_dir):
+    """Image paths are read relative to dataset_dir (media_dir unset), as LLaMA-Factory reads them."""
     from tunery.data.dataset_info import get_dataset_attrs
     from tunery.data.loader import load_dataset_records
 
-    (a,) = get_dataset_attrs("mllm_demo", str(reference_dir / "lf" / "data"))
+    data_dir = str(reference_dir / "lf" / "data")
+    (a,) = get_dataset_attrs("mllm_demo", data_dir)
     records, _ = load_dataset_records(a, "sft")
-    assert records[0]["images"] == ["mllm_demo_data/1.jpg", "mllm_demo_data/1.jpg"]
+    assert records[0]["images"] == [os.path.join(data_dir, "mllm_demo_data/1.jpg")] * 2
     assert records[0]["messages"][0] == {"role": "user", "content": "<image>Who are they?"}

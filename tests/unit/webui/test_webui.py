@@ -544,8 +544,9 @@ def test_every_train_setting_is_reachable_in_the_form():
     names = {f.name for g in COMMAND_GROUPS["train"] for _, f, _ in settings_of(group_class(g))}
     unreachable = sorted(n for n in names - set(REFUSED) if n not in ids and f"setting_{n}" not in ids)
     assert unreachable == []
-    # refused settings are not offered (they could only stop the run)
-    assert "setting_use_unsloth" not in ids and "setting_image_max_pixels" not in ids
+    # refused settings are not offered (they could only stop the run); honoured multimodal ones are
+    assert "setting_use_unsloth" not in ids and "setting_shift_attn" not in ids
+    assert "setting_image_max_pixels" in ids and "setting_freeze_vision_tower" in ids
 
 
 def test_generated_sections_are_folded_and_named_like_the_board():

@@ -1,0 +1,133 @@
+"""Token expansion and label masks for a vision-language model (tiny LLaVA: 4 image tokens per image)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures import tiny_llava as llava_fixtures
+from tests.fixtures.tiny_llava import IMAGE_TOKEN, TOKENS_PER_IMAGE
+from tunery.data.collator import MediaCollator, PaddedCollator
+from tunery.data.media import MediaEncoder, MediaSettings
+from tunery.data.processors import (
+    FAILED,
+    IGNORE_INDEX,
+    OK,
+    REPLY_CUT,
+    TRUNCATED,
+    ProcessSettings,
+    process_batch,
+)
+from tunery.data.template import get_template
+from tunery.model.multimodal import load_processor
+
+llava4 = llava_fixtures.llava4  # the shared fixture (tests/fixtures/tiny_llava.py)
+mllm_dir = llava_fixtures.mllm_dir  # the shared fixture (tests/fixtures/tiny_llava.py)
+
+
+@pytest.fixture(scope="module")
+def parts(llava4):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(llava4)
+    processor = load_processor(llava4)
+    assert processor is not None
+    return tokenizer, get_template("auto", tokenizer), MediaEncoder(processor, MediaSettings())
+
+
+def _record(image: str, n_images: int = 1) -> dict:
+    return {"messages": [{"role": "user", "content": IMAGE_TOKEN * n_images + "Who is it?"},
+                         {"role": "assistant", "content": "A player."}],
+            "tools": None, "chosen": None, "rejected": None, "kto_tag": None,
+            "images": [image] * n_images, "videos": None, "audios": None, "_source": {"file": "f.json", "row": 7}}
+
+
+def _batch(record: dict) -> dict:
+    return {key: [value] for key, value in record.items()}
+
+
+def test_each_image_becomes_the_processors_token_count_and_only_the_reply_is_trained(parts, mllm_dir):
+    tokenizer, template, media = parts
+    image = str(mllm_dir / "mllm_demo_data" / "1.jpg")
+    out = process_batch(_batch(_record(image, 2)), stage="sft", tokenizer=tokenizer, template=template,
+                        settings=ProcessSettings(cutoff_len=512), media=media)
+    assert out["_status"] == [OK]
+    ids, labels = out["input_ids"][0], out["labels"][0]
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    # exact expansion: the template's ids with each <image> repeated TOKENS_PER_IMAGE times
+    plain = template.encode(tokenizer, _record(image, 2)["messages"]).input_ids
+    expected = [t for token in plain for t in ([token] * TOKENS_PER_IMAGE if token == image_id else [token])]
+    assert ids == expected and ids.count(image_id) == 2 * TOKENS_PER_IMAGE
+    # the processor agrees on the expansion
+    from PIL import Image
+
+    proc = media.processor(text=[template.render_text(_record(image, 2)["messages"])],
+                           images=[Image.open(image)] * 2, add_special_tokens=False)
+    assert proc["input_ids"][0] == ids
+    # exact mask: the reply and its end-of-turn token, nothing else
+    reply = tokenizer("A player.<|im_end|>", add_special_tokens=False)["input_ids"]
+    start = len(ids) - len(reply) - 1  # the chat template ends the turn with "\n" after <|im_end|>
+    assert labels == [IGNORE_INDEX] * start + reply + [IGNORE_INDEX]
+    assert out["images"] == [[image, image]]
+
+
+def test_train_on_prompt_never_trains_media_tokens(parts, mllm_dir):
+    tokenizer, template, media = parts
+    image = str(mllm_dir / "mllm_demo_data" / "2.jpg")
+    out = process_batch(_batch(_record(image)), stage="sft", tokenizer=tokenizer, template=template,
+                        settings=ProcessSettings(cutoff_len=512, train_on_prompt=True), media=media)
+    ids, labels = out["input_ids"][0], out["labels"][0]
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    assert labels == [IGNORE_INDEX if t == image_id else t for t in ids]
+
+
+def test_cutoff_that_would_cut_media_tokens_drops_the_row_with_the_reason(parts, mllm_dir):
+    tokenizer, template, media = parts
+    image = str(mllm_dir / "mllm_demo_data" / "1.jpg")
+    full = process_batch(_batch(_record(image, 3)), stage="sft", tokenizer=tokenizer, template=template,
+                         settings=ProcessSettings(cutoff_len=512), media=media)["input_ids"][0]
+    first_image = full.index(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    ok = process_batch(_batch(_record(image, 3)), stage="sft", tokenizer=tokenizer, template=template,
+                       settings=ProcessSettings(cutoff_len=len(full) - first_image), media=media)
+    assert ok["_status"] == [TRUNCATED] and ok["input_ids"][0] == full[first_image:]  # TRUNCATED: the system prompt went
+    out = process_batch(_batch(_record(image, 3)), stage="sft", tokenizer=tokenizer, template=template,
+                        settings=ProcessSettings(cutoff_len=len(full) - first_image - 1), media=media)
+    assert out["_status"] == [REPLY_CUT] and out["input_ids"] == [[]]
+    assert f"would cut into the example's {3 * TOKENS_PER_IMAGE} media tokens" in out["_error"][0]
+    assert out["_error"][0].startswith("f.json row 7: ")
+
+
+def test_text_only_model_refuses_media_rows(parts, mllm_dir):
+    tokenizer, template, _ = parts
+    out = process_batch(_batch(_record(str(mllm_dir / "mllm_demo_data" / "1.jpg"))), stage="sft",
+                        tokenizer=tokenizer, template=template, settings=ProcessSettings(cutoff_len=512), media=None)
+    assert out["_status"] == [FAILED] and "images would be silently left out" in out["_error"][0]
+
+
+def test_kto_and_pt_refuse_media_rows_until_supported(parts, mllm_dir):
+    tokenizer, template, media = parts
+    record = _record(str(mllm_dir / "mllm_demo_data" / "1.jpg"))
+    record["kto_tag"] = True
+    for stage, kind in (("kto", "kto"), ("pt", "pt")):
+        out = process_batch(_batch(record), stage=stage, tokenizer=tokenizer, template=template,
+                            settings=ProcessSettings(cutoff_len=512), media=media)
+        assert out["_status"] == [FAILED] and f"not supported by Tunery's {kind} stages yet" in out["_error"][0]
+
+
+def test_collator_adds_pixel_values_that_match_the_image_tokens(parts, llava4, mllm_dir):
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    tokenizer, template, media = parts
+    records = [_record(str(mllm_dir / "mllm_demo_data" / "1.jpg"), 2), _record(str(mllm_dir / "mllm_demo_data" / "3.jpg"))]
+    rows = []
+    for record in records:
+        out = process_batch(_batch(record), stage="sft", tokenizer=tokenizer, template=template,
+                            settings=ProcessSettings(cutoff_len=512), media=media)
+        rows.append({key: values[0] for key, values in out.items() if not key.startswith("_")})
+    batch = MediaCollator(PaddedCollator(tokenizer.pad_token_id), media)(rows)
+    assert batch["pixel_values"].shape == (3, 3, 28, 28)
+    assert batch["input_ids"].shape[0] == 2 and "images" not in batch
+    model = LlavaForConditionalGeneration.from_pretrained(llava4)
+    with torch.no_grad():
+        loss = model(**batch).loss  # the model checks image features == image tokens
+    assert torch.isfinite(loss)
