@@ -182,7 +182,7 @@ def get_dataset(cfg: Any, tokenizer, template, stage: str) -> DatasetModule:
             "stage": kind, "settings": asdict(settings), "seed": seed,
             "data": {k: getattr(data_args, k, None) for k in (
                 "max_samples", "val_size", "mix_strategy", "interleave_probs", "strict", "default_system",
-                "enable_thinking", "tool_format")},
+                "enable_thinking", "preserve_thinking", "tool_format")},
         })
         # In a multi-process run only the main process rebuilds the cache; the others read what it wrote.
         if not data_args.overwrite_cache or not _main_process():
