@@ -42,9 +42,12 @@ DIFFERENCES = """\
   `use_unsloth: false`, ...; those configs parse. Asking for the feature stops the run with the reason.
 - **Unknown keys are errors** that name the nearest known key, rather than being passed on.
 - **Templates follow the model's official chat template** where LLaMA-Factory's text differs in
-  details (spaces, newlines, default system prompts); see [templates.md](templates.md). LLaMA-Factory
-  template names Tunery has no builtin for are refused with a pointer to `template: auto`, which
-  renders the model's own chat template.
+  details (spaces, newlines, default system prompts); the template table below names each difference,
+  [templates.md](templates.md) explains them. Tunery renders a conversation's text once and tokenizes
+  it whole; LLaMA-Factory tokenizes each piece apart, so on tokenizers that add a space before every
+  piece (SentencePiece) its ids can carry spaces its text does not show.
+- **`qwen3`** keeps Qwen3's official reasoning rule (earlier replies lose their `<think>` block);
+  LLaMA-Factory instead gives every trained reply an empty block.
 - **bf16/fp16 without a GPU** train in fp32 (with a warning) instead of failing.
 - **`tunery train cfg.yaml`** trains even when the YAML omits `do_train`.
 - **`overwrite_output_dir`** (removed from transformers 5) guards finished runs: without it Tunery will
@@ -63,7 +66,7 @@ def render() -> str:
     """The full text of docs/compat.md."""
     sys.path.insert(0, str(ROOT / "src"))
     from tunery.config.lf_keys import LF_KEYS, LF_TEMPLATES, REFUSED_VALUES
-    from tunery.data.templates.builtin import BUILTINS
+    from tunery.data.templates.builtin import BUILTINS, DIFFERS_ON_PURPOSE
     from tunery.model.multimodal import is_multimodal_template
 
     counts = Counter(entry.status for entry in LF_KEYS.values())
@@ -85,20 +88,27 @@ def render() -> str:
         out.append(f"| `{key}: {value}` | {_cell(reason)} |")
     builtin = [n for n in LF_TEMPLATES if n in BUILTINS]
     out += ["", "## Templates", "",
-            f"LLaMA-Factory registers {len(LF_TEMPLATES)} chat templates; {len(builtin)} of them are Tunery "
-            "builtins of the same name and meaning (details in [templates.md](templates.md)). For the others, "
-            "`template: auto` renders the model's own chat template: the name of a multimodal family's template "
-            "is read as `auto` (the processor's chat template, with a notice; [multimodal.md](multimodal.md)), "
-            "any other name is refused with that hint.", "",
-            "| name | in Tunery |", "|---|---|"]
+            f"LLaMA-Factory 0.9.5 registers {len(LF_TEMPLATES)} chat templates; {len(builtin)} of them are Tunery "
+            "builtins of the same name: every text template, and `gemma3`. A builtin renders what LLaMA-Factory "
+            "renders under that name (tests/data/lf_template_renders.json, generated from LLaMA-Factory by "
+            "scripts/lf_template_renders.py, pins each), or the model's official chat template byte for byte "
+            "where it has one; the last column says where the text differs on purpose. Reasoning templates "
+            "honour `enable_thinking` and `preserve_thinking`. The other names belong to multimodal families: "
+            "they are read as `template: auto` (the processor's own chat template, with a notice; "
+            "[multimodal.md](multimodal.md)). Details in [templates.md](templates.md).", "",
+            "| name | in Tunery | differs from LLaMA-Factory's text |", "|---|---|---|"]
     for name in sorted(LF_TEMPLATES):
-        if name in BUILTINS:
-            status = "builtin"
-        elif is_multimodal_template(name):
-            status = "multimodal: read as `template: auto`"
+        spec = BUILTINS.get(name)
+        if spec is None:
+            status = ("multimodal: read as `template: auto`" if is_multimodal_template(name)
+                      else "use `template: auto`")
+        elif spec.official:
+            status = f"builtin: official template of {spec.official}"
         else:
-            status = "use `template: auto`"
-        out.append(f"| `{name}` | {status} |")
+            status = "builtin: LLaMA-Factory's text"
+        if spec is not None and spec.thinking:
+            status += "; reasoning"
+        out.append(f"| `{name}` | {status} | {_cell(DIFFERS_ON_PURPOSE.get(name, ''))} |")
     out += ["", DIFFERENCES]
     return "\n".join(out)
 

@@ -50,6 +50,10 @@ class DataArguments:
     tool_format: str | None = field(default=None, metadata={"help": "Tool-call format override.", "domain": "a tool format name, checked by the template registry"})
     default_system: str | None = field(default=None, metadata={"help": "System prompt used when none is given.", "domain": FREE})
     enable_thinking: bool | None = field(default=True, metadata={"help": "Thinking mode for reasoning templates."})
+    preserve_thinking: bool = field(
+        default=False,
+        metadata={"help": "Reasoning templates: earlier replies keep their reasoning (in prompts, and in training with mask_history)."},
+    )
     tokenized_path: str | None = field(default=None, metadata={"help": "Save/load tokenized data here.", "domain": PATH})
     data_shared_file_system: bool = field(default=False, metadata={"help": "Data on a shared file system."})
     metrics: str | None = field(

@@ -167,7 +167,7 @@ LF_KEYS: dict[str, LFKey] = {
     "tool_format": honoured(),
     "default_system": honoured(),
     "enable_thinking": honoured(),
-    "preserve_thinking": refused(yet("keeping thinking text in earlier turns"), False),
+    "preserve_thinking": honoured(),
     "tokenized_path": honoured(),
     "data_shared_file_system": refused(yet("data_shared_file_system", "each machine prepares its data into its own cache"), False),
     # finetuning_args.py

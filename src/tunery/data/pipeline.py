@@ -191,7 +191,7 @@ def get_dataset(cfg: Any, tokenizer, template, stage: str, media: MediaEncoder |
             "stage": kind, "settings": asdict(settings), "seed": seed,
             "data": {k: getattr(data_args, k, None) for k in (
                 "max_samples", "val_size", "mix_strategy", "interleave_probs", "strict", "default_system",
-                "enable_thinking", "tool_format", "media_dir")},
+                "enable_thinking", "preserve_thinking", "tool_format", "media_dir")},
             "media": media.fingerprint() if media is not None else None,
         })
         # In a multi-process run only the main process rebuilds the cache; the others read what it wrote.

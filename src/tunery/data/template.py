@@ -37,13 +37,15 @@ def get_template(name_or_auto: str | None, tokenizer, data_args: Any = None) -> 
     default_system = _option(data_args, "default_system")
     enable_thinking = _option(data_args, "enable_thinking", True)
     tool_format = _option(data_args, "tool_format")
+    preserve_thinking = bool(_option(data_args, "preserve_thinking", False))
     if name not in BUILTINS and is_multimodal_template(name):
         get_logger(__name__).info("template '%s' is LLaMA-Factory's name for a multimodal family: using the "
                                   "processor's own chat template (template: auto)", name)
         name = "auto"
     if name == "auto":
+        _say_once(name_or_auto)
         return AutoTemplate(tokenizer, default_system=default_system, enable_thinking=enable_thinking,
-                            tool_format=tool_format)
+                            tool_format=tool_format, preserve_thinking=preserve_thinking)
     if name not in BUILTINS and name in LF_TEMPLATES:
         raise ConfigError(f"template '{name}' is a LLaMA-Factory template Tunery has no builtin for",
                           hint="use template: auto (the model's own chat template); docs/compat.md lists the names")
@@ -54,10 +56,24 @@ def get_template(name_or_auto: str | None, tokenizer, data_args: Any = None) -> 
         hint = f"did you mean {', '.join(close)}?" if close else f"choose auto or one of: {', '.join(BUILTINS)}"
         raise ConfigError(f"unknown template '{name}'", hint=hint)
     template = build_builtin(name, tokenizer, default_system=default_system, enable_thinking=enable_thinking,
-                             tool_format=tool_format)
+                             tool_format=tool_format, preserve_thinking=preserve_thinking,
+                             mask_history=bool(_option(data_args, "mask_history", False)))
     if name not in NO_MISMATCH_CHECK and getattr(tokenizer, "chat_template", None):
         _warn_on_mismatch(template, tokenizer)
     return template
+
+
+_SAID_AUTO: set[str] = set()
+
+
+def _say_once(asked: str | None) -> None:
+    """Log, once per process and name, that the tokenizer's own chat template renders the conversations."""
+    key = (asked or "").strip() or "<unset>"
+    if key in _SAID_AUTO:
+        return
+    _SAID_AUTO.add(key)
+    how = "template: auto" if key == "auto" else "no template set"
+    get_logger(__name__).info("%s: conversations are rendered by the tokenizer's own chat template", how)
 
 
 # Templates chosen on purpose to differ from a chat model's own format (plain few-shot text).

@@ -227,6 +227,7 @@ def test_compat_doc_is_in_sync_with_the_table():
 
 
 def test_lf_template_without_builtin_points_at_auto():
+    """Only LLaMA-Factory's multimodal names lack a builtin; they point at template: auto."""
     from tunery.config.lf_keys import LF_TEMPLATES
     from tunery.data.template import get_template
 
@@ -235,8 +236,9 @@ def test_lf_template_without_builtin_points_at_auto():
         eos_token = "</s>"
         bos_token = "<s>"
 
-    assert "smollm2" in LF_TEMPLATES
+    assert "llava" in LF_TEMPLATES
     with pytest.raises(ConfigError, match="template: auto") as err:
-        get_template("smollm2", Tok())
+        get_template("llava", Tok())
     assert "LLaMA-Factory" in str(err.value)
     assert get_template("qwen3", Tok()).name == "qwen3"  # a shared name is the builtin
+    assert get_template("smollm2", Tok()).name == "smollm2"  # every text template name is one

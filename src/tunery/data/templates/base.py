@@ -118,6 +118,8 @@ class Template(ABC):
     stop_words: list[str] = field(default_factory=list)
     tool_format: str | None = None
     enable_thinking: bool | None = True
+    preserve_thinking: bool = False       # reasoning templates: earlier replies keep their reasoning
+    mask_history: bool = False            # reasoning templates: only the last reply is trained (see spec.py)
 
     @abstractmethod
     def render(self, messages: list[dict], tools: Any = None, add_generation_prompt: bool = False) -> list[Segment]:

@@ -72,13 +72,13 @@ class AutoTemplate(Template):
     """Renders through the tokenizer's ``chat_template``; see the module docstring for the span search."""
 
     def __init__(self, tokenizer, *, default_system: str | None = None, enable_thinking: bool | None = True,
-                 tool_format: str | None = None) -> None:
+                 tool_format: str | None = None, preserve_thinking: bool = False) -> None:
         chat_template = getattr(tokenizer, "chat_template", None)
         if not chat_template:
             raise ModelError("template 'auto' needs a tokenizer with a chat template, and this one has none",
                              hint="set `template:` to a builtin name (e.g. default, chatml, llama3)")
         super().__init__(name="auto", default_system=default_system, tool_format=tool_format or "hf",
-                         enable_thinking=enable_thinking)
+                         enable_thinking=enable_thinking, preserve_thinking=preserve_thinking)
         self.tokenizer = tokenizer
         self._call_style: dict | None = None
         self.chat_template_source = chat_template
@@ -100,6 +100,8 @@ class AutoTemplate(Template):
         kwargs: dict[str, Any] = dict(self.tokenizer.special_tokens_map)
         if self.enable_thinking is not None:
             kwargs["enable_thinking"] = self.enable_thinking
+        if self.preserve_thinking:  # the variable newer templates (e.g. Qwen3.6) read to keep earlier reasoning
+            kwargs["preserve_thinking"] = True
         try:
             rendered, _ = render_jinja_template(
                 conversations=[hf_messages], tools=hf_tools, chat_template=template,

@@ -164,3 +164,29 @@ def test_reply_quoting_an_end_of_turn_string_is_not_cut(tiny_llama_model):
     template = pickle.loads(pickle.dumps(get_template("auto", tok)))  # datasets.map(num_proc) pickles it
     msgs = [{"role": "user", "content": "Show an end token"}, {"role": "assistant", "content": "Like <|eot_id|> this"}]
     assert [s.text for s in template.render(msgs) if s.role == "assistant"] == ["Like <|eot_id|> this<|eot_id|>"]
+
+
+def test_resolving_to_the_tokenizers_own_template_is_said_once(tokenizer):
+    import logging
+
+    from tunery.data import template as template_module
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("tunery.data.template")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    template_module._SAID_AUTO.clear()
+    try:
+        for _ in range(3):
+            get_template("auto", tokenizer)
+            get_template(None, tokenizer)
+        get_template("fewshot", tokenizer)  # a builtin says nothing of the kind
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    said = [r.getMessage() for r in records]
+    assert said == ["template: auto: conversations are rendered by the tokenizer's own chat template",
+                    "no template set: conversations are rendered by the tokenizer's own chat template"]

@@ -38,9 +38,11 @@ PINNED = {
         "System: Be short.</s>\nHuman: Colour of the sky?</s>\nAssistant:Blue.</s>\n"
         "Human: And grass?</s>\nAssistant:Green.</s>\n"
     ),
-    # "\n\n" after every reply, the last one included
+    # "\n\n" after every reply, the last one included; the default system prompt carries its own blank
+    # line, so a system prompt of your own runs into "### Instruction:" (LLaMA-Factory 0.9.5's text, checked
+    # against tests/data/lf_template_renders.json)
     "alpaca": (
-        "Be short.\n\n### Instruction:\nColour of the sky?\n\n### Response:\nBlue.</s>\n\n"
+        "Be short.### Instruction:\nColour of the sky?\n\n### Response:\nBlue.</s>\n\n"
         "### Instruction:\nAnd grass?\n\n### Response:\nGreen.</s>\n\n"
     ),
 }
