@@ -39,9 +39,7 @@ def get_template(name_or_auto: str | None, tokenizer, data_args: Any = None) -> 
     tool_format = _option(data_args, "tool_format")
     preserve_thinking = bool(_option(data_args, "preserve_thinking", False))
     if name not in BUILTINS and is_multimodal_template(name):
-        get_logger(__name__).info("template '%s' is LLaMA-Factory's name for a multimodal family: using the "
-                                  "processor's own chat template (template: auto)", name)
-        name = "auto"
+        name = "auto"  # LLaMA-Factory's name for a multimodal family: the processor's own chat template
     if name == "auto":
         _say_once(name_or_auto)
         return AutoTemplate(tokenizer, default_system=default_system, enable_thinking=enable_thinking,
@@ -72,8 +70,14 @@ def _say_once(asked: str | None) -> None:
     if key in _SAID_AUTO:
         return
     _SAID_AUTO.add(key)
-    how = "template: auto" if key == "auto" else "no template set"
-    get_logger(__name__).info("%s: conversations are rendered by the tokenizer's own chat template", how)
+    if key == "auto":
+        message = "template: auto: conversations are rendered by the tokenizer's own chat template"
+    elif key == "<unset>":
+        message = "no template set: conversations are rendered by the tokenizer's own chat template"
+    else:
+        message = (f"template '{key}' is LLaMA-Factory's name for a multimodal family: conversations are rendered "
+                   "by the processor's own chat template (template: auto)")
+    get_logger(__name__).info(message)
 
 
 # Templates chosen on purpose to differ from a chat model's own format (plain few-shot text).

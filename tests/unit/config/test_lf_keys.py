@@ -20,7 +20,7 @@ from tunery.config.groups import settings_of
 from tunery.config.lf_keys import ALIASES, LF_KEYS, REFUSED, REFUSED_VALUES, is_lf_default
 from tunery.config.parser import UNSUPPORTED_LF_KEYS
 from tunery.config.training_args import TrainingArguments
-from tunery.errors import ConfigError
+from tunery.errors import ConfigError, ModelError
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "tunery"
 
@@ -227,7 +227,8 @@ def test_compat_doc_is_in_sync_with_the_table():
 
 
 def test_lf_template_without_builtin_points_at_auto():
-    """Only LLaMA-Factory's multimodal names lack a builtin; they point at template: auto."""
+    """A LLaMA-Factory name without a builtin that is no multimodal family's (gemma4) points at template: auto;
+    a multimodal family's name (llava) is read as auto, which needs the tokenizer's chat template."""
     from tunery.config.lf_keys import LF_TEMPLATES
     from tunery.data.template import get_template
 
@@ -236,9 +237,11 @@ def test_lf_template_without_builtin_points_at_auto():
         eos_token = "</s>"
         bos_token = "<s>"
 
-    assert "llava" in LF_TEMPLATES
+    assert "gemma4" in LF_TEMPLATES
     with pytest.raises(ConfigError, match="template: auto") as err:
-        get_template("llava", Tok())
+        get_template("gemma4", Tok())
     assert "LLaMA-Factory" in str(err.value)
+    with pytest.raises(ModelError, match="template 'auto' needs a tokenizer with a chat template"):
+        get_template("llava", Tok())
     assert get_template("qwen3", Tok()).name == "qwen3"  # a shared name is the builtin
     assert get_template("smollm2", Tok()).name == "smollm2"  # every text template name is one
