@@ -298,10 +298,6 @@ class FinetuningArguments:
         return split_list(self.lora.lora_target)
 
     @property
-    def oft_targets(self) -> list[str]:
-        return split_list(self.oft.oft_target)
-
-    @property
     def uses_adapter(self) -> bool:
         """True for the peft adapter methods (lora, oft): training saves an adapter, not a model."""
         return self.finetuning_type in ("lora", "oft")

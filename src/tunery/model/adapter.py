@@ -245,7 +245,7 @@ def adapter_targets(model: PreTrainedModel, finetuning_args: FinetuningArguments
     Raises ConfigError for a name that matches no linear layer.
     """
     setting = "oft_target" if finetuning_args.finetuning_type == "oft" else "lora_target"
-    names = finetuning_args.oft_targets if setting == "oft_target" else finetuning_args.lora_targets
+    names = split_list(finetuning_args.oft.oft_target) if setting == "oft_target" else finetuning_args.lora_targets
     everything = names in ([], ["all"])
     if not everything:
         check_lora_targets(model, names, setting=setting)
