@@ -116,3 +116,31 @@ def test_shift_attn_setting_switches_the_model_for_training_only(tiny_chatml_mod
     assert (trained.detach() - reference).abs().max() > 1e-3
     trained[:, -1].sum().backward()
     assert model.model.layers[0].self_attn.q_proj.weight.grad is not None
+
+
+def test_training_with_shift_attn_runs_and_loss_falls(tiny_chatml_model, tmp_path):
+    from tests.unit.train_utils import logged_losses, run_tiny_training
+
+    cfg = train_config(tiny_chatml_model, tmp_path / "out", shift_attn=True, lora_alpha=32)
+    outcome, trainer = run_tiny_training(cfg)
+    assert outcome.stopped_by is None
+    assert trainer.model.config._attn_implementation == SHIFT_ATTENTION  # the fast path did not replace it
+    losses = logged_losses(tmp_path / "out")
+    assert (losses[7] + losses[8]) / 2 < (losses[1] + losses[2]) / 2 - 0.05, losses
+
+
+def test_fast_path_keeps_shift_attention_and_padded_batches(tiny_chatml_model, tmp_path):
+    from transformers import Trainer
+
+    from tunery.model.attention import PACKED_ATTENTION
+    from tunery.model.loader import load_model, load_tokenizer
+    from tunery.train.fast_path import fast_trainer_parts
+
+    for shift, expected_impl, expected_padding_free in ((True, SHIFT_ATTENTION, False), (False, PACKED_ATTENTION, True)):
+        cfg = train_config(tiny_chatml_model, tmp_path / "out", shift_attn=shift)
+        model = load_model(load_tokenizer(cfg.model), cfg.model, cfg.finetuning, is_trainable=True,
+                           training_args=cfg.training)
+        trainer_cls, padding_free = fast_trainer_parts(cfg, model, Trainer)
+        assert trainer_cls is not Trainer  # the chunked loss either way
+        assert padding_free is expected_padding_free
+        assert model.config._attn_implementation == expected_impl
