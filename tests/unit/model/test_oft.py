@@ -73,3 +73,19 @@ def test_oft_trains_saves_an_oft_adapter_and_merges_for_inference(tiny_chatml_mo
         out_trained, out_merged = trained(input_ids=ids).logits, merged(input_ids=ids).logits
         torch.testing.assert_close(out_merged, out_trained, atol=1e-4, rtol=1e-4)
         assert (out_merged - base(input_ids=ids).logits).abs().max() > 1e-3  # the rotations learned something
+
+
+def test_oft_on_a_4bit_base_trains_only_the_rotations(tiny_chatml_model, tmp_path):
+    """QOFT, as LLaMA-Factory allows: OFT layers on bitsandbytes 4-bit linears."""
+    pytest.importorskip("bitsandbytes")
+    from peft.tuners.oft.layer import OFTLayer
+
+    model, _ = _load(tiny_chatml_model, tmp_path, finetuning_type="oft", oft_block_size=16, quantization_bit=4,
+                     quantization_method="bitsandbytes")
+    wrapped = [m for m in model.modules() if isinstance(m, OFTLayer)]
+    assert wrapped and all(type(m.get_base_layer()).__name__ == "Linear4bit" for m in wrapped)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".oft_R." in n for n in trainable)
+    loss = model(input_ids=IDS, labels=IDS).loss
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
