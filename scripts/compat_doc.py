@@ -53,6 +53,13 @@ DIFFERENCES = """\
 - **`overwrite_output_dir`** (removed from transformers 5) guards finished runs: without it Tunery will
   not write into a folder that holds one.
 - **`stage`** also accepts `orpo`, `simpo` (LLaMA-Factory: `dpo` with `pref_loss`) and `grpo`.
+- **`oft_target`** chooses OFT's modules. LLaMA-Factory 0.9.5 parses it but wraps `lora_target`'s
+  modules; both default to `all`, so LLaMA-Factory's OFT examples get the same layers.
+- **`shift_attn`** (S^2-Attn) runs through a registered attention function on every model that
+  dispatches attention through transformers' registry (not only Llama), and the wrapped group of the
+  shifted heads keeps the causal order (LongLoRA's reference lets it see later tokens).
+- **LoftQ**: LLaMA-Factory 0.9.5 has no LoftQ setting (its LoRA initialisations are the default and
+  `pissa_init`), so Tunery adds none either.
 - **`rope_scaling`** scales by a factor of 2; LLaMA-Factory derives the factor from `cutoff_len` and
   the model's context length.
 """

@@ -56,15 +56,21 @@ def test_the_doc_lists_the_differences_checked_here():
 
 # --- Features Tunery does not have are refused, not ignored ------------------------------------
 @pytest.mark.parametrize("key,feature", [
-    ("use_badam", "BAdam"), ("use_muon", "Muon"), ("mixture_of_depths", "Mixture-of-Depths"), ("oft_rank", "OFT"),
+    ("use_badam", "BAdam"), ("use_muon", "Muon"), ("mixture_of_depths", "Mixture-of-Depths"),
     ("fp8", "FP8"), ("use_ray", "Ray"), ("use_kt", "KTransformers"), ("pure_bf16", "pure bf16"),
-    ("use_asft_loss", "ASFT"), ("use_eaft_loss", "EAFT"), ("shift_attn", "shift"), ("use_llama_pro", "LLaMA Pro"),
-    ("use_unsloth", "Unsloth"),
+    ("use_asft_loss", "ASFT"), ("use_eaft_loss", "EAFT"), ("use_unsloth", "Unsloth"),
 ])
 def test_lf_features_tunery_lacks_are_refused(key, feature, tmp_path, capsys):
-    value = "4" if key == "oft_rank" else "true"
+    value = "true"
     line = refused("train", [f"--{key}", value], tmp_path, capsys)
     assert f"'{key}: {value}' cannot be honoured" in line and feature.lower() in line.lower(), line
+
+
+def test_oft_shift_attn_and_llama_pro_are_read(tmp_path):
+    cfg, _ = load_config("train", ["--finetuning_type", "oft", "--oft_block_size", "16", "--shift_attn", "true",
+                                   "--use_llama_pro", "true", "--dataset", "d", "--output_dir", str(tmp_path)])
+    assert cfg.finetuning.finetuning_type == "oft" and cfg.finetuning.oft.oft_block_size == 16
+    assert cfg.model.shift_attn is True and cfg.finetuning.use_llama_pro is True
 
 
 @pytest.mark.parametrize("method", ["bnb", "bitsandbytes", "hqq", "eetq", "gptq", "awq"])

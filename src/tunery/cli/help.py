@@ -132,7 +132,8 @@ def command_rows(command: str) -> list[tuple[str, list[dict[str, Any]]]]:
 def format_command_help(command: str, summary: str, usage: str) -> str:
     width = min(shutil.get_terminal_size((110, 20)).columns, 140)
     lines = [f"usage: {usage}", "", summary, ""]
-    lines.append("Settings come from an optional YAML/JSON file, then --key value or key=value overrides.")
+    if COMMAND_GROUPS.get(command):
+        lines.append("Settings come from an optional YAML/JSON file, then --key value or key=value overrides.")
     for group, rows in command_rows(command):
         lines += ["", f"{GROUP_TITLES[group]}:"]
         current = None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tunery import __version__
-from tunery.cli import api, chat, data, demo, env, estimate, export, launch, predict, train, webui
+from tunery.cli import api, chat, data, demo, env, estimate, expand, export, launch, predict, train, webui
 from tunery.cli import eval as eval_cmd
 from tunery.cli.help import format_command_help
 from tunery.errors import TuneryError
@@ -62,6 +62,11 @@ COMMANDS: dict[str, Command] = {
         "Merge adapters, shard, quantize, or write GGUF for llama.cpp / Ollama.",
         "tunery export [config.yaml] [--key value ...]",
         export.main,
+    ),
+    "expand": Command(
+        "LLaMA Pro: add copies of decoder blocks (output unchanged) to train only them (use_llama_pro).",
+        expand.USAGE,
+        expand.main,
     ),
     "api": Command(
         "OpenAI-compatible API server (127.0.0.1:8000 by default; API_HOST, API_PORT, API_KEY).",

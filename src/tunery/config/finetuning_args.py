@@ -81,6 +81,32 @@ class LoraArguments:
 
 
 @dataclass
+class OFTArguments:
+    """finetuning_type: oft — orthogonal finetuning through peft (block-diagonal rotations of each weight's input)."""
+
+    oft_rank: int = field(
+        default=0,
+        metadata={"help": "OFT: blocks per layer (0: derived from oft_block_size; set exactly one of the two).",
+                  "min": 0},
+    )
+    oft_block_size: int = field(
+        default=32,
+        metadata={"help": "OFT: size of each rotation block (0: derived from oft_rank; set exactly one of the two).",
+                  "min": 0},
+    )
+    oft_target: str = field(
+        default="all",
+        metadata={"help": "Modules that get OFT: 'all' linear layers but the head, or names.",
+                  "domain": "'all' or module names, checked against the loaded model"},
+    )
+    module_dropout: float = field(
+        default=0.0,
+        metadata={"help": "OFT: multiplicative dropout (probability a block is the identity in a step).",
+                  "min": 0, "lt": 1},
+    )
+
+
+@dataclass
 class PreferenceArguments:
     """dpo / kto / orpo / simpo (and the KL coefficient of grpo)."""
 
@@ -217,10 +243,12 @@ class SwanLabArguments:
 @dataclass
 class FinetuningArguments:
     stage: Stage = field(default="sft", metadata={"help": "Training stage: pt, sft, rm, dpo, kto, orpo, simpo, ppo, grpo."})
-    finetuning_type: Literal["lora", "freeze", "full"] = field(
-        default="lora", metadata={"help": "What is trained: lora adapters, some layers (freeze), or all (full)."}
+    finetuning_type: Literal["lora", "oft", "freeze", "full"] = field(
+        default="lora",
+        metadata={"help": "What is trained: lora or oft adapters, some layers (freeze), or all (full)."},
     )
     lora: LoraArguments = group_field(LoraArguments, "finetuning_type: lora")
+    oft: OFTArguments = group_field(OFTArguments, "finetuning_type: oft")
     freeze: FreezeArguments = group_field(FreezeArguments, "finetuning_type: freeze")
     preference: PreferenceArguments = group_field(PreferenceArguments, "stages dpo, kto, orpo, simpo")
     rl: RLArguments = group_field(RLArguments, "stages ppo, grpo")
@@ -249,7 +277,11 @@ class FinetuningArguments:
                   "min": 1},
     )
     include_effective_tokens_per_second: bool = field(default=False, metadata={"help": "Log effective tokens/s."})
-    use_llama_pro: bool = field(default=False, metadata={"help": "LLaMA Pro block expansion (unsupported)."})
+    use_llama_pro: bool = field(
+        default=False,
+        metadata={"help": "LLaMA Pro: train only the blocks `tunery expand` added (freeze_trainable_layers = "
+                          "num_expand; freeze, lora or oft)."},
+    )
     fast_path: bool = field(
         default=True,
         metadata={"help": "pt/sft: padding-free batches, per-example attention and a chunked loss (same losses, less time and memory); false = the library's padded path."},
@@ -264,3 +296,8 @@ class FinetuningArguments:
     @property
     def lora_targets(self) -> list[str]:
         return split_list(self.lora.lora_target)
+
+    @property
+    def uses_adapter(self) -> bool:
+        """True for the peft adapter methods (lora, oft): training saves an adapter, not a model."""
+        return self.finetuning_type in ("lora", "oft")

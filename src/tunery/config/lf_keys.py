@@ -14,8 +14,7 @@ Each key has one status:
   parser stops at parse time with ``reason`` (one line); set to the default (the feature stays off,
   as LLaMA-Factory's web UI writes it) it is accepted and changes nothing.
 
-Methods Tunery does not have yet (BAdam, Muon, OFT, LoftQ, LLaMA Pro, LongLoRA shift_attn,
-Mixture-of-Depths, ASFT/EAFT, Liger/Unsloth/FP8, ...) are refused with "not supported by Tunery yet";
+Methods Tunery does not have yet (BAdam, Muon, Mixture-of-Depths, ASFT/EAFT, Liger/Unsloth/FP8, ...) are refused with "not supported by Tunery yet";
 whoever implements one flips its keys to ``honoured`` here (tests/unit/config/test_lf_keys.py then
 checks that a Tunery setting reads them).
 """
@@ -80,7 +79,7 @@ LF_KEYS: dict[str, LFKey] = {
     "low_cpu_mem_usage": refused("transformers 5 always loads weights lazily (low_cpu_mem_usage is always on)", True),
     "rope_scaling": honoured("factor from cutoff_len and the model's context, as LLaMA-Factory computes it"),
     "flash_attn": honoured("fa3 needs the flash-attn 3 package; 'disabled' means eager attention"),
-    "shift_attn": refused(yet("LongLoRA shift short attention"), False),
+    "shift_attn": honoured("through a registered attention function (sdpa on the groups); the wrapped group keeps causal order"),
     "mixture_of_depths": refused(yet("Mixture-of-Depths"), None),
     "use_unsloth": refused(yet("Unsloth"), False),
     "use_unsloth_gc": refused(yet("Unsloth"), False),
@@ -187,10 +186,10 @@ LF_KEYS: dict[str, LFKey] = {
     "pissa_iter": honoured(),
     "pissa_convert": honoured(),
     "create_new_adapter": honoured(),
-    "module_dropout": refused(yet("OFT"), 0.0),
-    "oft_rank": refused(yet("OFT"), 0),
-    "oft_block_size": refused(yet("OFT"), 32),
-    "oft_target": refused(yet("OFT"), 'all'),
+    "module_dropout": honoured(),
+    "oft_rank": honoured(),
+    "oft_block_size": honoured(),
+    "oft_target": honoured("LLaMA-Factory 0.9.5 parses it but targets lora_target's modules; Tunery targets oft_target"),
     "pref_beta": honoured(),
     "pref_ftx": honoured(),
     "pref_bco_weight": refused(yet("the BCO loss term"), 0.0),
@@ -249,7 +248,7 @@ LF_KEYS: dict[str, LFKey] = {
     "pure_bf16": refused(yet("pure bf16 training", "bf16: true trains in mixed precision"), False),
     "stage": honoured("also accepts orpo, simpo and grpo"),
     "finetuning_type": honoured(),
-    "use_llama_pro": refused(yet("LLaMA Pro block expansion"), False),
+    "use_llama_pro": honoured("the expansion is `tunery expand` (LLaMA-Factory's scripts/llama_pro.py)"),
     "use_adam_mini": honoured(),
     "use_mca": refused(no("Megatron-Core training (mcore_adapter)", "use deepspeed or FSDP through accelerate"), False),
     "use_hyper_parallel": refused(no("HyperParallel training", "use deepspeed or FSDP through accelerate"), False),
@@ -339,7 +338,6 @@ LF_TEMPLATES: tuple[str, ...] = tuple("""
 
 # Values of honoured keys that ask for something Tunery lacks: (key, value) -> one-line reason.
 REFUSED_VALUES: dict[tuple[str, str], str] = {
-    ("finetuning_type", "oft"): yet("OFT"),
     ("infer_backend", "sglang"): no("the SGLang engine", "use infer_backend: huggingface or vllm"),
     ("infer_backend", "ktransformers"): no("KTransformers", "use infer_backend: huggingface or vllm"),
 }

@@ -91,7 +91,11 @@ class ModelArguments:
     flash_attn: Literal["auto", "disabled", "sdpa", "fa2", "fa3"] = field(
         default="auto", metadata={"help": "Attention kernel: auto, disabled (eager), sdpa, fa2."}
     )
-    shift_attn: bool = field(default=False, metadata={"help": "LongLoRA shift short attention (not supported yet: true is refused)."})
+    shift_attn: bool = field(
+        default=False,
+        metadata={"help": "LongLoRA shift short attention (S^2-Attn) while training: attention within quarter-length "
+                          "groups, half the heads shifted by half a group."},
+    )
     enable_liger_kernel: bool = field(default=False, metadata={"help": "Liger kernels (not supported yet: true is refused)."})
     use_unsloth: bool = field(default=False, metadata={"help": "Unsloth (not supported yet: true is refused)."})
     disable_gradient_checkpointing: bool = field(

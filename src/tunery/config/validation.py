@@ -227,12 +227,59 @@ def _quantization_bit_fits_method(cfg: Any, command: str) -> None:
 @rule("quantized_base_needs_lora")
 def _quantized_base_needs_lora(cfg: Any, command: str) -> None:
     bits, kind = cfg.model.quantization_bit, cfg.finetuning.finetuning_type
-    if _trains(cfg, command) and bits is not None and kind != "lora":
+    if _trains(cfg, command) and bits is not None and kind not in ("lora", "oft"):
         raise ConfigError(
-            f"a {bits}-bit quantized base (quantization_bit: {bits}) can only be trained with LoRA (QLoRA), "
-            f"not finetuning_type: {kind}",
-            hint="set finetuning_type: lora, or drop quantization_bit",
+            f"a {bits}-bit quantized base (quantization_bit: {bits}) can only be trained with an adapter "
+            f"(LoRA or OFT), not finetuning_type: {kind}",
+            hint="set finetuning_type: lora (or oft), or drop quantization_bit",
         )
+
+
+@rule("oft_rank_or_block_size")
+def _oft_rank_or_block_size(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    if not (_trains(cfg, command) and ft.finetuning_type == "oft"):
+        return
+    rank, block = ft.oft.oft_rank, ft.oft.oft_block_size
+    if (rank == 0) == (block == 0):
+        raise ConfigError(
+            f"OFT takes either oft_rank or oft_block_size (blocks x block size = the layer's width), "
+            f"got oft_rank: {rank} and oft_block_size: {block}",
+            hint="set oft_block_size (default 32) and leave oft_rank: 0, or set oft_rank and oft_block_size: 0",
+        )
+
+
+@rule("oft_not_for_reward_models")
+def _oft_not_for_reward_models(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    if _trains(cfg, command) and ft.finetuning_type == "oft" and ft.stage in ("rm", "ppo"):
+        raise ConfigError(f"finetuning_type: oft trains causal-LM adapters; stage: {ft.stage} needs a value or "
+                          "score head Tunery sets up for LoRA, freeze and full only",
+                          hint="use finetuning_type: lora for rm and ppo")
+
+
+@rule("llama_pro_needs_freeze_or_adapter")
+def _llama_pro_needs_freeze_or_adapter(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    if _trains(cfg, command) and ft.use_llama_pro and ft.finetuning_type == "full":
+        raise ConfigError(
+            "use_llama_pro trains only the expanded blocks; finetuning_type: full trains every weight",
+            hint="set finetuning_type: freeze (freeze_trainable_layers: the num_expand of `tunery expand`), "
+            "or lora/oft",
+        )
+    if _trains(cfg, command) and ft.use_llama_pro and ft.freeze.freeze_trainable_layers < 0:
+        raise ConfigError(
+            f"use_llama_pro reads freeze_trainable_layers as the number of expanded blocks, "
+            f"got freeze_trainable_layers: {ft.freeze.freeze_trainable_layers}",
+            hint="set freeze_trainable_layers to the --num_expand given to `tunery expand`",
+        )
+
+
+@rule("shift_attn_not_ppo")
+def _shift_attn_not_ppo(cfg: Any, command: str) -> None:
+    if _trains(cfg, command) and cfg.model.shift_attn and cfg.finetuning.stage == "ppo":
+        raise ConfigError("shift_attn (LongLoRA S^2-Attn) cannot be used with stage: ppo, which generates "
+                          "while it trains", hint="drop shift_attn for ppo")
 
 
 @rule("quantized_base_merges_no_adapters")

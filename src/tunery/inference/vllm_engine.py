@@ -21,6 +21,19 @@ if TYPE_CHECKING:
     from tunery.config import RunConfig
 
 
+def check_lora_adapters(adapters: list[str]) -> None:
+    """vLLM serves LoRA adapters only: ConfigError for another peft type (an OFT adapter, say)."""
+    for adapter in adapters:
+        config_file = os.path.join(adapter, "adapter_config.json")
+        if not os.path.isfile(config_file):
+            continue  # a hub id or a missing folder: vLLM reports it
+        with open(config_file, encoding="utf-8") as f:
+            kind = str(json.load(f).get("peft_type", "LORA")).upper()
+        if kind != "LORA":
+            raise ConfigError(f"infer_backend: vllm serves LoRA adapters only; {adapter} is a peft {kind} adapter",
+                              hint="merge it first with `tunery export`, or use infer_backend: huggingface")
+
+
 def check_vllm_available() -> Any:
     """The vllm module, or a DependencyError / ResourceError that says what is missing."""
     vllm = require("vllm", "infer_backend: vllm", "vllm")
@@ -82,6 +95,7 @@ class VllmEngine(Engine):
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> VllmEngine:
+        check_lora_adapters(cfg.model.adapters)
         vllm = check_vllm_available()
         tokenizer = load_tokenizer(cfg.model)
         template = resolve_template(cfg, tokenizer)

@@ -1,9 +1,10 @@
-"""Make a loaded model trainable: full, freeze or the LoRA family, plus gradient checkpointing.
+"""Make a loaded model trainable: full, freeze, the LoRA family or OFT, plus gradient checkpointing.
 
-The loader gives every workflow the same model; this module decides which weights learn. LoRA
-comes from peft (targets, rsLoRA, DoRA, PiSSA, QLoRA preparation); only what peft has no notion
-of is written here: LLaMA-Factory's freeze method (train the last/first N decoder layers) and the
-rules for stacking adapters given by ``adapter_name_or_path``.
+The loader gives every workflow the same model; this module decides which weights learn. LoRA and
+OFT come from peft (targets, rsLoRA, DoRA, PiSSA, QLoRA preparation); only what peft has no notion
+of is written here: LLaMA-Factory's freeze method (train the last/first N decoder layers, or the
+blocks `tunery expand` inserted with ``use_llama_pro``) and the rules for stacking adapters given
+by ``adapter_name_or_path``.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ def prepare_for_training(
 
         set_seed(seed)  # new adapter weights are random: the same seed must give the same run
     quantized = is_quantized(model)
-    if quantized and kind != "lora":
+    if quantized and kind not in ("lora", "oft"):
         raise ConfigError(
-            f"a {model_args.quantization_bit}-bit quantized base can only be trained with LoRA (QLoRA), "
+            f"a {model_args.quantization_bit}-bit quantized base can only be trained with an adapter (LoRA or OFT), "
             f"not finetuning_type: {kind}",
-            hint="set finetuning_type: lora, or drop quantization_bit",
+            hint="set finetuning_type: lora (or oft), or drop quantization_bit",
         )
     use_checkpointing = not model_args.disable_gradient_checkpointing or bool(
         getattr(training_args, "gradient_checkpointing", False)
@@ -79,12 +80,12 @@ def prepare_for_training(
         apply_freeze(model, finetuning_args)
         if parts:
             unfreeze_media_parts(model, parts, finetuning_args)
-    elif kind == "lora":
+    elif kind in ("lora", "oft"):
         model = apply_lora(model, model_args, finetuning_args, quantized=quantized)
     else:  # the config layer already restricts the values; keep a clear error for direct callers
-        raise ConfigError(f"unknown finetuning_type '{kind}'", hint="choose lora, freeze or full")
+        raise ConfigError(f"unknown finetuning_type '{kind}'", hint="choose lora, oft, freeze or full")
 
-    if kind != "lora":
+    if kind not in ("lora", "oft"):
         _cast_trainable_to_fp32(model)
     log_parameter_counts(model, print_each=model_args.print_param_status)
     return model
@@ -241,7 +242,7 @@ def multimodal_lora_targets(model: torch.nn.Module, targets: list[str], parts: d
         if _is_trainable_part(name, parts, finetuning_args):
             names.append(name)
     if not names:
-        raise ConfigError("no linear layer is left for LoRA outside the frozen parts of this model",
+        raise ConfigError("no linear layer is left for the adapter outside the frozen parts of this model",
                           hint="set freeze_language_model: false, or freeze_vision_tower: false")
     return names
 
@@ -283,7 +284,10 @@ def apply_freeze(model: PreTrainedModel, finetuning_args: FinetuningArguments) -
             f"freeze_trainable_layers {n} does not fit a model with {n_layers} layers",
             hint=f"use 1..{n_layers} for the last layers, or -1..-{n_layers} for the first ones",
         )
-    layer_ids = set(range(n_layers - n, n_layers)) if n > 0 else set(range(-n))
+    if finetuning_args.use_llama_pro:
+        layer_ids = set(llama_pro_layer_ids(n_layers, n))
+    else:
+        layer_ids = set(range(n_layers - n, n_layers)) if n > 0 else set(range(-n))
     modules = split_list(finetuning_args.freeze_trainable_modules)
     extras = split_list(finetuning_args.freeze_extra_modules)
     inside, outside = _layer_module_names(model)
@@ -311,11 +315,26 @@ def apply_freeze(model: PreTrainedModel, finetuning_args: FinetuningArguments) -
         else:
             train = any(p in extras for p in name.split(".")[:-1])
         param.requires_grad_(train)
-    which = "last" if n > 0 else "first"
+    which = "expanded (LLaMA Pro)" if finetuning_args.use_llama_pro else "last" if n > 0 else "first"
     logger.info(
         "finetuning_type freeze: training the %s %d of %d layers (modules: %s%s)",
         which, abs(n), n_layers, ", ".join(modules), f"; extra: {', '.join(extras)}" if extras else "",
     )
+
+
+def llama_pro_layer_ids(n_layers: int, n_expand: int) -> list[int]:
+    """Indices of the blocks `tunery expand` inserted: the last of every ``n_layers / n_expand`` layers.
+
+    ``n_layers`` counts the expanded model's layers; ``n_expand`` is freeze_trainable_layers (= the
+    expansion's num_expand). Raises ConfigError when the layers do not split into that many groups.
+    """
+    if n_expand <= 0 or n_layers % n_expand:
+        raise ConfigError(
+            f"use_llama_pro: the model's {n_layers} layers do not split into freeze_trainable_layers: {n_expand} groups",
+            hint="set freeze_trainable_layers to the --num_expand given to `tunery expand`",
+        )
+    stride = n_layers // n_expand
+    return list(range(stride - 1, n_layers, stride))
 
 
 # ---------------------------------------------------------------- lora
@@ -328,32 +347,69 @@ def lora_init_weights(finetuning_args: FinetuningArguments) -> bool | str:
     return "pissa" if finetuning_args.pissa_iter == -1 else f"pissa_niter_{finetuning_args.pissa_iter}"
 
 
-def build_lora_config(model: PreTrainedModel, model_args: ModelArguments, finetuning_args: FinetuningArguments) -> Any:
-    """The peft LoraConfig for these settings. ``lora_target: all`` is peft's 'all-linear' (no head)."""
-    from peft import LoraConfig, TaskType
-
-    targets = finetuning_args.lora_targets
-    target_modules: str | list[str] = "all-linear" if targets in ([], ["all"]) else targets
-    if isinstance(target_modules, list):
-        check_lora_targets(model, target_modules)
-    parts = multimodal_parts(model)
-    if parts:
-        target_modules = multimodal_lora_targets(model, targets, parts, finetuning_args)
+def _modules_to_save(model: PreTrainedModel, model_args: ModelArguments, finetuning_args: FinetuningArguments) -> list[str]:
     modules_to_save = split_list(finetuning_args.additional_target)
     if model_args.resize_vocab:
-        # New token rows must learn; LoRA alone cannot give them embeddings.
+        # New token rows must learn; an adapter alone cannot give them embeddings.
         for module in (model.get_input_embeddings(), model.get_output_embeddings()):
             name = _module_name(model, module)
             if name and name not in modules_to_save:
                 modules_to_save.append(name)
         logger.info("resize_vocab: training %s fully beside the adapter", ", ".join(modules_to_save))
+    return modules_to_save
+
+
+def adapter_targets(model: PreTrainedModel, finetuning_args: FinetuningArguments) -> str | list[str]:
+    """peft's ``target_modules`` for lora_target (LoRA) or oft_target (OFT).
+
+    'all' is peft's 'all-linear' (no head). With ``use_llama_pro`` only the layers inside the
+    expanded blocks are targeted (full module names), as LLaMA-Factory does.
+    Raises ConfigError for a name that matches no linear layer.
+    """
+    setting = "oft_target" if finetuning_args.finetuning_type == "oft" else "lora_target"
+    names = split_list(finetuning_args.oft.oft_target) if setting == "oft_target" else finetuning_args.lora_targets
+    everything = names in ([], ["all"])
+    if not everything:
+        check_lora_targets(model, names, setting=setting)
+    parts = multimodal_parts(model)
+    if parts:  # a VLM: only the layers outside the frozen parts (vision tower, projector, language model)
+        return multimodal_lora_targets(model, names, parts, finetuning_args)
+    if not finetuning_args.use_llama_pro:
+        return "all-linear" if everything else names
+    layer_ids = set(llama_pro_layer_ids(decoder_layer_count(model), finetuning_args.freeze_trainable_layers))
+    head = _module_name(model, model.get_output_embeddings())
+    chosen = []
+    for name in _linear_layer_names(model):
+        match = _LAYER_INDEX.search(name)
+        if not match or int(match.group(1)) not in layer_ids or name.rsplit(".", 1)[-1] == head:
+            continue
+        if everything or any(name == t or name.endswith("." + t) for t in names):
+            chosen.append(name)
+    return chosen
+
+
+def build_lora_config(model: PreTrainedModel, model_args: ModelArguments, finetuning_args: FinetuningArguments) -> Any:
+    """The peft LoraConfig (or OFTConfig for finetuning_type: oft) for these settings."""
+    from peft import LoraConfig, OFTConfig, TaskType
+
+    target_modules = adapter_targets(model, finetuning_args)
+    modules_to_save = _modules_to_save(model, model_args, finetuning_args) or None
+    if finetuning_args.finetuning_type == "oft":
+        return OFTConfig(
+            task_type=TaskType.CAUSAL_LM,
+            r=finetuning_args.oft.oft_rank,
+            oft_block_size=finetuning_args.oft.oft_block_size,
+            module_dropout=finetuning_args.oft.module_dropout,
+            target_modules=target_modules,
+            modules_to_save=modules_to_save,
+        )
     return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=finetuning_args.lora_rank,
         lora_alpha=finetuning_args.lora_alpha,
         lora_dropout=finetuning_args.lora_dropout,
         target_modules=target_modules,
-        modules_to_save=modules_to_save or None,
+        modules_to_save=modules_to_save,
         use_rslora=finetuning_args.use_rslora,
         use_dora=finetuning_args.use_dora,
         init_lora_weights=lora_init_weights(finetuning_args),
@@ -363,20 +419,24 @@ def build_lora_config(model: PreTrainedModel, model_args: ModelArguments, finetu
 LORA_LAYER_TYPES = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 
 
-def check_lora_targets(model: torch.nn.Module, targets: list[str]) -> None:
-    """Each ``lora_target`` must name layers LoRA can wrap (by name or dotted suffix, as peft matches).
+def _linear_layer_names(model: torch.nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules()
+            if isinstance(module, LORA_LAYER_TYPES) or type(module).__name__ in ("Conv1D",)
+            or "Linear" in type(module).__name__]
+
+
+def check_lora_targets(model: torch.nn.Module, targets: list[str], *, setting: str = "lora_target") -> None:
+    """Each target must name layers an adapter can wrap (by name or dotted suffix, as peft matches).
 
     Raises ConfigError naming the target and the layer names the model has: peft would fail with
     an internal error for a name it does not find, or for a block (a decoder layer, a norm).
     """
-    layers = [name for name, module in model.named_modules()
-              if isinstance(module, LORA_LAYER_TYPES) or type(module).__name__ in ("Conv1D",)
-              or "Linear" in type(module).__name__]
+    layers = _linear_layer_names(model)
     leaf_names = sorted({name.rsplit(".", 1)[-1] for name in layers})
     for target in targets:
         if not any(name == target or name.endswith("." + target) for name in layers):
             raise ConfigError(
-                f"lora_target '{target}' names no linear or embedding layer of this model",
+                f"{setting} '{target}' names no linear or embedding layer of this model",
                 hint=f"use all, or names among: {', '.join(leaf_names[:20])}")
 
 
@@ -415,12 +475,17 @@ def apply_lora(model: PreTrainedModel, model_args: ModelArguments, finetuning_ar
             raise ConfigError("pissa_init needs a full-precision base", hint="drop quantization_bit or pissa_init")
         model = get_peft_model(model, build_lora_config(model, model_args, finetuning_args))
         config = model.peft_config["default"]
-        logger.info(
-            "LoRA rank %d alpha %s on %s%s%s%s",
-            config.r, config.lora_alpha, ", ".join(sorted({t.split(".")[-1] for t in config.target_modules})),
-            " (rsLoRA)" if config.use_rslora else "", " (DoRA)" if config.use_dora else "",
-            " (PiSSA init)" if finetuning_args.pissa_init else "",
-        )
+        targets = ", ".join(sorted({t.split(".")[-1] for t in config.target_modules}))
+        if finetuning_args.finetuning_type == "oft":
+            logger.info("OFT %s on %s", f"rank {config.r}" if config.r else f"block size {config.oft_block_size}",
+                        targets)
+        else:
+            logger.info(
+                "LoRA rank %d alpha %s on %s%s%s%s",
+                config.r, config.lora_alpha, targets,
+                " (rsLoRA)" if config.use_rslora else "", " (DoRA)" if config.use_dora else "",
+                " (PiSSA init)" if finetuning_args.pissa_init else "",
+            )
     _cast_trainable_to_fp32(model)
     return model
 

@@ -16,6 +16,7 @@ from tunery.errors import ModelError, require
 from tunery.hub import ResolvedModel, resolve_model
 from tunery.logging import get_logger
 from tunery.model.adapter import count_parameters, prepare_for_training
+from tunery.model.attention import enable_shift_attention
 from tunery.model.gguf_import import materialize_gguf
 from tunery.model.multimodal import family_of, model_class
 
@@ -185,6 +186,9 @@ def load_model(
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if is_trainable:
+        if model_args.shift_attn:
+            enable_shift_attention(model)
+            logger.info("shift_attn: LongLoRA shift short attention while training (groups of a quarter of the sequence)")
         model = prepare_for_training(model, model_args, finetuning_args, training_args)
     else:
         model = load_adapters(model, model_args)

@@ -268,9 +268,9 @@ def _max_new_tokens(cfg: Any) -> int:
 
 
 def reference_in_memory(cfg: Any) -> bool:
-    """A separate frozen reference is loaded: ``ref_model`` set, or full/freeze training (LoRA: base, adapter off)."""
+    """A separate frozen reference is loaded: ``ref_model`` set, or full/freeze training (LoRA/OFT: base, adapter off)."""
     ft = cfg.finetuning
-    return bool(ft.ref_model) or ft.finetuning_type != "lora"
+    return bool(ft.ref_model) or not ft.uses_adapter
 
 
 def stage_passes(cfg: Any, shape: DataShape) -> Passes:

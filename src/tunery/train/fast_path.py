@@ -52,5 +52,9 @@ def fast_trainer_parts(cfg: Any, model: torch.nn.Module, trainer_cls: type) -> t
     """
     if not fast_path_enabled(cfg):
         return trainer_cls, False
+    if getattr(cfg.model, "shift_attn", False):
+        # S^2-Attn groups the positions of a row: examples concatenated into one row would share
+        # groups, so batches stay padded and the model keeps the shift short attention.
+        return with_fast_loss(trainer_cls), False
     enable_packed_attention(model)
     return with_fast_loss(trainer_cls), padding_free_applies(cfg)

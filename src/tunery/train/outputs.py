@@ -224,8 +224,10 @@ def save_model(trainer: Any, cfg: Any) -> None:
 def write_model_card(trainer: Any, cfg: Any) -> None:
     """README.md through transformers' own model card (tags say how the model was made)."""
     tags = ["tunery", cfg.finetuning.stage, cfg.finetuning.finetuning_type]
-    if getattr(trainer.model, "peft_config", None):
-        tags.append("lora")
+    peft_config = getattr(trainer.model, "peft_config", None)
+    if peft_config:
+        kind = getattr(next(iter(peft_config.values())), "peft_type", None)
+        tags.append(str(getattr(kind, "value", kind or "lora")).lower())
     kwargs: dict[str, Any] = {"model_name": os.path.basename(os.path.normpath(trainer.args.output_dir)), "tags": tags}
     if "dataset" in inspect.signature(trainer.create_model_card).parameters:  # trl's trainers take no dataset
         kwargs["dataset"] = cfg.data.dataset

@@ -74,9 +74,9 @@ def run_stage(cfg: Any, callbacks: list | None = None) -> Any:
 
 def point_at_trained_model(cfg: Any) -> None:
     """After training, make ``cfg.model`` name what was just saved in output_dir (prediction in the same
-    command uses it): the new adapter after the earlier ones for LoRA, else the saved model itself."""
+    command uses it): the new adapter after the earlier ones for LoRA/OFT, else the saved model itself."""
     out = cfg.training.output_dir
-    if cfg.finetuning.finetuning_type == "lora":
+    if cfg.finetuning.uses_adapter:
         adapters = [*cfg.model.adapters] if cfg.finetuning.create_new_adapter else cfg.model.adapters[:-1]
         cfg.model.adapter_name_or_path = ",".join([*adapters, out])
     else:

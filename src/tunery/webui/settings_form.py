@@ -33,7 +33,7 @@ SECTION_OF = {
     "stage": "method", "finetuning_type": "method", "plot_loss": "method", "dry_run": "method",
 }
 # Section title of a sub-group (``FinetuningArguments.lora`` -> "LoRA").
-GROUP_TITLES = {"lora": "LoRA", "freeze": "freeze", "preference": "RLHF", "rl": "RLHF (PPO / GRPO)",
+GROUP_TITLES = {"lora": "LoRA", "oft": "OFT", "freeze": "freeze", "preference": "RLHF", "rl": "RLHF (PPO / GRPO)",
                 "quantization": "quantization"}
 
 

@@ -31,7 +31,7 @@ def build(ui: UI, manager: RunManager) -> None:
     with gr.Row():
         ui.add("stage", gr.Dropdown(["sft", "pt", "rm", "dpo", "kto", "orpo", "simpo", "ppo", "grpo"], value="sft",
                                     label=L("stage"), elem_id="stage"))
-        ui.add("finetuning_type", gr.Radio(["lora", "freeze", "full"], value="lora", label=L("finetuning_type"),
+        ui.add("finetuning_type", gr.Radio(["lora", "oft", "freeze", "full"], value="lora", label=L("finetuning_type"),
                                            elem_id="finetuning_type"))
     with gr.Row():
         ui.add("dataset_dir", gr.Textbox(value=data_dir, label=L("dataset_dir"), elem_id="dataset_dir", scale=1))

@@ -64,7 +64,7 @@ def test_key_of_another_command_is_unknown():
         ("lora_rank", "1.5", "integer"),
         ("lora_dropout", "lots", "number"),
         ("plot_loss", "maybe", "true or false"),
-        ("finetuning_type", "half", "choose one of: lora, freeze, full"),
+        ("finetuning_type", "half", "choose one of: lora, oft, freeze, full"),
         ("stage", "rlhf", "sft"),
     ],
 )

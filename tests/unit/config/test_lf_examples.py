@@ -63,17 +63,17 @@ EXPECTED: dict[str, str | None] = {
     "extras/fp8/llama3_fp8_fsdp_sft.yaml": "FP8 training is not supported by Tunery yet",
     "extras/fsdp_qlora/llama3_lora_sft.yaml": None,
     "extras/galore/llama3_full_sft.yaml": "pure bf16 training is not supported",
-    "extras/llama_pro/llama3_freeze_sft.yaml": "LLaMA Pro block expansion is not supported by Tunery yet",
+    "extras/llama_pro/llama3_freeze_sft.yaml": "freeze_trainable_layers 8 does not fit a model with 2 layers",  # needs `tunery expand` first
     "extras/loraplus/llama3_lora_sft.yaml": None,
     "extras/mod/llama3_full_sft.yaml": "Mixture-of-Depths is not supported by Tunery yet",
     "extras/muon/qwen2_full_sft.yaml": "Muon is not supported by Tunery yet",
     "extras/nlg_eval/llama3_lora_predict.yaml": None,
-    "extras/oft/llama3_oft_sft.yaml": "OFT is not supported by Tunery yet",
-    "extras/oft/qwen2_5vl_oft_sft.yaml": "OFT is not supported by Tunery yet",
+    "extras/oft/llama3_oft_sft.yaml": None,
+    "extras/oft/qwen2_5vl_oft_sft.yaml": None,
     "extras/pissa/llama3_lora_sft.yaml": None,
-    "extras/qoft/llama3_oft_sft_awq.yaml": "OFT is not supported by Tunery yet",
-    "extras/qoft/llama3_oft_sft_bnb_npu.yaml": "OFT is not supported by Tunery yet",
-    "extras/qoft/llama3_oft_sft_gptq.yaml": "OFT is not supported by Tunery yet",
+    "extras/qoft/llama3_oft_sft_awq.yaml": None,
+    "extras/qoft/llama3_oft_sft_bnb_npu.yaml": None,
+    "extras/qoft/llama3_oft_sft_gptq.yaml": None,
 }
 
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None

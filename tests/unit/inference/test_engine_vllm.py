@@ -40,3 +40,16 @@ def test_engine_args_from_settings(tiny_chatml_model):
     assert args["model"] == "/models/x" and args["max_model_len"] == 2048
     assert args["gpu_memory_utilization"] == 0.5 and args["enable_lora"] is True
     assert args["max_lora_rank"] == 32 and args["tensor_parallel_size"] == 2
+
+
+def test_an_oft_adapter_is_refused_before_vllm_loads(tiny_chatml_model, tmp_path, monkeypatch):
+    import json
+
+    from tunery.errors import ConfigError
+
+    adapter = tmp_path / "oft"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "OFT"}))
+    monkeypatch.setitem(sys.modules, "vllm", None)  # the adapter check comes before the package check
+    with pytest.raises(ConfigError, match="vllm serves LoRA adapters only; .* is a peft OFT adapter"):
+        load_engine(_cfg(tiny_chatml_model, adapter_name_or_path=str(adapter)))

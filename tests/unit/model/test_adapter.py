@@ -97,7 +97,7 @@ def test_full_trains_everything_and_checkpointing_is_a_choice(tiny_chatml_model,
 
 def test_quantized_base_only_with_lora(tiny_chatml_model, tmp_path):
     pytest.importorskip("bitsandbytes")
-    with pytest.raises(ConfigError, match="only be trained with LoRA"):
+    with pytest.raises(ConfigError, match=r"only be trained with an adapter \(LoRA or OFT\)"):
         _load(tiny_chatml_model, tmp_path, finetuning_type="full", quantization_bit=4)
     model, _ = _load(tiny_chatml_model, tmp_path, quantization_bit=4, quantization_method="bitsandbytes")
     from tunery.model.loader import count_parameters

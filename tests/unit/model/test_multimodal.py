@@ -113,9 +113,12 @@ def test_text_model_is_not_multimodal(tiny_chatml_model, tmp_path):
 
 @pytest.mark.parametrize("name", ["qwen2_vl", "llava", "llava_next", "qwen2_audio", "mllama", "intern_vl",
                                   "minicpm_v", "qwen3_vl", "qwen2_omni", "llava_next_video"])
-def test_multimodal_template_names_read_as_the_processor_template(name, tiny_llava, caplog):
+def test_multimodal_template_names_read_as_the_processor_template(name, tiny_llava, caplog, monkeypatch):
+    from tunery.data import template as template_module
     from tunery.data.template import AutoTemplate, get_template
     from tunery.model.loader import load_tokenizer
+
+    monkeypatch.setattr(template_module, "_SAID_AUTO", set())  # the notice is said once per process
 
     tokenizer = load_tokenizer(ModelArguments(model_name_or_path=str(tiny_llava)))
     with caplog.at_level("INFO"):
