@@ -14,8 +14,7 @@ Each key has one status:
   parser stops at parse time with ``reason`` (one line); set to the default (the feature stays off,
   as LLaMA-Factory's web UI writes it) it is accepted and changes nothing.
 
-Methods Tunery does not have yet (BAdam, Muon, OFT, LoftQ, LLaMA Pro, LongLoRA shift_attn,
-Mixture-of-Depths, ASFT/EAFT, Liger/Unsloth/FP8, ...) are refused with "not supported by Tunery yet";
+Methods Tunery does not have yet (OFT, LoftQ, LLaMA Pro, LongLoRA shift_attn, Liger/Unsloth/FP8, ...) are refused with "not supported by Tunery yet";
 whoever implements one flips its keys to ``honoured`` here (tests/unit/config/test_lf_keys.py then
 checks that a Tunery setting reads them).
 """
@@ -82,7 +81,7 @@ LF_KEYS: dict[str, LFKey] = {
     "rope_scaling": honoured("factor from cutoff_len and the model's context, as LLaMA-Factory computes it"),
     "flash_attn": honoured("fa3 needs the flash-attn 3 package; 'disabled' means eager attention"),
     "shift_attn": refused(yet("LongLoRA shift short attention"), False),
-    "mixture_of_depths": refused(yet("Mixture-of-Depths"), None),
+    "mixture_of_depths": refused(no("Mixture-of-Depths", "no maintained library provides it (LLaMA-Factory's MoD package is unmaintained)"), None),
     "use_unsloth": refused(yet("Unsloth"), False),
     "use_unsloth_gc": refused(yet("Unsloth"), False),
     "enable_liger_kernel": refused(yet("Liger kernels"), False),
