@@ -56,6 +56,7 @@ OPTIONAL_PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("use_apollo", "apollo_torch", "apollo"),
     ("use_swanlab", "swanlab", "swanlab"),
     ("use_adam_mini", "adam_mini", "adam-mini"),
+    ("use_badam", "badam", "badam"),
 )
 
 

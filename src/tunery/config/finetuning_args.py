@@ -220,6 +220,36 @@ class ApolloArguments:
 
 
 @dataclass
+class BAdamArguments:
+    """use_badam: BAdam, block coordinate descent with Adam (package badam): one block of weights trains at a time."""
+
+    use_badam: bool = field(default=False, metadata={"help": "Train with BAdam (full finetuning, one block at a time)."})
+    badam_mode: Literal["layer", "ratio"] = field(
+        default="layer", metadata={"help": "BAdam: switch whole layers ('layer') or train a ratio of each weight ('ratio')."}
+    )
+    badam_start_block: int | None = field(
+        default=None, metadata={"help": "BAdam layer mode: index of the first block to train.", "min": 0}
+    )
+    badam_switch_mode: Literal["ascending", "descending", "random", "fixed"] = field(
+        default="ascending", metadata={"help": "BAdam layer mode: order in which blocks take turns."}
+    )
+    badam_switch_interval: int = field(
+        default=50,
+        metadata={"help": "BAdam layer mode: optimizer steps per block (-1: never switch).", "min": -1, "nonzero": True},
+    )
+    badam_update_ratio: float = field(
+        default=0.05, metadata={"help": "BAdam ratio mode: share of each weight's entries that train.", "gt": 0, "max": 1}
+    )
+    badam_mask_mode: Literal["adjacent", "scatter"] = field(
+        default="adjacent", metadata={"help": "BAdam ratio mode: adjacent or scattered trainable entries."}
+    )
+    badam_verbose: int = field(
+        default=0, metadata={"help": "BAdam: 0 quiet, 1 print the active block, 2 also its parameters.",
+                             "choices": (0, 1, 2)}
+    )
+
+
+@dataclass
 class SwanLabArguments:
     """use_swanlab: log the run to SwanLab (transformers' SwanLab integration)."""
 
@@ -255,6 +285,7 @@ class FinetuningArguments:
     multimodal: MultimodalFinetuningArguments = group_field(MultimodalFinetuningArguments, "vision-language models")
     galore: GaloreArguments = group_field(GaloreArguments, "use_galore: GaLore optimizer")
     apollo: ApolloArguments = group_field(ApolloArguments, "use_apollo: APOLLO optimizer")
+    badam: BAdamArguments = group_field(BAdamArguments, "use_badam: BAdam optimizer")
     swanlab: SwanLabArguments = group_field(SwanLabArguments, "use_swanlab: SwanLab logging")
     # outputs and misc
     plot_loss: bool = field(default=False, metadata={"help": "Save loss plots to output_dir."})
@@ -268,8 +299,22 @@ class FinetuningArguments:
         default=False,
         metadata={"help": "sft: Dynamic Fine-Tuning loss, each token's cross-entropy weighted by its detached probability."},
     )
+    use_asft_loss: bool = field(
+        default=False,
+        metadata={"help": "sft: ASFT loss, the DFT loss plus asft_alpha x KL(reference || model) per token."},
+    )
+    asft_alpha: float = field(default=0.1, metadata={"help": "ASFT: weight of the KL term.", "min": 0})
+    use_eaft_loss: bool = field(
+        default=False,
+        metadata={"help": "sft: EAFT loss, each token's cross-entropy weighted by (top-20 entropy / 3) ** eaft_alpha."},
+    )
+    eaft_alpha: float = field(default=1.0, metadata={"help": "EAFT: power of the entropy weight.", "min": 0})
     use_adam_mini: bool = field(
         default=False, metadata={"help": "Train with Adam-mini (one learning rate per parameter block; package adam-mini)."}
+    )
+    use_muon: bool = field(
+        default=False,
+        metadata={"help": "Train with Muon (torch.optim.Muon) on 2-D hidden weights, AdamW on the rest."},
     )
     early_stopping_steps: int | None = field(
         default=None,

@@ -14,7 +14,7 @@ Each key has one status:
   parser stops at parse time with ``reason`` (one line); set to the default (the feature stays off,
   as LLaMA-Factory's web UI writes it) it is accepted and changes nothing.
 
-Methods Tunery does not have yet (BAdam, Muon, Mixture-of-Depths, ASFT/EAFT, Liger/Unsloth/FP8, ...) are refused with "not supported by Tunery yet";
+Methods Tunery does not have yet (Liger/Unsloth/FP8, ...) are refused with "not supported by Tunery yet";
 whoever implements one flips its keys to ``honoured`` here (tests/unit/config/test_lf_keys.py then
 checks that a Tunery setting reads them).
 """
@@ -80,7 +80,7 @@ LF_KEYS: dict[str, LFKey] = {
     "rope_scaling": honoured("factor from cutoff_len and the model's context, as LLaMA-Factory computes it"),
     "flash_attn": honoured("fa3 needs the flash-attn 3 package; 'disabled' means eager attention"),
     "shift_attn": honoured("through a registered attention function (sdpa on the groups); the wrapped group keeps causal order"),
-    "mixture_of_depths": refused(yet("Mixture-of-Depths"), None),
+    "mixture_of_depths": refused(no("Mixture-of-Depths", "no maintained library provides it (LLaMA-Factory's MoD package is unmaintained)"), None),
     "use_unsloth": refused(yet("Unsloth"), False),
     "use_unsloth_gc": refused(yet("Unsloth"), False),
     "enable_liger_kernel": refused(yet("Liger kernels"), False),
@@ -228,14 +228,14 @@ LF_KEYS: dict[str, LFKey] = {
     "apollo_scale_type": honoured(),
     "apollo_layerwise": honoured(),
     "apollo_scale_front": refused("transformers' APOLLO optimizer has no scale_front option", False),
-    "use_badam": refused(yet("BAdam"), False),
-    "badam_mode": refused(yet("BAdam"), 'layer'),
-    "badam_start_block": refused(yet("BAdam"), None),
-    "badam_switch_mode": refused(yet("BAdam"), 'ascending'),
-    "badam_switch_interval": refused(yet("BAdam"), 50),
-    "badam_update_ratio": refused(yet("BAdam"), 0.05),
-    "badam_mask_mode": refused(yet("BAdam"), 'adjacent'),
-    "badam_verbose": refused(yet("BAdam"), 0),
+    "use_badam": honoured(),
+    "badam_mode": honoured(),
+    "badam_start_block": honoured(),
+    "badam_switch_mode": honoured(),
+    "badam_switch_interval": honoured("-1 never switches (badam itself would switch every step)"),
+    "badam_update_ratio": honoured(),
+    "badam_mask_mode": honoured(),
+    "badam_verbose": honoured(),
     "use_swanlab": honoured(),
     "swanlab_project": honoured(),
     "swanlab_workspace": refused("transformers' SwanLab integration does not read it: set it in SwanLab itself", None),
@@ -253,12 +253,12 @@ LF_KEYS: dict[str, LFKey] = {
     "use_mca": refused(no("Megatron-Core training (mcore_adapter)", "use deepspeed or FSDP through accelerate"), False),
     "use_hyper_parallel": refused(no("HyperParallel training", "use deepspeed or FSDP through accelerate"), False),
     "hyper_parallel_args": refused(no("HyperParallel training", "use deepspeed or FSDP through accelerate"), None),
-    "use_muon": refused(yet("Muon"), False),
+    "use_muon": honoured("torch.optim.Muon (LLaMA-Factory bundles its own copy); the same split and learning-rate scaling"),
     "use_dft_loss": honoured(),
-    "use_asft_loss": refused(yet("ASFT loss"), False),
-    "asft_alpha": refused(yet("ASFT loss"), 0.1),
-    "use_eaft_loss": refused(yet("EAFT loss"), False),
-    "eaft_alpha": refused(yet("EAFT loss"), 1.0),
+    "use_asft_loss": honoured("with LoRA the reference is the base with the adapter switched off"),
+    "asft_alpha": honoured(),
+    "use_eaft_loss": honoured(),
+    "eaft_alpha": honoured(),
     "freeze_vision_tower": honoured(),
     "freeze_multi_modal_projector": honoured(),
     "freeze_language_model": honoured(),

@@ -315,9 +315,9 @@ def _loraplus_needs_lora(cfg: Any, command: str) -> None:
 def _optimizer_needs_full_weights(cfg: Any, command: str) -> None:
     ft = cfg.finetuning
     on = [k for k, v in (("use_galore", ft.galore.use_galore), ("use_apollo", ft.apollo.use_apollo),
-                         ("use_adam_mini", ft.use_adam_mini)) if v]
+                         ("use_adam_mini", ft.use_adam_mini), ("use_badam", ft.badam.use_badam)) if v]
     if _trains(cfg, command) and on and ft.finetuning_type == "lora":
-        raise ConfigError(f"{on[0]} shapes its updates by the blocks of full weight matrices (heads, rows); "
+        raise ConfigError(f"{on[0]} shapes its updates by the blocks of full weight matrices (heads, rows, layers); "
                           "finetuning_type: lora trains small adapter matrices instead",
                           hint=f"set finetuning_type: full (or freeze), or drop {on[0]}")
 
@@ -326,7 +326,8 @@ def _optimizer_needs_full_weights(cfg: Any, command: str) -> None:
 def _one_optimizer_choice(cfg: Any, command: str) -> None:
     ft = cfg.finetuning
     chosen = [k for k, v in (("use_galore", ft.galore.use_galore), ("use_apollo", ft.apollo.use_apollo),
-                             ("use_adam_mini", ft.use_adam_mini),
+                             ("use_adam_mini", ft.use_adam_mini), ("use_badam", ft.badam.use_badam),
+                             ("use_muon", ft.use_muon),
                              ("loraplus_lr_ratio", ft.lora.loraplus_lr_ratio is not None)) if v]
     if _trains(cfg, command) and len(chosen) > 1:
         raise ConfigError(f"{' and '.join(chosen)} each choose the optimizer; only one can",
@@ -357,12 +358,34 @@ def _early_stopping_needs_evaluation(cfg: Any, command: str) -> None:
                           hint="set val_size: 0.1 (held out of dataset) or eval_dataset")
 
 
-@rule("dft_loss_is_sft")
-def _dft_loss_is_sft(cfg: Any, command: str) -> None:
+def _token_losses(ft: Any) -> list[str]:
+    return [k for k in ("use_dft_loss", "use_asft_loss", "use_eaft_loss") if getattr(ft, k)]
+
+
+@rule("token_loss_is_sft")
+def _token_loss_is_sft(cfg: Any, command: str) -> None:
     ft = cfg.finetuning
-    if _trains(cfg, command) and ft.use_dft_loss and ft.stage != "sft":
-        raise ConfigError(f"use_dft_loss reweights the token loss of stage sft, not stage {ft.stage}",
-                          hint="drop use_dft_loss, or set stage: sft")
+    on = _token_losses(ft)
+    if _trains(cfg, command) and on and ft.stage != "sft":
+        raise ConfigError(f"{on[0]} reweights the token loss of stage sft, not stage {ft.stage}",
+                          hint=f"drop {on[0]}, or set stage: sft")
+
+
+@rule("one_token_loss")
+def _one_token_loss(cfg: Any, command: str) -> None:
+    on = _token_losses(cfg.finetuning)
+    if _trains(cfg, command) and len(on) > 1:
+        raise ConfigError(f"{' and '.join(on)} each replace the token loss; only one can",
+                          hint=f"keep one of {', '.join(on)}")
+
+
+@rule("badam_is_single_process")
+def _badam_is_single_process(cfg: Any, command: str) -> None:
+    t = cfg.training
+    if _trains(cfg, command) and cfg.finetuning.badam.use_badam and (t.deepspeed or t.fsdp):
+        raise ConfigError(f"use_badam switches trainable blocks inside one process; with "
+                          f"{'deepspeed' if t.deepspeed else 'fsdp'} the sharded optimizer would not follow the switch",
+                          hint="drop deepspeed/fsdp for BAdam (it already needs little memory), or drop use_badam")
 
 
 @rule("compute_accuracy_is_sft_evaluation")

@@ -85,7 +85,7 @@ def prepare_for_training(
     else:  # the config layer already restricts the values; keep a clear error for direct callers
         raise ConfigError(f"unknown finetuning_type '{kind}'", hint="choose lora, oft, freeze or full")
 
-    if kind not in ("lora", "oft"):
+    if kind not in ("lora", "oft") and not finetuning_args.badam.use_badam:  # BAdam keeps fp32 copies of the active block itself
         _cast_trainable_to_fp32(model)
     log_parameter_counts(model, print_each=model_args.print_param_status)
     return model

@@ -199,3 +199,107 @@ def dft_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: int | torch
     if isinstance(num_items_in_batch, torch.Tensor):
         return total / num_items_in_batch.to(total.device).clamp(min=1).to(total.dtype)
     return total / max(int(num_items_in_batch), 1)
+
+
+def _shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits [n, vocab] fp32, targets [n])`` of the labelled next-token positions."""
+    shift_labels = F.pad(labels.to(logits.device), (0, 1), value=IGNORE_INDEX)[..., 1:]
+    keep = shift_labels != IGNORE_INDEX
+    return logits[keep].float(), shift_labels[keep]
+
+
+def _normalize(total: torch.Tensor, count: torch.Tensor, num_items_in_batch: int | torch.Tensor | None) -> torch.Tensor:
+    if num_items_in_batch is None:
+        return total / count.clamp(min=1)
+    if isinstance(num_items_in_batch, torch.Tensor):
+        return total / num_items_in_batch.to(total.device).clamp(min=1).to(total.dtype)
+    return total / max(int(num_items_in_batch), 1)
+
+
+EAFT_TOP_K = 20  # LLaMA-Factory's entropy estimate uses the 20 largest logits of each position
+EAFT_ENTROPY_SCALE = 3.0  # and divides it by 3 (about ln 20, the largest entropy of 20 choices)
+
+
+def eaft_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None,
+              alpha: float = 1.0) -> torch.Tensor:
+    """Entropy-Adaptive Fine-Tuning loss (``use_eaft_loss``): each token's cross-entropy weighted by how
+    unsure the model is at that position, as LLaMA-Factory computes it.
+
+    Weight (detached): ``(H_20 / 3) ** alpha`` with ``H_20`` the entropy of the softmax over the 20
+    largest logits of the position (all logits when the vocabulary is smaller). Sum over labelled
+    next tokens divided by ``num_items_in_batch`` or by this batch's labelled tokens. Shapes as
+    :func:`dft_loss`; used as the Trainer's ``compute_loss_func`` with ``alpha`` bound.
+    """
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+    selected, targets = _shifted(logits, labels)
+    nll = F.cross_entropy(selected, targets, reduction="none")
+    with torch.no_grad():
+        top = torch.topk(selected, k=min(EAFT_TOP_K, selected.shape[-1]), dim=-1).values
+        log_p = top - torch.logsumexp(top, dim=-1, keepdim=True)
+        entropy = -(log_p.exp() * log_p).sum(dim=-1)
+        weight = (entropy / EAFT_ENTROPY_SCALE).pow(alpha)
+    return _normalize((nll * weight).sum(), torch.tensor(targets.shape[0], device=nll.device), num_items_in_batch)
+
+
+def asft_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+    """Anchored SFT loss (``use_asft_loss``): the DFT loss plus ``alpha`` times the KL divergence of the
+    model from a frozen reference, as LLaMA-Factory computes it.
+
+    Over the labelled next-token positions (``logits``/``ref_logits`` ``[batch, length, vocab]``,
+    ``labels`` ``[batch, length]``): ``mean_t p_t.detach() * -log p_t + alpha * mean_t KL(q_t || p_t)``
+    with ``p`` the model's and ``q`` the reference's next-token distribution. Both terms are means over
+    this batch's labelled tokens (LLaMA-Factory does not use the accumulated token count here).
+    """
+    selected, targets = _shifted(logits, labels)
+    ref_selected, _ = _shifted(ref_logits.to(logits.device), labels)
+    if targets.numel() == 0:
+        return logits.sum() * 0.0
+    nll = F.cross_entropy(selected, targets, reduction="none")
+    dft = (nll * torch.exp(-nll).detach()).mean()
+    log_p = F.log_softmax(selected, dim=-1)
+    log_q = F.log_softmax(ref_selected.float(), dim=-1)
+    kl = (log_q.exp() * (log_q - log_p)).sum(dim=-1).mean()
+    return dft + alpha * kl
+
+
+class AsftLossMixin:
+    """Put before a transformers ``Trainer`` class (see :func:`with_asft_loss`): training and evaluation
+    losses become :func:`asft_loss` against a frozen reference.
+
+    The reference is ``asft_ref_model`` when set, otherwise (LoRA) the trained model itself with its
+    adapter switched off. It sees the same inputs as the model (padding-free rows included).
+    """
+
+    asft_ref_model: Any = None
+    asft_alpha: float = 0.1
+
+    def _reference_logits(self, model: Any, model_inputs: dict[str, Any]) -> torch.Tensor:
+        with torch.no_grad():
+            if self.asft_ref_model is not None:
+                return self.asft_ref_model(**model_inputs).logits
+            with unwrap_model_for_adapter_off(model):
+                return model(**model_inputs).logits
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+        if "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # type: ignore[misc]
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "shift_labels", "num_items_in_batch")}
+        model_inputs["use_cache"] = False
+        ref_logits = self._reference_logits(model, model_inputs)
+        outputs = model(**model_inputs)
+        loss = asft_loss(outputs.logits, ref_logits, inputs["labels"], self.asft_alpha)
+        return (loss, outputs) if return_outputs else loss
+
+
+def unwrap_model_for_adapter_off(model: Any) -> Any:
+    """Context manager: ``model`` (a peft model, possibly wrapped by DDP) with its adapters switched off."""
+    inner = getattr(model, "module", model)
+    if not hasattr(inner, "disable_adapter"):
+        raise TypeError("the ASFT reference needs a reference model or a LoRA model to switch off")
+    return inner.disable_adapter()
+
+
+def with_asft_loss(trainer_cls: type, ref_model: Any, alpha: float) -> type:
+    """``trainer_cls`` with :class:`AsftLossMixin` in front, bound to ``ref_model`` (None: LoRA off) and ``alpha``."""
+    return type(f"Asft{trainer_cls.__name__}", (AsftLossMixin, trainer_cls),
+                {"asft_ref_model": ref_model, "asft_alpha": alpha})

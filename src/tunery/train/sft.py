@@ -9,6 +9,7 @@ is the same loop on plain text (packed by default), so both are one :class:`Caus
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from transformers import Trainer
@@ -18,11 +19,13 @@ from tunery.data.collator import PaddingFreeCollator
 from tunery.data.dataset_info import get_dataset_attrs
 from tunery.data.media import KINDS, MediaEncoder, MediaSettings
 from tunery.logging import get_logger
+from tunery.model.attention import enable_packed_attention
 from tunery.model.loader import load_model, resolve
 from tunery.model.multimodal import is_multimodal, load_processor
-from tunery.train.fast_path import fast_trainer_parts
-from tunery.train.losses import dft_loss
+from tunery.train.fast_path import fast_path_enabled, fast_trainer_parts
+from tunery.train.losses import dft_loss, eaft_loss, with_asft_loss
 from tunery.train.metrics import argmax_logits, compute_token_accuracy
+from tunery.train.pref_common import load_reference_model
 from tunery.train.trainer import build_trainer
 
 logger = get_logger(__name__)
@@ -87,10 +90,26 @@ class CausalLMStage:
         metrics: dict[str, Any] = {}
         if cfg.finetuning.compute_accuracy:  # config/validation.py allows it for sft only
             metrics = {"compute_metrics": compute_token_accuracy, "preprocess_logits_for_metrics": argmax_logits}
-        if cfg.finetuning.use_dft_loss:  # the fast path's chunked loss steps aside for a compute_loss_func
+        ft = cfg.finetuning
+        if ft.use_dft_loss:  # the fast path's chunked loss steps aside for a compute_loss_func
             metrics["compute_loss_func"] = dft_loss
+        if ft.use_eaft_loss:
+            metrics["compute_loss_func"] = partial(eaft_loss, alpha=ft.eaft_alpha)
+        if ft.use_asft_loss and args.do_train:
+            trainer_cls = with_asft_loss(trainer_cls, self._asft_reference(cfg, tokenizer, model), ft.asft_alpha)
         return build_trainer(
             cfg, model, tokenizer, train_dataset=data.train_dataset if args.do_train else None,
             eval_dataset=data.eval_dataset, data_collator=collator, trainer_cls=trainer_cls, callbacks=callbacks,
             **metrics,
         )
+
+    @staticmethod
+    def _asft_reference(cfg: Any, tokenizer: Any, model: Any) -> Any:
+        """ASFT's frozen reference (as for dpo: ``ref_model``, a copy of the start for full/freeze, None
+        for LoRA), on the model's device and with the same attention kernel as the trained model."""
+        reference = load_reference_model(cfg, tokenizer, model)
+        if reference is None:
+            return None
+        if fast_path_enabled(cfg):
+            enable_packed_attention(reference)  # padding-free rows need the per-example kernel here too
+        return reference.to(cfg.training.device).eval()

@@ -9,6 +9,7 @@ for throughput, the log and signal callbacks, LoRA+ — is set here once.
 from __future__ import annotations
 
 import os
+from types import MethodType
 from typing import Any
 
 import torch
@@ -19,7 +20,12 @@ from tunery.errors import require
 from tunery.logging import get_logger
 from tunery.train.callbacks import LogCallback, LogLastStep, SavePissaInit, use_readable_logs
 from tunery.train.continue_run import with_replanned_schedule
-from tunery.train.optimizers import adam_mini_optimizer, apply_optimizer_settings
+from tunery.train.optimizers import (
+    adam_mini_optimizer,
+    apply_optimizer_settings,
+    badam_optimizer,
+    muon_optimizer,
+)
 from tunery.train.signals import StopOnSignal
 
 logger = get_logger(__name__)
@@ -139,6 +145,11 @@ def build_trainer(
         trainer_kwargs["optimizers"] = (optimizer, None)
     if getattr(cfg.finetuning, "use_adam_mini", False) and "optimizers" not in trainer_kwargs:
         trainer_kwargs["optimizers"] = (adam_mini_optimizer(model, args), None)
+    if cfg.finetuning.use_muon and "optimizers" not in trainer_kwargs:
+        trainer_kwargs["optimizers"] = (muon_optimizer(model, args), None)
+    badam = cfg.finetuning.badam
+    if badam.use_badam and "optimizers" not in trainer_kwargs:
+        trainer_kwargs["optimizers"] = (badam_optimizer(model, args, badam), None)
     extra = list(callbacks or [])
     given = {type(c) for c in extra}
     all_callbacks = [c for c in standard_callbacks(cfg) if type(c) not in given] + extra
@@ -153,4 +164,9 @@ def build_trainer(
         callbacks=all_callbacks,
         **trainer_kwargs,
     )
+    if badam.use_badam and badam.badam_mode == "ratio":
+        # ratio mode leaves sparse gradients, which torch's foreach gradient clipping rejects;
+        # badam ships the clipping that handles them
+        trainer.accelerator.clip_grad_norm_ = MethodType(
+            require("badam", "use_badam: true", "badam").clip_grad_norm_old_version, trainer.accelerator)
     return use_readable_logs(trainer)

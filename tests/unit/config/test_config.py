@@ -107,9 +107,9 @@ def test_lf_only_names_still_accepted():
 
 
 def test_unsupported_lf_feature_is_named():
-    with pytest.raises(ConfigError, match="BAdam"):
-        parse_config("train", {"use_badam": True})
-    assert "use_badam" in UNSUPPORTED_LF_KEYS
+    with pytest.raises(ConfigError, match="Unsloth"):
+        parse_config("train", {"use_unsloth": True})
+    assert "use_unsloth" in UNSUPPORTED_LF_KEYS and "use_badam" not in UNSUPPORTED_LF_KEYS
 
 
 def test_override_token_forms():
