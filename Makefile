@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
-EXTRAS ?= metrics,api,webui,quantization,monitoring,eval,galore,apollo,adam-mini,dev
+EXTRAS ?= metrics,api,webui,quantization,monitoring,eval,galore,apollo,adam-mini,ray,dev
 STAMP := $(VENV)/.tunery-installed
 
 .PHONY: setup demo demo-readme test test-fast lint bench clean

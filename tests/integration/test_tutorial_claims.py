@@ -57,7 +57,7 @@ def test_the_doc_lists_the_differences_checked_here():
 # --- Features Tunery does not have are refused, not ignored ------------------------------------
 @pytest.mark.parametrize("key,feature", [
     ("use_badam", "BAdam"), ("use_muon", "Muon"), ("mixture_of_depths", "Mixture-of-Depths"), ("oft_rank", "OFT"),
-    ("fp8", "FP8"), ("use_ray", "Ray"), ("use_kt", "KTransformers"), ("pure_bf16", "pure bf16"),
+    ("fp8", "FP8"), ("use_kt", "KTransformers"), ("pure_bf16", "pure bf16"),
     ("use_asft_loss", "ASFT"), ("use_eaft_loss", "EAFT"), ("shift_attn", "shift"), ("use_llama_pro", "LLaMA Pro"),
     ("use_unsloth", "Unsloth"),
 ])
