@@ -247,3 +247,16 @@ def test_ray_train_two_cpu_workers_match_one_process(one_process_run, tiny_chatm
     assert (out / "adapter_model.safetensors").is_file() and (out / "train_results.json").is_file()
     assert text.count("training finished: outputs in") == 1  # written once, by the main worker
     assert (tmp_path / "ray" / "tiny").is_dir()  # Ray Train's own run state under ray_storage_path
+
+
+@pytest.mark.slow
+def test_deepspeed_without_a_launcher_relaunches_itself_under_torchrun(tiny_chatml_model, reference_dir, tmp_path):
+    """No FORCE_TORCHRUN, no torchrun: a deepspeed config alone makes `tunery train` start one torchrun process."""
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, num_train_epochs=None, max_steps=1,
+                  max_samples=4, deepspeed=str(REPO / "examples" / "deepspeed" / "ds_z2_config.json"))
+    result = _tunery(["train", str(cfg)], timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "starting 1 training process(es)" in result.stderr and "Traceback" not in result.stderr
+    assert [r["current_steps"] for r in _log(out)] == [1] and (out / "adapter_model.safetensors").is_file()
