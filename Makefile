@@ -17,7 +17,7 @@ else
 TORCH_SPEC ?= torch==2.13.0
 endif
 TORCH_ARGS = $(foreach spec,$(TORCH_SPEC),"$(spec)")
-EXTRAS ?= metrics,api,webui,quantization,monitoring,eval,galore,apollo,adam-mini,badam,dev
+EXTRAS ?= metrics,api,webui,quantization,monitoring,eval,galore,apollo,adam-mini,badam,ray,dev
 STAMP := $(VENV)/.tunery-installed
 
 .PHONY: setup demo demo-readme test test-fast lint bench clean

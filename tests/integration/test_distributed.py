@@ -225,3 +225,38 @@ def test_deepspeed_zero2_on_cpu(tiny_chatml_model, reference_dir, tmp_path):
     log = _log(out)
     assert [r["current_steps"] for r in log] == [1, 2] and all(r["loss"] > 0 for r in log)
     assert (out / "adapter_model.safetensors").is_file() and (out / "train_results.json").is_file()
+
+
+@pytest.mark.slow
+def test_ray_train_two_cpu_workers_match_one_process(one_process_run, tiny_chatml_model, reference_dir, tmp_path):
+    pytest.importorskip("ray.train")
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, use_ray=True, ray_num_workers=2,
+                  resources_per_worker={"CPU": 1}, ray_storage_path=str(tmp_path / "ray"), ray_run_name="tiny",
+                  ray_init_kwargs={"num_cpus": 2, "include_dashboard": False})
+    result = _tunery(["train", str(cfg)], timeout=1200, RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING="0",
+                     RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING="0")
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-4000:]
+    assert "torch.distributed.run" not in text  # Ray started the processes, not torchrun
+    assert "training on 2 Ray workers" in text and "training on 2 processes with DDP" in text
+    log = _log(out)
+    # 16 examples, 2 per worker: 4 steps (8 for one process with the same per-device batch)
+    assert [r["current_steps"] for r in log] == [1, 2, 3, 4] and log[-1]["total_steps"] == 4
+    _assert_close([r["loss"] for r in log], [r["loss"] for r in one_process_run])
+    assert (out / "adapter_model.safetensors").is_file() and (out / "train_results.json").is_file()
+    assert text.count("training finished: outputs in") == 1  # written once, by the main worker
+    assert (tmp_path / "ray" / "tiny").is_dir()  # Ray Train's own run state under ray_storage_path
+
+
+@pytest.mark.slow
+def test_deepspeed_without_a_launcher_relaunches_itself_under_torchrun(tiny_chatml_model, reference_dir, tmp_path):
+    """No FORCE_TORCHRUN, no torchrun: a deepspeed config alone makes `tunery train` start one torchrun process."""
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, num_train_epochs=None, max_steps=1,
+                  max_samples=4, deepspeed=str(REPO / "examples" / "deepspeed" / "ds_z2_config.json"))
+    result = _tunery(["train", str(cfg)], timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "starting 1 training process(es)" in result.stderr and "Traceback" not in result.stderr
+    assert [r["current_steps"] for r in _log(out)] == [1] and (out / "adapter_model.safetensors").is_file()

@@ -47,7 +47,7 @@ def refused(command: str, tokens: list[str], tmp_path: Path, capsys) -> str:
 
 def test_the_doc_lists_the_differences_checked_here():
     section = DOC[DOC.index("## Known differences"):]
-    for phrase in ("refused, not ignored", "`shift_attn`", "GaLore, APOLLO, Adam-mini and the DFT loss are supported", "`--do_train False` alone is an error",
+    for phrase in ("refused, not ignored", "`shift_attn`", "Adam-mini, BAdam, Muon and the DFT, ASFT and EAFT losses are supported", "`--do_train False` alone is an error",
                    "Tunery's own PPO loop", "kto_pair", "left unset means `auto`", "without a GPU train in fp32",
                    "`scores`", "`llamaboard_config.yaml` is never written", "fetched from the Hugging Face Hub"):
         assert phrase in section, phrase
@@ -56,9 +56,8 @@ def test_the_doc_lists_the_differences_checked_here():
 
 # --- Features Tunery does not have are refused, not ignored ------------------------------------
 @pytest.mark.parametrize("key,feature", [
-    ("use_badam", "BAdam"), ("use_muon", "Muon"), ("mixture_of_depths", "Mixture-of-Depths"),
-    ("fp8", "FP8"), ("use_ray", "Ray"), ("use_kt", "KTransformers"), ("pure_bf16", "pure bf16"),
-    ("use_asft_loss", "ASFT"), ("use_eaft_loss", "EAFT"), ("use_unsloth", "Unsloth"),
+    ("mixture_of_depths", "Mixture-of-Depths"), ("fp8", "FP8"), ("use_kt", "KTransformers"),
+    ("pure_bf16", "pure bf16"), ("use_unsloth", "Unsloth"),
 ])
 def test_lf_features_tunery_lacks_are_refused(key, feature, tmp_path, capsys):
     value = "true"

@@ -7,7 +7,9 @@ decides *whether* to relaunch and builds the command:
 
 - already under a launcher (torchrun, ``accelerate launch``, ``deepspeed``: LOCAL_RANK or WORLD_SIZE
   set): run as is;
-- ``FORCE_TORCHRUN=1``, or more than one accelerator visible: relaunch with
+- Ray Train (``use_ray``) starts its own workers: never relaunch;
+- ``FORCE_TORCHRUN=1``, more than one accelerator visible, or a ``deepspeed`` config (DeepSpeed
+  needs the process-group variables a launcher sets, as in LLaMA-Factory): relaunch with
   ``--nnodes NNODES --node_rank NODE_RANK --nproc_per_node NPROC_PER_NODE --master_addr MASTER_ADDR
   --master_port MASTER_PORT`` (defaults: 1 node, rank 0, one process per accelerator (1 on a CPU),
   127.0.0.1, a free port).
@@ -88,18 +90,22 @@ def _int_var(env: dict[str, str], name: str, default: int, minimum: int) -> int:
     return value
 
 
-def plan_launch(env: dict[str, str] | None = None, devices: int | None = None) -> LaunchPlan | None:
+def plan_launch(env: dict[str, str] | None = None, devices: int | None = None, *, deepspeed: bool = False,
+                ray: bool = False) -> LaunchPlan | None:
     """The torchrun plan for ``tunery train``, or None to train in this process.
 
-    None when a launcher already started this process, or when FORCE_TORCHRUN is off and at most
-    one accelerator is visible (``devices``: default :func:`accelerator_count`). Raises ConfigError
+    None when a launcher already started this process, when Ray Train will start the workers
+    (``ray``), or when FORCE_TORCHRUN is off, no DeepSpeed config is set (``deepspeed``) and at most
+    one accelerator is visible (``devices``: default :func:`accelerator_count`). A DeepSpeed run
+    outside a launcher gets torchrun with one process per accelerator (1 on a CPU) unless
+    NPROC_PER_NODE says otherwise, as with FORCE_TORCHRUN. Raises ConfigError
     for unusable variables, and when NNODES > 1 lacks MASTER_ADDR or MASTER_PORT (every node must
     name the same address and port).
     """
     env = os.environ if env is None else env
-    if under_launcher(env):
+    if under_launcher(env) or ray:
         return None
-    forced = env.get("FORCE_TORCHRUN", "").strip().lower() in TRUE
+    forced = deepspeed or env.get("FORCE_TORCHRUN", "").strip().lower() in TRUE
     if not forced:
         devices = accelerator_count() if devices is None else devices
         if devices <= 1:

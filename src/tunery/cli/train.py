@@ -22,12 +22,13 @@ def main(tokens: list[str]) -> int:
     """``tunery train [config.yaml] [--key value | key=value ...]``.
 
     The config is checked here first (one error, before any process starts); then, on a machine
-    with more than one accelerator or with FORCE_TORCHRUN=1, the same command runs again under
-    torchrun (see :mod:`tunery.cli.launch`), unless a launcher already started this process.
+    with more than one accelerator, with FORCE_TORCHRUN=1 or with a ``deepspeed`` config, the same
+    command runs again under torchrun (see :mod:`tunery.cli.launch`), unless a launcher already
+    started this process; with ``use_ray`` Ray Train starts the training processes instead.
     """
     cfg = options.load("train", tokens)
     if not cfg.finetuning.dry_run:
-        plan = launch.plan_launch()
+        plan = launch.plan_launch(deepspeed=bool(cfg.training.deepspeed), ray=bool(cfg.training.use_ray))
         if plan is not None:
             return relaunch(plan, tokens)
     return run(cfg)
@@ -65,6 +66,14 @@ def run(cfg: Any) -> int:
     workflow.resolve_actions(cfg)
     if cfg.finetuning.dry_run:
         print("\n".join([*build_plan(cfg).lines(), DRY_RUN_NOTE]))
+        return 0
+    if cfg.training.use_ray:
+        # Ray Train imports ray (an optional extra, seconds); only a use_ray run needs it
+        from tunery.train.ray_train import run_train_on_ray
+
+        run_train_on_ray(cfg)  # the workers train; this process waits and reports
+        if cfg.training.do_predict:
+            predict_after_training(cfg)
         return 0
     outcome = workflow.run_train(cfg)
     if getattr(outcome, "stopped_by", None):

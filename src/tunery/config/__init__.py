@@ -148,6 +148,8 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
         for key, module, extra in OPTIONAL_PACKAGES:
             if str(raw.get(key, False)).lower() in ("true", "1", "yes"):
                 require(module, f"{key}: true", extra)
+        if command == "train" and cfg.training.use_ray:  # the setting or USE_RAY=1
+            require("ray", "use_ray: true (Ray Train)", "ray")
     return cfg
 
 

@@ -288,10 +288,10 @@ LF_KEYS: dict[str, LFKey] = {
     "save_dir": honoured(),
     "download_mode": refused(yet("choosing the download mode", "delete the task's cache folder to fetch it again"), '?DownloadMode.REUSE_DATASET_IF_EXISTS'),
     # training_args.py
-    "ray_num_workers": refused(no("Ray training", "launch several processes with torchrun (docs/distributed.md)"), 1),
-    "ray_init_kwargs": refused(no("Ray training", "launch several processes with torchrun (docs/distributed.md)"), None),
-    "master_addr": refused(no("Ray training", "launch several processes with torchrun (docs/distributed.md)"), None),
-    "master_port": refused(no("Ray training", "launch several processes with torchrun (docs/distributed.md)"), None),
+    "ray_num_workers": honoured(),
+    "ray_init_kwargs": honoured(),
+    "master_addr": refused("Ray Train chooses the process group's address and port itself: drop it (docs/distributed.md)", None),
+    "master_port": refused("Ray Train chooses the process group's address and port itself: drop it (docs/distributed.md)", None),
     "enable_torch_profiler": refused(yet("the torch profiler"), False),
     "profiler_output_dir": refused(yet("the torch profiler"), None),
     "profiler_wait_steps": refused(yet("the torch profiler"), 1),
@@ -308,12 +308,12 @@ LF_KEYS: dict[str, LFKey] = {
     "overwrite_output_dir": honoured("guards finished runs: without it Tunery will not write into a folder that holds one"),
     # names of older LLaMA-Factory releases
     "use_cache": honoured("LLaMA-Factory 0.9.5 calls it use_kv_cache"),
-    "use_ray": refused(no("Ray training", "launch several processes with torchrun (docs/distributed.md)"), False),
-    "ray_run_name": refused(no("Ray training", "launch several processes with torchrun (docs/distributed.md)"), None),
-    "ray_storage_path": refused(no("Ray training", "launch several processes with torchrun (docs/distributed.md)"), "./saves"),
-    "ray_storage_filesystem": refused(no("Ray training", "launch several processes with torchrun (docs/distributed.md)"), None),
-    "resources_per_worker": refused(no("Ray training", "launch several processes with torchrun (docs/distributed.md)"), {"GPU": 1}),
-    "placement_strategy": refused(no("Ray training", "launch several processes with torchrun (docs/distributed.md)"), "PACK"),
+    "use_ray": honoured("LLaMA-Factory turns Ray on with USE_RAY=1 only; Tunery reads both"),
+    "ray_run_name": honoured(),
+    "ray_storage_path": honoured(),
+    "ray_storage_filesystem": honoured(),
+    "resources_per_worker": honoured("default: one GPU per worker when torch sees one, else one CPU (LLaMA-Factory: {GPU: 1})"),
+    "placement_strategy": honoured(),
     # transformers 4 training arguments LLaMA-Factory's examples still use
     "fsdp_transformer_layer_cls_to_wrap": refused(
         "transformers 5 removed it: use fsdp_config: {transformer_layer_cls_to_wrap: [...]}", None),

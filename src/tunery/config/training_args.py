@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import Seq2SeqTrainingArguments
@@ -26,6 +27,32 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         default=None, metadata={"help": "Share of the steps spent warming up (same as a float warmup_steps < 1).", "min": 0, "max": 1}
     )
 
+    # Ray Train (LLaMA-Factory's RayArguments; tunery.train.ray_train runs them through TorchTrainer)
+    use_ray: bool = field(
+        default=False, metadata={"help": "Train on a Ray cluster through Ray Train (USE_RAY=1 in the environment also turns it on, as in LLaMA-Factory)."}
+    )
+    ray_num_workers: int = field(default=1, metadata={"help": "Ray Train workers (training processes).", "min": 1})
+    resources_per_worker: dict[str, Any] | None = field(
+        default=None,
+        metadata={"help": "Ray resources each worker takes, e.g. {GPU: 1} or {CPU: 2} (default: one GPU when torch sees one, else one CPU).",
+                  "domain": "a mapping of Ray resource names to amounts"},
+    )
+    placement_strategy: str = field(
+        default="PACK", metadata={"help": "How Ray places the workers on the cluster's nodes.",
+                                  "choices": ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")}
+    )
+    ray_run_name: str | None = field(default=None, metadata={"help": "Name of the Ray Train run (its folder under ray_storage_path).", "domain": "a folder name"})
+    ray_storage_path: str = field(
+        default="./saves", metadata={"help": "Where Ray Train keeps the run's state (a local folder, or a bucket path with ray_storage_filesystem).", "domain": "a path"}
+    )
+    ray_storage_filesystem: str | None = field(
+        default=None, metadata={"help": "Cloud file system for ray_storage_path.", "choices": ("s3", "gs", "gcs")}
+    )
+    ray_init_kwargs: dict[str, Any] | None = field(
+        default=None, metadata={"help": "Keyword arguments for ray.init (e.g. {address: auto} to join a running cluster).",
+                                "domain": "a mapping of ray.init arguments"}
+    )
+
     # One setting, one owner: `use_cache` is the model group's (KV cache while generating, LLaMA-Factory's
     # meaning). Training runs without a KV cache, as transformers' default; init=False keeps the field
     # (the Trainer reads it) but takes it out of the settings the parser routes and --help lists.
@@ -35,6 +62,8 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         if self.no_cuda or (_launched_on_several_processes() and not _has_accelerator()):
             # accelerate joins a CPU process group (gloo) only when told the run is on the CPU
             self.use_cpu = True
+        if os.environ.get("USE_RAY", "").strip().lower() in ("1", "true", "yes", "y", "on"):
+            self.use_ray = True
         if self.warmup_ratio and not self.warmup_steps:
             self.warmup_steps = float(self.warmup_ratio)
         super().__post_init__()

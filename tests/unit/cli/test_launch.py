@@ -96,10 +96,25 @@ def test_worker_error_is_printed_with_its_rank(monkeypatch, capsys, tmp_path):
     assert "missing.yaml" in json.loads((tmp_path / "error-rank1.json").read_text())["message"]
 
 
-@pytest.mark.parametrize("key, value", [("use_ray", True), ("ray_num_workers", 2), ("resources_per_worker", "{}")])
-def test_ray_settings_are_refused_with_the_alternative(key, value):
+def test_a_deepspeed_run_outside_a_launcher_relaunches_under_torchrun():
+    """DeepSpeed needs the process-group variables a launcher sets (LLaMA-Factory relaunches too)."""
+    plan = launch.plan_launch({"MASTER_PORT": "29125"}, devices=0, deepspeed=True)
+    assert plan == launch.LaunchPlan(nproc_per_node=1, master_port=29125)  # one process on a CPU
+    assert launch.plan_launch({"NPROC_PER_NODE": "2"}, devices=1, deepspeed=True).nproc_per_node == 2
+    assert launch.plan_launch({}, devices=1, deepspeed=True).nproc_per_node == 1  # one GPU: one process
+    # started by a launcher (torchrun, deepspeed, accelerate launch): used as it is
+    assert launch.plan_launch({"LOCAL_RANK": "0", "WORLD_SIZE": "1"}, devices=0, deepspeed=True) is None
+
+
+def test_ray_starts_its_own_workers_so_there_is_no_torchrun():
+    assert launch.plan_launch({}, devices=4, ray=True) is None
+    assert launch.plan_launch({"FORCE_TORCHRUN": "1"}, devices=0, ray=True, deepspeed=True) is None
+
+
+@pytest.mark.parametrize("key, value", [("master_addr", "10.0.0.1"), ("master_port", 29500)])
+def test_lf_ray_rendezvous_keys_are_refused_as_ray_train_picks_them(key, value):
     from tunery.config import parse_config
 
     raw = {"model_name_or_path": "/nonexistent/model", "dataset": "d", "output_dir": "o", key: value}
-    with pytest.raises(ConfigError, match="Ray training.*torchrun.*docs/distributed.md"):
+    with pytest.raises(ConfigError, match="Ray Train chooses the process group's address and port itself"):
         parse_config("train", raw)
