@@ -16,8 +16,11 @@ from transformers import Trainer
 from tunery.data import DatasetModule, get_collator, get_dataset
 from tunery.data.collator import PaddingFreeCollator
 from tunery.logging import get_logger
+from tunery.model.adapter import limit_checkpointed_layers
 from tunery.model.loader import load_model
-from tunery.train.fast_path import fast_trainer_parts
+from tunery.train.dry_run import count_tokens, shape_of
+from tunery.train.estimate import CheckpointingPlan, assumed_shape, plan_checkpointing
+from tunery.train.fast_path import fast_path_enabled, fast_trainer_parts
 from tunery.train.losses import dft_loss
 from tunery.train.metrics import argmax_logits, compute_token_accuracy
 from tunery.train.trainer import build_trainer
@@ -38,6 +41,31 @@ def trainer_parts(cfg: Any, model: Any, tokenizer: Any, stage: str) -> tuple[typ
     return trainer_cls, collator
 
 
+def checkpointing_plan(cfg: Any, dataset: Any, stage: str) -> CheckpointingPlan | None:
+    """How many layers to checkpoint for this pt/sft run, or None to leave the setup as it is.
+
+    None when checkpointing is off (``disable_gradient_checkpointing``), forced on every layer
+    (``gradient_checkpointing: true``, or ``gradient_checkpointing_budget: 0``), or the fast path is
+    off (without its chunked head the run has no memory to spare over LLaMA-Factory's default).
+    """
+    if cfg.model.disable_gradient_checkpointing or not fast_path_enabled(cfg):
+        return None
+    if getattr(cfg.training, "gradient_checkpointing", False) or cfg.model.gradient_checkpointing_budget == 0:
+        return None
+    counts = count_tokens(dataset, stage)
+    shape = shape_of(counts) if counts.examples else assumed_shape(cfg)
+    return plan_checkpointing(cfg, shape)
+
+
+def apply_checkpointing_plan(cfg: Any, model: Any, dataset: Any, stage: str) -> CheckpointingPlan | None:
+    """Checkpoint only the layers the memory budget needs (see :func:`checkpointing_plan`)."""
+    plan = checkpointing_plan(cfg, dataset, stage)
+    if plan is not None:
+        limit_checkpointed_layers(model, plan.checkpointed)
+        logger.info("%s", plan.describe())
+    return plan
+
+
 class CausalLMStage:
     """pt / sft: next-token cross-entropy on tokenized rows (prompt masked for sft)."""
 
@@ -54,6 +82,8 @@ class CausalLMStage:
         """Load the model to train, pick the trainer class and collator, build the trainer."""
         args = cfg.training
         model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=bool(args.do_train), training_args=args)
+        if args.do_train:
+            apply_checkpointing_plan(cfg, model, data.train_dataset, self.name)
         trainer_cls, collator = trainer_parts(cfg, model, tokenizer, self.name)
         metrics: dict[str, Any] = {}
         if cfg.finetuning.compute_accuracy:  # config/validation.py allows it for sft only

@@ -6,7 +6,7 @@ seed, the same optimizer and schedule. The plain side tokenizes by hand (prompt 
 end-of-turn token trained), pads batches, and lets the model compute its own cross-entropy over full
 logits; Tunery takes padding-free rows, per-example attention and the chunked loss. Per-step losses
 must agree to float32 rounding. A difference between the two tools must come from something that
-can be named (template, system prompt), never from the training math (docs/performance.md).
+can be named (template, system prompt), never from the training math (docs/training.md).
 """
 
 from __future__ import annotations
