@@ -627,6 +627,21 @@ class CheckpointingPlan:
                 f"{self.peak / GIB:.2f} GiB within a budget of {self.budget / GIB:.2f} GiB: {self.source})")
 
 
+def checkpointing_for_run(cfg: Any, shape: DataShape | None) -> CheckpointingPlan | None:
+    """The plan a pt/sft run follows, or None when it checkpoints as configured.
+
+    None when checkpointing is off (``disable_gradient_checkpointing``), forced on every layer
+    (``gradient_checkpointing: true``, or ``gradient_checkpointing_budget: 0``), or the fast path is
+    off (without its chunked head the run has no memory to spare over LLaMA-Factory's default).
+    """
+    if cfg.model.disable_gradient_checkpointing or not fast_path_enabled(cfg):
+        return None
+    training = getattr(cfg, "training", None)
+    if getattr(training, "gradient_checkpointing", False) or cfg.model.gradient_checkpointing_budget == 0:
+        return None
+    return plan_checkpointing(cfg, shape)
+
+
 def worst_batch_shape(shape: DataShape) -> DataShape:
     """Every example as long as the longest one: memory is set by the largest batch, not the mean."""
     longest = float(max(shape.longest, 1))

@@ -19,8 +19,8 @@ from tunery.logging import get_logger
 from tunery.model.adapter import limit_checkpointed_layers
 from tunery.model.loader import load_model
 from tunery.train.dry_run import count_tokens, shape_of
-from tunery.train.estimate import CheckpointingPlan, assumed_shape, plan_checkpointing
-from tunery.train.fast_path import fast_path_enabled, fast_trainer_parts
+from tunery.train.estimate import CheckpointingPlan, assumed_shape, checkpointing_for_run
+from tunery.train.fast_path import fast_trainer_parts
 from tunery.train.losses import dft_loss
 from tunery.train.metrics import argmax_logits, compute_token_accuracy
 from tunery.train.trainer import build_trainer
@@ -42,19 +42,10 @@ def trainer_parts(cfg: Any, model: Any, tokenizer: Any, stage: str) -> tuple[typ
 
 
 def checkpointing_plan(cfg: Any, dataset: Any, stage: str) -> CheckpointingPlan | None:
-    """How many layers to checkpoint for this pt/sft run, or None to leave the setup as it is.
-
-    None when checkpointing is off (``disable_gradient_checkpointing``), forced on every layer
-    (``gradient_checkpointing: true``, or ``gradient_checkpointing_budget: 0``), or the fast path is
-    off (without its chunked head the run has no memory to spare over LLaMA-Factory's default).
-    """
-    if cfg.model.disable_gradient_checkpointing or not fast_path_enabled(cfg):
-        return None
-    if getattr(cfg.training, "gradient_checkpointing", False) or cfg.model.gradient_checkpointing_budget == 0:
-        return None
+    """How many layers this pt/sft run checkpoints (``estimate.checkpointing_for_run`` on the
+    tokenized data), or None to leave the model's checkpointing as it was set up."""
     counts = count_tokens(dataset, stage)
-    shape = shape_of(counts) if counts.examples else assumed_shape(cfg)
-    return plan_checkpointing(cfg, shape)
+    return checkpointing_for_run(cfg, shape_of(counts) if counts.examples else assumed_shape(cfg))
 
 
 def apply_checkpointing_plan(cfg: Any, model: Any, dataset: Any, stage: str) -> CheckpointingPlan | None:
