@@ -49,8 +49,15 @@ def checkpointing_plan(cfg: Any, dataset: Any, stage: str) -> CheckpointingPlan 
 
 
 def apply_checkpointing_plan(cfg: Any, model: Any, dataset: Any, stage: str) -> CheckpointingPlan | None:
-    """Checkpoint only the layers the memory budget needs (see :func:`checkpointing_plan`)."""
-    plan = checkpointing_plan(cfg, dataset, stage)
+    """Checkpoint only the layers the memory budget needs (see :func:`checkpointing_plan`).
+
+    The plan only saves time: a model the estimator cannot build (a remote-code or multimodal
+    architecture, say) keeps every layer checkpointed, with a warning, and trains as configured."""
+    try:
+        plan = checkpointing_plan(cfg, dataset, stage)
+    except Exception as exc:  # noqa: BLE001 - any estimator failure falls back to LLaMA-Factory's behaviour
+        logger.warning("gradient checkpointing stays on every layer: no memory estimate for this model (%s)", exc)
+        return None
     if plan is not None:
         limit_checkpointed_layers(model, plan.checkpointed)
         logger.info("%s", plan.describe())

@@ -127,3 +127,16 @@ def test_limit_leaves_a_model_without_checkpointing_alone():
     model = _tiny()
     assert limit_checkpointed_layers(model, 2) == 0
     assert not any(layer.gradient_checkpointing for layer in checkpointable_layers(model))
+
+
+def test_a_model_without_an_estimate_keeps_every_layer_checkpointed(monkeypatch, tiny_chatml_model, tmp_path):
+    from tunery.train import sft
+
+    def no_estimate(*_args, **_kwargs):
+        raise ValueError("unknown architecture")
+
+    monkeypatch.setattr(sft, "checkpointing_plan", no_estimate)
+    model = _tiny()
+    enable_gradient_checkpointing(model)
+    assert sft.apply_checkpointing_plan(_cfg(tiny_chatml_model, tmp_path), model, [], "sft") is None
+    assert all(layer.gradient_checkpointing for layer in checkpointable_layers(model))
