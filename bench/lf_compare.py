@@ -182,7 +182,8 @@ def table(report: dict) -> str:
     loads = [r["load_during"].get("mean", 0.0) for r in report["runs"]]
     lines = [
         f"`results/lf_compare.json` ({report['finished']}, {report['repeats']} alternating round(s), "
-        f"OMP_NUM_THREADS={report['threads']}, load average during the runs {min(loads):.1f}-{max(loads):.1f} "
+        + (f"**only the first {report['max_steps']} steps** of the run (--max-steps), " if report["max_steps"] else "")
+        + f"OMP_NUM_THREADS={report['threads']}, load average during the runs {min(loads):.1f}-{max(loads):.1f} "
         f"on {report['machine']['cpus']} CPUs; `{report['command']}`):",
         "",
         "| | train_runtime (median) | eval_loss | peak RSS |",
