@@ -101,6 +101,13 @@ class ModelArguments:
     disable_gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Turn gradient checkpointing off (faster, more memory)."}
     )
+    gradient_checkpointing_budget: float | None = field(
+        default=None,
+        metadata={"help": "Peak memory (GiB) gradient checkpointing may leave room for (pt/sft fast path): layers "
+                          "are checkpointed only as far as this budget needs. Default: what the same run with every "
+                          "layer checkpointed and full logits (LLaMA-Factory's default) would need; 0: every layer.",
+                  "min": 0},
+    )
     use_reentrant_gc: bool = field(default=True, metadata={"help": "Reentrant gradient checkpointing."})
     upcast_layernorm: bool = field(default=False, metadata={"help": "Keep layer norms in fp32."})
     upcast_lmhead_output: bool = field(default=False, metadata={"help": "fp32 output head (not supported yet: true is refused)."})

@@ -13,6 +13,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from tunery.config import FinetuningArguments
 from tunery.config.finetuning_args import split_list
@@ -121,6 +122,24 @@ def enable_gradient_checkpointing(model: PreTrainedModel, *, reentrant: bool = T
     model.enable_input_require_grads()
     model.config.use_cache = False
     logger.info("gradient checkpointing on (set disable_gradient_checkpointing: true to trade memory for speed)")
+
+
+def checkpointable_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The decoder layers gradient checkpointing can switch one by one, in model order."""
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+def limit_checkpointed_layers(model: torch.nn.Module, count: int) -> int:
+    """Keep gradient checkpointing on the first ``count`` decoder layers only; the others keep their
+    activations (faster backward, more memory). Returns how many layers stay checkpointed. Call it
+    after :func:`enable_gradient_checkpointing`; a model without per-layer switches is left as it is."""
+    layers = checkpointable_layers(model)
+    if not layers or not any(layer.gradient_checkpointing for layer in layers):
+        return sum(1 for layer in layers if layer.gradient_checkpointing)
+    count = max(0, min(int(count), len(layers)))
+    for index, layer in enumerate(layers):
+        layer.gradient_checkpointing = index < count
+    return count
 
 
 def upcast_layernorms(model: torch.nn.Module) -> None:

@@ -17,6 +17,7 @@ from tunery.data.media import KINDS, MediaEncoder
 from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.loader import load_model
+from tunery.train.media import media_encoder
 from tunery.train.pref_common import (
     MEDIA_COLUMNS,
     drop_reference_adapter,
@@ -24,7 +25,6 @@ from tunery.train.pref_common import (
     to_pairwise_columns,
     trl_config,
 )
-from tunery.train.sft import media_encoder
 from tunery.train.trainer import build_trainer
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

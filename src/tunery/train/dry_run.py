@@ -15,12 +15,13 @@ from tunery.train.estimate import (
     DataShape,
     Estimate,
     assumed_shape,
+    checkpointing_for_run,
     estimate_run,
     machine_rates,
     parallelism,
     steps_for,
 )
-from tunery.train.sft import media_encoder
+from tunery.train.media import media_encoder
 
 
 @dataclass(frozen=True)
@@ -164,9 +165,12 @@ def build_plan(cfg: Any, *, flops: float | None = None, bandwidth: float | None 
     eval_examples = len(evaluation) if evaluation is not None and hasattr(evaluation, "__len__") else 0
     steps = steps_for(counts.examples, args, stage=ft.stage, devices=par.devices, finetuning=ft)
     shape = shape_of(counts) if counts.examples else assumed_shape(cfg)
-    estimate = estimate_run(cfg, shape=shape, flops=flops, bandwidth=bandwidth, par=par)
+    checkpointing = checkpointing_for_run(cfg, shape)
+    estimate = estimate_run(cfg, shape=shape, flops=flops, bandwidth=bandwidth, par=par,
+                            checkpointed_layers=checkpointing.checkpointed if checkpointing else None)
+    notes = _notes(cfg) + ([checkpointing.describe()] if checkpointing else [])
     return Plan(stage=ft.stage, finetuning_type=ft.finetuning_type, model=model, examples=counts.examples,
                 eval_examples=eval_examples, tokens=counts.tokens, trained_tokens=counts.trained, steps=steps,
                 skipped=data.stats.skipped_invalid, truncated=data.stats.truncated, reply_cut=data.stats.reply_cut,
-                estimate=estimate, counts=counts, notes=_notes(cfg),
+                estimate=estimate, counts=counts, notes=notes,
                 skipped_rows=skipped_lines(data.stats))

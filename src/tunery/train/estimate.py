@@ -13,15 +13,16 @@ run. Memory and time are formulas, stated here so a user can check them:
   ``ref_model``; LoRA uses the base with the adapter off, no copy) and a reward model
   (ppo/grpo ``reward_model`` of type full), each taken as the size of the base;
 - activations per token and layer (fp32): about (22 x hidden + 5 x intermediate) values without
-  gradient checkpointing (see ACTIVATION_HIDDEN); with it, one hidden state per layer plus one full
-  layer recomputed;
+  gradient checkpointing (see ACTIVATION_HIDDEN); a checkpointed layer keeps one hidden state, and
+  with every layer checkpointed one full layer is recomputed at a time (:func:`layer_activation_values`; pt/sft's fast path
+  checkpoints only as many layers as :func:`plan_checkpointing` finds the memory budget needs);
 - the output head: logits, their softmax and its gradient, 3 x vocab x 4 bytes per token (rm has a
   scalar head: none; pt/sft's fast path computes them in chunks of 1,024 labelled tokens, so at most
   one chunk); generation (ppo/grpo) adds the KV cache of the sampled batch;
 - time: FLOPs per step over a measured matmul rate (:func:`machine_rates`; on a CPU the rate of
   the idle machine) at an assumed efficiency. Trained tokens
-  cost 6 x parameters (full) or 4 x (LoRA/freeze: frozen weights need no weight gradient), + 2 x with
-  checkpointing's recompute; forward-only passes (reference, reward model, rollout log-probs) cost
+  cost 6 x parameters (full) or 4 x (LoRA/freeze: frozen weights need no weight gradient), + 2 x
+  the share of checkpointed layers (their forward runs again); forward-only passes (reference, reward model, rollout log-probs) cost
   2 x parameters per token; each generated token costs the larger of its FLOPs and one read of the
   weights at the measured memory bandwidth.
 
@@ -354,6 +355,9 @@ class Estimate:
     host_bytes: int = 0  # states offloaded to host memory (ZeRO/FSDP offload)
     parallel: Parallelism = field(default_factory=Parallelism)
     covers: tuple[str, ...] = ()
+    layers: int = 0  # decoder layers
+    checkpointed_layers: int = 0  # of those, recomputed in backward (gradient checkpointing)
+    layer_activations: int = 0  # bytes one layer adds when it is not checkpointed
 
     @property
     def flops_per_token(self) -> float:
@@ -506,14 +510,16 @@ def examples_per_step(cfg: Any) -> int:
 
 def estimate_run(cfg: Any, *, shape: DataShape | None = None, flops: float | None = None,
                  bandwidth: float | None = None, par: Parallelism | None = None,
-                 tokens_per_step: int | None = None, longest_row: int | None = None) -> Estimate:
+                 tokens_per_step: int | None = None, longest_row: int | None = None,
+                 checkpointed_layers: int | None = None) -> Estimate:
     """Memory (bytes, one device) and time (s) of one optimizer step of ``cfg``.
 
     ``shape``: the data (:class:`DataShape`); default every row at cutoff_len. ``tokens_per_step``
     (with ``longest_row``) is the older form: that many tokens per step per device. ``flops``: the
     machine's FLOP/s (None: no time); ``bandwidth``: bytes/s for generation (default from
     :func:`machine_rates` when ``flops`` is given). ``par``: devices and sharding (default
-    :func:`parallelism` of ``cfg``). Raises ConfigError for an unreadable deepspeed file or
+    :func:`parallelism` of ``cfg``). ``checkpointed_layers``: decoder layers under gradient checkpointing
+    (None: every layer, or none with ``disable_gradient_checkpointing``). Raises ConfigError for an unreadable deepspeed file or
     device count.
     """
     par = parallelism(cfg) if par is None else par
@@ -550,10 +556,11 @@ def estimate_run(cfg: Any, *, shape: DataShape | None = None, flops: float | Non
     if par.zero_stage >= 3:
         other = math.ceil(other / max(par.devices, 1))  # frozen models are sharded the same way
 
-    checkpointing = not cfg.model.disable_gradient_checkpointing
+    if checkpointed_layers is None:
+        checkpointed_layers = 0 if cfg.model.disable_gradient_checkpointing else layers
+    checkpointed_layers = max(0, min(int(checkpointed_layers), layers))
     micro = max(cfg.training.per_device_train_batch_size, 1) * passes.micro_tokens
-    full_layer = (ACTIVATION_HIDDEN * hidden + ACTIVATION_INTER * inter) * 4
-    activations = micro * ((layers * hidden * 4 + full_layer) if checkpointing else layers * full_layer)
+    activations = micro * layer_activation_values(hidden, inter, layers, checkpointed_layers) * 4
     logits = micro * vocab * 4 * 3 if passes.vocab_head else micro * 4 * 3
     if fast_path_enabled(cfg):  # pt/sft: the head and its loss run in chunks, over labelled tokens only
         labelled = max(cfg.training.per_device_train_batch_size, 1) * (
@@ -567,7 +574,8 @@ def estimate_run(cfg: Any, *, shape: DataShape | None = None, flops: float | Non
         activations = max(activations, kv_cache + batch * vocab * 4)
 
     compute_params = total - (head_params if stage == "rm" else 0)
-    per_trained = (6.0 if cfg.finetuning.finetuning_type == "full" else 4.0) + (2.0 if checkpointing else 0.0)
+    recompute = 2.0 * checkpointed_layers / max(layers, 1)  # a checkpointed layer runs its forward twice
+    per_trained = (6.0 if cfg.finetuning.finetuning_type == "full" else 4.0) + recompute
     flops_example = compute_params * (per_trained * passes.trained + 2.0 * (
         passes.policy_forward + passes.reference + passes.reward))
     flops_step = per_step * flops_example
@@ -586,7 +594,94 @@ def estimate_run(cfg: Any, *, shape: DataShape | None = None, flops: float | Non
         tokens_per_step=int(per_step * passes.micro_tokens), flops_per_step=flops_step, seconds_per_step=seconds,
         load_weights=quantizable * element if cfg.model.quantization_bit else 0,
         other_models=int(other), host_bytes=int(host), parallel=par, covers=passes.models,
+        layers=layers, checkpointed_layers=checkpointed_layers,
+        layer_activations=int(micro * ((ACTIVATION_HIDDEN - 1) * hidden + ACTIVATION_INTER * inter) * 4),
     )
+
+
+def layer_activation_values(hidden: int, inter: int, layers: int, checkpointed: int) -> int:
+    """fp32 values per token autograd keeps at its peak for a decoder of ``layers`` layers, the first
+    ``checkpointed`` of them checkpointed: such a layer keeps its input hidden state only; every other
+    layer keeps its full set (ACTIVATION_*). Backward frees the later layers before it recomputes a
+    checkpointed one, so a recomputed layer adds to the peak only when every layer is checkpointed."""
+    full_layer = ACTIVATION_HIDDEN * hidden + ACTIVATION_INTER * inter
+    kept = layers - checkpointed
+    return checkpointed * hidden + (kept if kept else (1 if checkpointed else 0)) * full_layer
+
+
+@dataclass(frozen=True)
+class CheckpointingPlan:
+    """How many decoder layers gradient checkpointing covers, from the memory estimate (bytes).
+
+    ``budget``: the peak the run may reach; ``peak``: the estimated peak with ``checkpointed`` of
+    ``layers`` layers checkpointed; ``source``: where the budget came from, in words.
+    """
+
+    layers: int
+    checkpointed: int
+    budget: int
+    peak: int
+    source: str
+
+    def describe(self) -> str:
+        return (f"gradient checkpointing on {self.checkpointed} of {self.layers} layers (estimated peak "
+                f"{self.peak / GIB:.2f} GiB within a budget of {self.budget / GIB:.2f} GiB: {self.source})")
+
+
+def checkpointing_for_run(cfg: Any, shape: DataShape | None) -> CheckpointingPlan | None:
+    """The plan a pt/sft run follows, or None when it checkpoints as configured.
+
+    None when checkpointing is off (``disable_gradient_checkpointing``), forced on every layer
+    (``gradient_checkpointing: true``, or ``gradient_checkpointing_budget: 0``), or the fast path is
+    off (without its chunked head the run has no memory to spare over LLaMA-Factory's default).
+    """
+    if cfg.model.disable_gradient_checkpointing or not fast_path_enabled(cfg):
+        return None
+    training = getattr(cfg, "training", None)
+    if getattr(training, "gradient_checkpointing", False) or cfg.model.gradient_checkpointing_budget == 0:
+        return None
+    return plan_checkpointing(cfg, shape)
+
+
+def worst_batch_shape(shape: DataShape) -> DataShape:
+    """Every example as long as the longest one: memory is set by the largest batch, not the mean."""
+    longest = float(max(shape.longest, 1))
+    scale = longest / max(shape.sequence_tokens, 1.0)
+    trained = None if shape.trained_tokens is None else min(longest, shape.trained_tokens * scale)
+    return DataShape(sequence_tokens=longest, prompt_tokens=shape.prompt_tokens, longest=shape.longest,
+                     examples=shape.examples, assumed=shape.assumed, trained_tokens=trained)
+
+
+def plan_checkpointing(cfg: Any, shape: DataShape | None = None, budget_gib: float | None = None) -> CheckpointingPlan:
+    """The fewest checkpointed layers whose estimated peak stays within the budget (pt/sft fast path).
+
+    Budget: ``budget_gib`` or the ``gradient_checkpointing_budget`` setting (GiB); when neither is set,
+    the estimated peak of the same run the way LLaMA-Factory runs it by default: every layer
+    checkpointed and the full fp32 logits of every token held (the fast path computes them in chunks,
+    which frees memory that un-checkpointed layers can use). Layers are estimated at the longest
+    row (:func:`worst_batch_shape`). Raises what :func:`estimate_run` raises.
+    """
+    shape = worst_batch_shape(shape if shape is not None else assumed_shape(cfg))
+    budget_gib = cfg.model.gradient_checkpointing_budget if budget_gib is None else budget_gib
+    every = estimate_run(cfg, shape=shape, checkpointed_layers=10**6)  # clamped to the layer count
+    layers = every.layers
+    if budget_gib is not None:
+        budget, source = int(budget_gib * GIB), "gradient_checkpointing_budget"
+    else:
+        baseline_cfg = copy.copy(cfg)
+        baseline_cfg.finetuning = copy.copy(cfg.finetuning)
+        baseline_cfg.finetuning.fast_path = False
+        budget = estimate_run(baseline_cfg, shape=shape, checkpointed_layers=layers).peak_bytes
+        source = "every layer checkpointed with full logits, LLaMA-Factory's default"
+    room = budget - every.peak_bytes
+    if room < 0 or layers == 0:
+        return CheckpointingPlan(layers, layers, budget, every.peak_bytes, source)
+    # With n layers kept (n >= 1) the peak is the all-checkpointed one plus (n - 1) layers' worth: the
+    # first kept layer takes the place of the layer recomputed in backward.
+    kept = layers if every.layer_activations == 0 else min(layers, int(room // every.layer_activations) + 1)
+    checkpointed = layers - kept
+    peak = every.peak_bytes + (kept - 1) * every.layer_activations
+    return CheckpointingPlan(layers, checkpointed, budget, peak, source)
 
 
 def steps_for(examples: int, args: Any, *, stage: str = "sft", devices: int = 1, finetuning: Any = None) -> int:

@@ -13,8 +13,8 @@ from tunery.data import DatasetModule, get_dataset
 from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.loader import load_model
+from tunery.train.media import media_encoder
 from tunery.train.pref_common import drop_reference_adapter, load_reference_model, to_kto_columns, trl_config
-from tunery.train.sft import media_encoder
 from tunery.train.trainer import build_trainer
 
 logger = get_logger(__name__)

@@ -21,9 +21,9 @@ from tunery.model.adapter import (
     is_quantized,
     prepare_for_training,
 )
+from tunery.train.media import media_encoder
 from tunery.train.pref_common import to_pairwise_columns, trl_config
 from tunery.train.rewards import load_sequence_classifier
-from tunery.train.sft import media_encoder
 from tunery.train.trainer import build_trainer
 
 logger = get_logger(__name__)

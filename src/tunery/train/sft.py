@@ -16,34 +16,21 @@ from transformers import Trainer
 
 from tunery.data import DatasetModule, get_collator, get_dataset
 from tunery.data.collator import PaddingFreeCollator
-from tunery.data.dataset_info import get_dataset_attrs
-from tunery.data.media import KINDS, MediaEncoder, MediaSettings
+from tunery.data.media import MediaEncoder
 from tunery.logging import get_logger
+from tunery.model.adapter import limit_checkpointed_layers
 from tunery.model.attention import enable_packed_attention
-from tunery.model.loader import load_model, resolve
-from tunery.model.multimodal import is_multimodal, load_processor
+from tunery.model.loader import load_model
+from tunery.train.dry_run import count_tokens, shape_of
+from tunery.train.estimate import CheckpointingPlan, assumed_shape, checkpointing_for_run
 from tunery.train.fast_path import fast_path_enabled, fast_trainer_parts
 from tunery.train.losses import dft_loss, eaft_loss, with_asft_loss
+from tunery.train.media import media_encoder
 from tunery.train.metrics import argmax_logits, compute_token_accuracy
 from tunery.train.pref_common import load_reference_model
 from tunery.train.trainer import build_trainer
 
 logger = get_logger(__name__)
-
-
-def media_encoder(cfg: Any) -> MediaEncoder | None:
-    """The model's processor with the media settings, when a dataset of the run maps media columns
-    (images/videos/audios) and the model has a processor for them; None otherwise (text data, or a
-    text-only model: then media rows are refused by the data pipeline, never trained without media)."""
-    names = ",".join(n for n in (cfg.data.dataset, cfg.data.eval_dataset) if n)
-    attrs = get_dataset_attrs(names, cfg.data.dataset_dir) if names else []
-    if not any(attr.column(kind) for attr in attrs for kind in KINDS):
-        return None
-    path = resolve(cfg.model).path
-    if not is_multimodal(path):
-        return None
-    processor = load_processor(path, trust_remote_code=cfg.model.trust_remote_code)  # clear error without torchvision
-    return MediaEncoder(processor, MediaSettings.from_model_args(cfg.model))
 
 
 def trainer_parts(cfg: Any, model: Any, tokenizer: Any, stage: str,
@@ -68,6 +55,29 @@ def trainer_parts(cfg: Any, model: Any, tokenizer: Any, stage: str,
     return trainer_cls, collator
 
 
+def checkpointing_plan(cfg: Any, dataset: Any, stage: str) -> CheckpointingPlan | None:
+    """How many layers this pt/sft run checkpoints (``estimate.checkpointing_for_run`` on the
+    tokenized data), or None to leave the model's checkpointing as it was set up."""
+    counts = count_tokens(dataset, stage)
+    return checkpointing_for_run(cfg, shape_of(counts) if counts.examples else assumed_shape(cfg))
+
+
+def apply_checkpointing_plan(cfg: Any, model: Any, dataset: Any, stage: str) -> CheckpointingPlan | None:
+    """Checkpoint only the layers the memory budget needs (see :func:`checkpointing_plan`).
+
+    The plan only saves time: a model the estimator cannot build (a remote-code or multimodal
+    architecture, say) keeps every layer checkpointed, with a warning, and trains as configured."""
+    try:
+        plan = checkpointing_plan(cfg, dataset, stage)
+    except Exception as exc:  # noqa: BLE001 - any estimator failure falls back to LLaMA-Factory's behaviour
+        logger.warning("gradient checkpointing stays on every layer: no memory estimate for this model (%s)", exc)
+        return None
+    if plan is not None:
+        limit_checkpointed_layers(model, plan.checkpointed)
+        logger.info("%s", plan.describe())
+    return plan
+
+
 class CausalLMStage:
     """pt / sft: next-token cross-entropy on tokenized rows (prompt masked for sft)."""
 
@@ -86,6 +96,8 @@ class CausalLMStage:
         """Load the model to train, pick the trainer class and collator, build the trainer."""
         args = cfg.training
         model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=bool(args.do_train), training_args=args)
+        if args.do_train and self.media is None:  # the estimate counts text activations only
+            apply_checkpointing_plan(cfg, model, data.train_dataset, self.name)
         trainer_cls, collator = trainer_parts(cfg, model, tokenizer, self.name, self.media)
         metrics: dict[str, Any] = {}
         if cfg.finetuning.compute_accuracy:  # config/validation.py allows it for sft only

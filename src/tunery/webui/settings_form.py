@@ -26,7 +26,8 @@ from tunery.config.lf_keys import REFUSED
 # Settings of a group's own fields that LLaMA-Factory's board shows in a section of their own.
 SECTION_OF = {
     "rope_scaling": "RoPE",
-    "flash_attn": "booster", "disable_gradient_checkpointing": "booster", "use_reentrant_gc": "booster",
+    "flash_attn": "booster", "disable_gradient_checkpointing": "booster", "gradient_checkpointing_budget": "booster",
+    "use_reentrant_gc": "booster",
     "upcast_layernorm": "booster", "fast_path": "booster", "packing": "booster", "neat_packing": "booster",
     "padding_free": "booster",
     "template": "template", "default_system": "template", "tool_format": "template", "enable_thinking": "template",
