@@ -91,6 +91,10 @@ def resolve_model(
         return ResolvedModel(str(path.parent), path.name, "gguf")
     if path.is_dir():
         if gguf_file:
+            if not (path / gguf_file).is_file():
+                present = ", ".join(sorted(p.name for p in path.glob("*.gguf"))) or "none"
+                raise ModelError(f"gguf_file '{gguf_file}' is not a file in {path}",
+                                 hint=f"the .gguf files there: {present}")
             return ResolvedModel(str(path), gguf_file, "gguf")
         if not any((path / n).exists() for n in ("config.json", "adapter_config.json")):
             ggufs = sorted(path.glob("*.gguf"))

@@ -73,6 +73,22 @@ def test_check_all_reference_entries(reference_dir, capsys):
     assert out.strip().endswith("all datasets valid")
 
 
+def test_preview_gives_the_reason_check_gives_for_a_failed_row(tiny_chatml_model, tmp_path, capsys):
+    (tmp_path / "img.json").write_text(json.dumps([{"instruction": "Describe <image>", "output": "A cat.",
+                                                    "images": ["cat.png"]}]))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"img": {"file_name": "img.json", "columns": {
+        "prompt": "instruction", "response": "output", "images": "images"}}}))
+    args = ["--dataset", "img", "--dataset_dir", str(tmp_path), "--model_name_or_path", str(tiny_chatml_model)]
+    assert main(["data", "check", *args]) == 1
+    check = capsys.readouterr().out
+    reason = "the images would be silently left out"
+    assert f"row 0 field 'images': the example has images, but Tunery trains text-only models: {reason}" in check
+    assert main(["data", "preview", *args]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.endswith(f"0 tokens, 0 trained, failed: the example has images, but Tunery trains text-only "
+                           f"models: {reason} (field 'images') ===")
+
+
 def test_preview_marks_trained_spans(reference_dir, tiny_chatml_model, capsys):
     code = main(["data", "preview", "--dataset", "identity", "--dataset_dir", lf_data(reference_dir),
                  "--model_name_or_path", str(tiny_chatml_model), "--num", "2", "--json"])

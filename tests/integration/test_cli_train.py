@@ -88,6 +88,26 @@ def test_unusable_output_dir_fails_before_loading(reference_dir, tmp_path, capsy
         assert "internal error" not in err and "no-such-model" not in err
 
 
+def test_streaming_non_utf8_dataset_is_one_line_before_the_model_loads(tiny_chatml_model, reference_dir, tmp_path,
+                                                                       capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    body = b'{"instruction": "a", "output": "b"}\n{"instruction": "caf\xe9", "output": "b"}\n'
+    (data / "latin.jsonl").write_bytes(body)
+    (data / "dataset_info.json").write_text(json.dumps({"latin": {"file_name": "latin.jsonl"}}))
+    out = tmp_path / "out"
+    # a worker process reads the stream: the error used to come back as torch's "Caught DataError" traceback
+    cfg = _write_config(tmp_path / "sft.yaml", tiny_chatml_model, reference_dir, out, dataset="latin",
+                        dataset_dir=str(data), streaming=True, dataloader_num_workers=1)
+    assert tunery_main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    offset = body.index(b"\xe9")
+    assert f"not UTF-8: byte 0xe9 at byte offset {offset} (line 2) cannot be decoded (file {data / 'latin.jsonl'})" \
+        in err, err
+    assert "iconv" in err and "Traceback" not in err and "Caught" not in err
+    assert not (out / "adapter_model.safetensors").exists()
+
+
 def test_second_run_into_a_busy_output_dir_exits_2(tiny_chatml_model, reference_dir, tmp_path, capsys):
     import subprocess
     import sys

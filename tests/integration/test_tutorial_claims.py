@@ -129,6 +129,7 @@ def test_template_unset_means_auto_and_mismatch_is_reported(tiny_chatml_model):
     assert len(warnings) == 1
     assert "template 'llama3' renders differently from this tokenizer's own chat template" in warnings[0]
     assert "<|im_start|>" in warnings[0]  # the difference is shown
+    assert warnings[0].count("renders differently") == 1  # the sentence once, then the diff
 
 
 def test_template_unset_without_a_chat_template_means_default(tiny_chatml_model):

@@ -23,6 +23,14 @@ def test_gguf_file_and_folder_plus_name(tmp_path):
     assert resolve_model(str(tmp_path)).gguf_file == "m.gguf"  # a folder holding one .gguf
 
 
+def test_gguf_file_missing_from_the_folder_is_named(tmp_path):
+    """Found by the settings fuzzer: a gguf_file that is not in the folder was a FileNotFoundError."""
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ModelError, match="gguf_file '0' is not a file in") as info:
+        resolve_model(str(tmp_path), gguf_file="0")
+    assert "m.gguf" in str(info.value)
+
+
 def test_folder_without_config_is_explained(tmp_path):
     with pytest.raises(ModelError, match="no config.json"):
         resolve_model(str(tmp_path))

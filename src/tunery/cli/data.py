@@ -97,8 +97,11 @@ def run_preview(cfg, own: dict[str, Any]) -> int:
         print(json.dumps(previews, indent=2, ensure_ascii=False))
         return 0
     for p in previews:
+        status = p["status"]
+        if p.get("error"):  # the reason `data check` gives, without the "file row N:" it repeats
+            status = f"{status}: {p['error'].split(': ', 1)[-1]}"
         print(f"=== {p['source']['file']} row {p['source']['row']} ({p['part']}): {p['num_tokens']} tokens, "
-              f"{p['num_trained']} trained, {p['status']} ===")
+              f"{p['num_trained']} trained, {status} ===")
         print(p["marked_text"])
     print(f"(trained tokens are inside {'[[ ]]'})")
     return 0

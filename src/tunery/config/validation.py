@@ -15,6 +15,7 @@ tokenizer, dataset or model loads, so a contradictory config fails in a second w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import typing
@@ -98,9 +99,19 @@ def check_domains(cfg: RunConfig, groups: list[str]) -> None:
         obj = getattr(cfg, name)
         if obj is None:
             continue
-        for _, f, _ in settings_of(type(obj)):
+        for _, f, tp in settings_of(type(obj)):
             meta = f.metadata if any(k in f.metadata for k in DOMAIN_KEYS) else TRAINING_DOMAINS.get(f.name, {})
-            check_value(f.name, getattr(obj, f.name), meta)
+            value = getattr(obj, f.name)
+            if value is None and name != "training" and not _admits_none(tp) and f.default is not None:
+                # `dataset_dir: null` (a YAML key left empty) read as None crashed later, when used as a path
+                default = "" if f.default is dataclasses.MISSING else f" ({f.default!r})"
+                raise ConfigError(f"'{f.name}' cannot be empty (null)",
+                                  hint=f"give a value, or remove the key to use the default{default}")
+            check_value(f.name, value, meta)
+
+
+def _admits_none(tp: Any) -> bool:
+    return tp is Any or type(None) in typing.get_args(tp)
 
 
 # ------------------------------------------------------------------------------------------ rules

@@ -255,8 +255,17 @@ def streaming_records(attr: DatasetAttr, stage: str, *, strict: bool, max_sample
 
     Invalid rows are skipped and logged as they come (the first few with file/row/field, then a count
     at the end of each pass), since a stream has no end known in advance.
+    A local file that is not UTF-8 is a DataError here, before anything is read lazily (one pass
+    over the file's bytes, in chunks).
     """
     from datasets import IterableDataset
+
+    if attr.load_from == "file":
+        # Encoding is checked now, before the model loads, as without streaming: read lazily inside a
+        # DataLoader worker, the DataError came back as torch's "Caught DataError in worker" traceback.
+        for path in data_files(attr):
+            if BUILDERS[_ext(path)] in ("json", "csv", "text"):
+                check_utf8(path)
 
     def generate():
         report = ValidationReport()

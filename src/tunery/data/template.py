@@ -88,10 +88,10 @@ def _warn_on_mismatch(template: Template, tokenizer) -> None:
     """Report, before anything is trained or generated, a builtin that disagrees with the model."""
     diff = check_template(template, tokenizer)
     if diff:
+        # the diff opens with the one sentence naming the template (said once, not twice)
         get_logger(__name__).warning(
-            "template '%s' renders differently from this tokenizer's own chat template: the model was "
-            "trained on the other format, so replies may never stop or degrade. Use template: auto "
-            "unless this is intended.\n%s", template.name, diff,
+            "%sThe model was trained on its own format, so replies may never stop or degrade; keep "
+            "template '%s' only if this is intended.", diff, template.name,
         )
 
 

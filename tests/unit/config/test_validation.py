@@ -255,6 +255,22 @@ def test_values_outside_their_domain_are_refused(command, key, value, needle):
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize("key", ["dataset_dir", "finetuning_type", "cutoff_len", "lora_target"])
+def test_null_for_a_setting_that_cannot_be_empty_is_refused(key):
+    """Found by the settings fuzzer: `dataset_dir: null` passed parsing and crashed loading the data."""
+    raw = _raw("train", {})
+    raw[key] = None
+    with pytest.raises(ConfigError, match=f"'{key}' cannot be empty"):
+        parse_config("train", raw)
+
+
+def test_null_is_fine_where_a_setting_may_be_empty():
+    raw = _raw("train", {})
+    raw.update(template=None, max_samples=None)
+    cfg = parse_config("train", raw)
+    assert cfg.data.template is None and cfg.data.max_samples is None
+
+
 def _tunery_settings():
     classes = list(GROUPS.values()) + [TrainingArguments]
     own = {f.name for f in dataclasses.fields(TrainingArguments)} - {

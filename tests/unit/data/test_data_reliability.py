@@ -227,6 +227,24 @@ def test_streaming_reads_a_json_array_lazily_and_skips_bad_rows(tmp_path):
     assert len(records) == 2 and records[1]["_source"] == {"file": str(path), "row": 3}
 
 
+@pytest.mark.parametrize("name,body", [
+    ("d.json", b'[\n{"instruction": "a", "output": "b"},\n{"instruction": "caf\xe9", "output": "b"}\n]'),
+    ("d.jsonl", b'{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": "b"}\n{"instruction": "\xe9"}\n'),
+    ("d.csv", b"instruction,output\nq,a\nq,\xe4\n"),
+    ("d.txt", b"line one\nline two\ncaf\xe9\n"),
+])
+def test_streaming_non_utf8_file_is_the_same_data_error_before_reading(tmp_path, name, body):
+    path = tmp_path / name
+    path.write_bytes(body)
+    with pytest.raises(DataError) as streamed:  # raised when the stream is built, not in a DataLoader worker
+        streaming_records(attr_for(path), "pt" if name.endswith(".txt") else "sft", strict=False, max_samples=None)
+    with pytest.raises(DataError) as loaded:
+        load(path, "pt" if name.endswith(".txt") else "sft")
+    assert str(streamed.value) == str(loaded.value)
+    assert streamed.value.file == str(path) and "not UTF-8" in str(streamed.value) and "line 3" in str(streamed.value)
+    assert "iconv" in streamed.value.hint
+
+
 def test_problem_from_error_parses_processor_errors():
     p = problem_from_error("/x/a b.json row 12: the template rejected it (field 'tools')")
     assert (p.file, p.row, p.field, p.reason) == ("/x/a b.json", 12, "tools", "the template rejected it")

@@ -73,7 +73,7 @@ def check_template(template: Template, tokenizer) -> str | None:
         reports.append(f"# {probe}\n" + "".join(diff))
     if not reports:
         return None
-    header = (f"template '{template.name}' renders differently from the tokenizer's own chat template "
+    header = (f"template '{template.name}' renders differently from this tokenizer's own chat template "
               "(use `template: auto` to train with the model's own format):\n")
     others = [r.splitlines()[0][2:] for r in reports[1:]]
     footer = f"\n(also differs on: {', '.join(others)})\n" if others else ""
