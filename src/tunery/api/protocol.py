@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunery.data.media import PLACEHOLDERS
 
-
 URL_UNREACHABLE = "image_url_unreachable"  # the error code of a remote media URL (images, videos alike)
 
 

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from tunery.config import parse_config
+from tunery.data.media import MediaSettings, load_image, with_model_tokens
 from tunery.errors import ConfigError, DataError
 from tunery.inference import load_engine
 from tunery.inference.engine import GenerationJob
-from tunery.data.media import MediaSettings, load_image, with_model_tokens
 from tunery.inference.media import attach_record_media, media_record, resolve_ref
 
 IMAGE_TOKENS = 16  # the tiny LLaVA: 32x32 image, patch 8
