@@ -205,3 +205,24 @@ def test_predict_reads_the_audios_column(tiny_qwen2_audio, tmp_path):
         run_predict(parse_config("predict", {**base, "output_dir": str(tmp_path / "p3"), "strict": True}),
                     progress=False)
     assert "row 1" in str(info.value) and "audios" in str(info.value) and "gone.wav" in str(info.value)
+
+
+@pytest.mark.slow  # three `tunery chat` processes (torch + transformers imports each)
+def test_tunery_chat_audio_and_video_flags(tiny_qwen2_audio, tiny_llava, tmp_path):
+    import subprocess
+    import sys
+
+    wav = write_wav(tmp_path / "a.wav")
+    frames = write_frames(tmp_path / "clip", count=2)
+
+    def chat(model, *flags):
+        return subprocess.run([sys.executable, "-m", "tunery", "chat", "--model_name_or_path", str(model),
+                               "--max_new_tokens", "3", "--do_sample", "false", "--query", "What is it?", *flags],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    ok = chat(tiny_qwen2_audio, "--audio", wav)
+    assert ok.returncode == 0, ok.stderr
+    for flags, needle in ((["--audio", wav], "llava (llava) takes no audio"),
+                          (["--video", str(frames)], "llava (llava) takes no video")):
+        refused = chat(tiny_llava, *flags)
+        assert refused.returncode == 2 and needle in refused.stderr and "Traceback" not in refused.stderr
