@@ -340,7 +340,17 @@ class HuggingFaceEngine(Engine):
         record["tools"] = normalize_tools(tools)
         ids, _ = encode_record(record, self.tokenizer, self.template, self.media, add_generation_prompt=True)
         features = self.media.batch_features([record], input_ids=torch.tensor([ids], dtype=torch.long))
-        return ids, {key: value.to(self.device) if hasattr(value, "to") else value for key, value in features.items()}
+        return ids, {key: self._to_model(value) for key, value in features.items()}
+
+    def _to_model(self, value: Any) -> Any:
+        """A processor tensor on the model's device; pixel/audio features in the model's dtype (a bf16
+        model on a GPU would refuse float32 pixels: training's autocast is not there at inference)."""
+        if not isinstance(value, torch.Tensor):
+            return value
+        dtype = getattr(self.model, "dtype", None)
+        if torch.is_floating_point(value) and isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            return value.to(self.device, dtype=dtype)
+        return value.to(self.device)
 
     def generate_media(self, prompt: list[int], extra: dict[str, Any], **gen: Any) -> list[Response]:
         kwargs, stops, n = self._hf_kwargs(gen)

@@ -10,6 +10,7 @@ import wave
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from transformers import AutoTokenizer
 
@@ -226,3 +227,14 @@ def test_tunery_chat_audio_and_video_flags(tiny_qwen2_audio, tiny_llava, tmp_pat
                           (["--video", str(frames)], "llava (llava) takes no video")):
         refused = chat(tiny_llava, *flags)
         assert refused.returncode == 2 and needle in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_media_features_follow_the_model_dtype(tiny_llava, tmp_path):
+    png = tmp_path / "a.png"
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(png)
+    _, engine = engine_for(tiny_llava)
+    engine.model.to(torch.bfloat16)  # as a GPU run loads it (on the CPU the loader keeps float32)
+    prompt, extra = engine.prompt_inputs([{"role": "user", "content": "What is it?", "images": [str(png)]}])
+    assert engine.model.dtype == extra["pixel_values"].dtype == torch.bfloat16
+    reply = engine.chat([{"role": "user", "content": "What is it?", "images": [str(png)]}])[0]
+    assert reply.completion_tokens >= 1
