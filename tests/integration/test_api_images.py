@@ -66,3 +66,84 @@ def test_a_text_model_answers_400_to_an_image(tiny_chatml_model, png):
     with TestClient(create_app(engine)) as client:
         response = client.post("/v1/chat/completions", json=_request(str(png)))
     assert response.status_code == 400 and "takes no images" in response.json()["error"]["message"]
+
+
+# ---- video and audio (OpenAI's input_audio part; a video_url part) ----
+
+def _wav_bytes(seconds: float = 1.0, rate: int = 16000) -> bytes:
+    import io
+    import wave
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.sin(np.linspace(0, 300, int(seconds * rate))) * 9000).astype(np.int16).tobytes())
+    return buffer.getvalue()
+
+
+def _audio_request(data: str, fmt: str = "wav") -> dict:
+    return {"messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": data, "format": fmt}},
+        {"type": "text", "text": "What is said?"}]}], "max_tokens": 3}
+
+
+def test_input_audio_part_is_answered_like_the_engine(tiny_qwen2_audio, tmp_path):
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(_wav_bytes())
+    engine = load_engine(parse_config("chat", {"model_name_or_path": str(tiny_qwen2_audio), "do_sample": False,
+                                               "max_new_tokens": 3}))
+    expected = engine.chat([{"role": "user", "content": "<audio>What is said?", "audios": [str(wav)]}])[0]
+    with TestClient(create_app(engine)) as client:
+        response = client.post("/v1/chat/completions", json=_audio_request(base64.b64encode(_wav_bytes()).decode()))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["choices"][0]["message"]["content"] == expected.text
+        assert body["usage"]["prompt_tokens"] == expected.prompt_tokens  # the audio tokens are counted
+        for bad, needle in ((_audio_request("AAAA", fmt="aiff"), "input_audio.format"),
+                            (_audio_request(""), "input_audio.data")):
+            response = client.post("/v1/chat/completions", json=bad)
+            assert response.status_code == 400 and needle in response.json()["error"]["message"]
+        image = client.post("/v1/chat/completions", json=_request("data:image/png;base64,AAAA"))
+        assert image.status_code == 400
+        assert "takes no image: it reads audio only" in image.json()["error"]["message"]
+
+
+def test_audio_to_an_image_model_is_400_naming_kind_and_model(llava_client):
+    client, _ = llava_client
+    response = client.post("/v1/chat/completions", json=_audio_request(base64.b64encode(_wav_bytes()).decode()))
+    assert response.status_code == 400
+    assert "llava (llava) takes no audio" in response.json()["error"]["message"]
+
+
+def test_remote_video_url_is_400_with_the_image_code(llava_client):
+    client, _ = llava_client
+    request = {"messages": [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": "https://example.com/clip.mp4"}},
+        {"type": "text", "text": "What happens?"}]}], "max_tokens": 2}
+    response = client.post("/v1/chat/completions", json=request)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "image_url_unreachable" and "remote video" in error["message"]
+
+
+def test_video_url_part_with_a_frames_folder(tiny_vlm_factory, tmp_path):
+    path = tiny_vlm_factory("qwen2_vl")  # skipped where torchvision is missing
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    for i in range(2):
+        Image.new("RGB", (56, 56), (90 * i, 40, 40)).save(frames / f"{i}.png")
+    engine = load_engine(parse_config("chat", {"model_name_or_path": str(path), "do_sample": False,
+                                               "max_new_tokens": 3}))
+    expected = engine.chat([{"role": "user", "content": "<video>What happens?", "videos": [str(frames)]}])[0]
+    request = {"messages": [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": str(frames)}}, {"type": "text", "text": "What happens?"}]}],
+        "max_tokens": 3}
+    with TestClient(create_app(engine)) as client:
+        response = client.post("/v1/chat/completions", json=request)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == expected.text
+    assert response.json()["usage"]["prompt_tokens"] == expected.prompt_tokens

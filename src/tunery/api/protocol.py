@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunery.inference.media import IMAGE_PLACEHOLDER
+from tunery.data.media import PLACEHOLDERS
+
+URL_UNREACHABLE = "image_url_unreachable"  # the error code of a remote media URL (images, videos alike)
 
 
 class BadRequest(Exception):
@@ -82,39 +84,63 @@ class ChatCompletionRequest(BaseModel):
 
 
 def _text(content: str | list[ContentPart] | None, index: int) -> str:
-    text, images = _text_and_images(content, index)
-    if images:
-        raise BadRequest(f"messages[{index}]: images are read in user messages only", "messages")
+    text, media = _text_and_media(content, index)
+    if media:
+        raise BadRequest(f"messages[{index}]: images, videos and audio are read in user messages only", "messages")
     return text
 
 
-def _text_and_images(content: str | list[ContentPart] | None, index: int) -> tuple[str, list[str]]:
-    """The text of a message and its ``image_url`` URLs; each image leaves an ``<image>`` marker where it was."""
+AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "m4a", "webm")  # what an input_audio part's ``format`` may say
+
+
+def _text_and_media(content: str | list[ContentPart] | None, index: int) -> tuple[str, dict[str, list[str]]]:
+    """The text of a message and its media references per kind (``{"images": [url, ...]}``); each
+    ``image_url`` / ``video_url`` / ``input_audio`` part leaves its ``<image>``/``<video>``/``<audio>``
+    marker where it was. An ``input_audio`` part (OpenAI: base64 ``data`` + ``format``) becomes a
+    ``data:audio/<format>;base64,`` URL."""
     if content is None or isinstance(content, str):
-        return content or "", []
-    texts, images = [], []
+        return content or "", {}
+    texts: list[str] = []
+    media: dict[str, list[str]] = {}
     for part in content:
         if part.type == "text":
             texts.append(part.text or "")
-        elif part.type == "image_url":
-            url = _image_url(part, index)
-            images.append(url)
-            texts.append(IMAGE_PLACEHOLDER)
+            continue
+        if part.type == "image_url":
+            kind, ref = "images", _media_url(part, "image_url", "image", index)
+        elif part.type == "video_url":
+            kind, ref = "videos", _media_url(part, "video_url", "video", index)
+        elif part.type == "input_audio":
+            kind, ref = "audios", _input_audio(part, index)
         else:
-            raise BadRequest(f"messages[{index}]: content of type '{part.type}' is not supported (text and image_url)",
-                             "messages")
-    return "".join(texts), images
+            raise BadRequest(f"messages[{index}]: content of type '{part.type}' is not supported "
+                             "(text, image_url, video_url and input_audio)", "messages")
+        media.setdefault(kind, []).append(ref)
+        texts.append(PLACEHOLDERS[kind])
+    return "".join(texts), media
 
 
-def _image_url(part: ContentPart, index: int) -> str:
-    value = getattr(part, "image_url", None)
+def _media_url(part: ContentPart, field: str, what: str, index: int) -> str:
+    value = getattr(part, field, None)
     url = value.get("url") if isinstance(value, dict) else value
     if not isinstance(url, str) or not url:
-        raise BadRequest(f"messages[{index}]: an image_url part needs image_url.url", "messages")
+        raise BadRequest(f"messages[{index}]: an {field} part needs {field}.url", "messages")
     if url.startswith(("http://", "https://")):
-        raise BadRequest(f"messages[{index}]: cannot fetch the remote image {url[:80]}: this server runs offline; "
-                         "send it as a data: URL (base64) or a local file path", "messages", "image_url_unreachable")
+        raise BadRequest(f"messages[{index}]: cannot fetch the remote {what} {url[:80]}: this server runs offline; "
+                         "send it as a data: URL (base64) or a local file path", "messages", URL_UNREACHABLE)
     return url
+
+
+def _input_audio(part: ContentPart, index: int) -> str:
+    value = getattr(part, "input_audio", None)
+    data = value.get("data") if isinstance(value, dict) else None
+    fmt = str(value.get("format") or "").lower() if isinstance(value, dict) else ""
+    if not isinstance(data, str) or not data:
+        raise BadRequest(f"messages[{index}]: an input_audio part needs input_audio.data (base64)", "messages")
+    if fmt not in AUDIO_FORMATS:
+        raise BadRequest(f"messages[{index}]: input_audio.format must be one of {', '.join(AUDIO_FORMATS)}, "
+                         f"got {fmt or 'nothing'!r}", "messages")
+    return f"data:audio/{fmt};base64,{data}"
 
 
 def to_conversation(request: ChatCompletionRequest) -> tuple[list[dict], list[dict] | None]:
@@ -140,8 +166,8 @@ def to_conversation(request: ChatCompletionRequest) -> tuple[list[dict], list[di
         elif msg.role == "user" and msg.content is None:
             raise BadRequest(f"messages[{i}]: a user message needs content", "messages")
         elif msg.role == "user":
-            text, images = _text_and_images(msg.content, i)
-            messages.append({"role": "user", "content": text, **({"images": images} if images else {})})
+            text, media = _text_and_media(msg.content, i)
+            messages.append({"role": "user", "content": text, **media})
         else:
             messages.append({"role": msg.role, "content": text})
     if messages[-1]["role"] not in ("user", "tool"):

@@ -1,8 +1,10 @@
 """``tunery chat``: the terminal chat (REPL) with streamed replies, or one answer with --query.
 
-``--query``, ``--system`` and ``--image`` are options of this command, not settings, so they are taken
-out of the tokens before the config parser (which rejects unknown keys) sees them. ``--image PATH``
-(or ``/image PATH`` in the REPL) attaches an image to the next message, for a multimodal model.
+``--query``, ``--system``, ``--image``, ``--video`` and ``--audio`` are options of this command, not
+settings, so they are taken out of the tokens before the config parser (which rejects unknown keys)
+sees them. ``--image PATH`` (or ``/image PATH`` in the REPL) attaches an image to the next message,
+``--video PATH`` / ``/video PATH`` a video (a file, or a folder of frame images) and ``--audio PATH`` /
+``/audio PATH`` an audio file, for a multimodal model that takes that kind.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ if TYPE_CHECKING:
 
 CLEAR_WORDS = ("clear",)
 EXIT_WORDS = ("exit", "quit")
-OPTIONS = ("query", "system", "image")
+OPTIONS = ("query", "system", "image", "video", "audio")
 IMAGE_COMMAND = "/image"
+# option / REPL command -> the message key the engine reads
+MEDIA = {"image": "images", "video": "videos", "audio": "audios"}
 
 
 def pop_options(tokens: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Take ``--query TEXT`` / ``--system TEXT`` / ``--image PATH`` (or ``--query=TEXT``) out of ``tokens``."""
+    """Take ``--query TEXT`` / ``--system TEXT`` / ``--image``/``--video``/``--audio PATH`` (or ``--query=TEXT``)
+    out of ``tokens``."""
     return options.pop_flags(tokens, {name: True for name in OPTIONS})
 
 
@@ -35,16 +40,20 @@ class ChatSession:
         self.system = system
         self.out = out or sys.stdout
         self.history: list[dict] = []
-        self.pending_images: list[str] = []  # attached with --image or /image, sent with the next message
+        self.pending: dict[str, list[str]] = {key: [] for key in MEDIA.values()}  # sent with the next message
 
-    def attach(self, path: str) -> None:
-        """Attach an image file to the next message (a relative path is read from the working folder)."""
-        self.pending_images.append(str(Path(path).expanduser().resolve()))
+    @property
+    def pending_images(self) -> list[str]:
+        return self.pending["images"]
+
+    def attach(self, path: str, kind: str = "images") -> None:
+        """Attach a media file (``kind``: images, videos or audios) to the next message; a relative path is
+        read from the working folder. A video may be a folder of frame images."""
+        self.pending[kind].append(str(Path(path).expanduser().resolve()))
 
     def ask(self, text: str) -> str:
         message: dict = {"role": "user", "content": text}
-        if self.pending_images:
-            message["images"] = self.pending_images
+        message.update({kind: items for kind, items in self.pending.items() if items})
         self.history.append(message)
         reply = ""
         stream = None
@@ -58,7 +67,7 @@ class ChatSession:
             self.history.pop()  # a failed or interrupted turn is not part of the conversation
             raise
         else:
-            self.pending_images = []
+            self.pending = {key: [] for key in MEDIA.values()}
         finally:
             if stream is not None:
                 stream.close()  # on Ctrl-C this stops the generation thread at once
@@ -68,7 +77,7 @@ class ChatSession:
 
     def clear(self) -> None:
         self.history.clear()
-        self.pending_images = []
+        self.pending = {key: [] for key in MEDIA.values()}
 
 
 def interactive(session: ChatSession, stdin: TextIO | None = None) -> None:
@@ -76,7 +85,7 @@ def interactive(session: ChatSession, stdin: TextIO | None = None) -> None:
     stdin = stdin or sys.stdin
     out = session.out
     out.write("Chat with the model. Type 'clear' to start over, 'exit' to quit, "
-              f"'{IMAGE_COMMAND} PATH' to attach an image to your next message.\n")
+              f"'{IMAGE_COMMAND} PATH' (or /video PATH, /audio PATH) to attach media to your next message.\n")
     while True:
         out.write("\nUser: ")
         out.flush()
@@ -93,13 +102,15 @@ def interactive(session: ChatSession, stdin: TextIO | None = None) -> None:
             session.clear()
             out.write("History cleared.\n")
             continue
-        if text.split(maxsplit=1)[0] == IMAGE_COMMAND:
-            path = text[len(IMAGE_COMMAND):].strip()
-            if not path or not Path(path).expanduser().is_file():
-                out.write(f"No such image file: {path or '(none given)'}\n")
+        command = text.split(maxsplit=1)[0]
+        if command.startswith("/") and command[1:] in MEDIA:
+            what, path = command[1:], text[len(command):].strip()
+            target = Path(path).expanduser()
+            if not path or not (target.is_file() or (what == "video" and target.is_dir())):
+                out.write(f"No such {what} file: {path or '(none given)'}\n")
             else:
-                session.attach(path)
-                out.write(f"Image attached: {path} (sent with your next message)\n")
+                session.attach(path, MEDIA[what])
+                out.write(f"{what.capitalize()} attached: {path} (sent with your next message)\n")
             continue
         out.write("Assistant: ")
         try:
@@ -109,7 +120,8 @@ def interactive(session: ChatSession, stdin: TextIO | None = None) -> None:
 
 
 def main(tokens: list[str]) -> int:
-    """``tunery chat [config.yaml] [--key value ...] [--query TEXT] [--system TEXT] [--image PATH]``."""
+    """``tunery chat [config.yaml] [--key value ...] [--query TEXT] [--system TEXT] [--image PATH]
+    [--video PATH] [--audio PATH]``."""
     own, tokens = pop_options(tokens)
     cfg = options.load("chat", tokens, hint='ask one question with --query "..."')
     # the engine imports torch and transformers (seconds); --help must not pay for them
@@ -117,8 +129,9 @@ def main(tokens: list[str]) -> int:
 
     engine = load_engine(cfg)
     session = ChatSession(engine, system=own.get("system"))
-    if "image" in own:
-        session.attach(own["image"])
+    for option, kind in MEDIA.items():
+        if option in own:
+            session.attach(own[option], kind)
     if "query" in own:
         session.ask(own["query"])
         return 0

@@ -49,8 +49,10 @@ COMMANDS: dict[str, Command] = {
         predict.main,
     ),
     "chat": Command(
-        "Chat with a model (and adapters) in the terminal; --query answers once and exits; --image attaches an image (multimodal models).",
-        "tunery chat [config.yaml] [--key value ...] [--query TEXT] [--system TEXT] [--image PATH]",
+        "Chat with a model (and adapters) in the terminal; --query answers once and exits; --image/--video/--audio "
+        "attach media (multimodal models).",
+        "tunery chat [config.yaml] [--key value ...] [--query TEXT] [--system TEXT] [--image PATH] [--video PATH] "
+        "[--audio PATH]",
         chat.main,
     ),
     "eval": Command(

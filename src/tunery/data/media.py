@@ -13,6 +13,9 @@ expansion (so labels can mask prompts and media tokens exactly), and the file lo
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 import math
 import os
@@ -183,18 +186,23 @@ def fit_pixels(image, max_pixels: int, min_pixels: int):
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def data_url_bytes(item: str) -> io.BytesIO:
+    """The decoded payload of a ``data:<mime>;base64,<data>`` URL; ValueError when it is not one."""
+    header, _, payload = item.partition(",")
+    if not header.startswith("data:") or ";base64" not in header or not payload:
+        raise ValueError("a data URL must be data:<type>;base64,<data>")
+    try:
+        return io.BytesIO(base64.b64decode(payload, validate=False))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"the data URL is not valid base64: {exc}") from exc
+
+
 def load_image(item: str, settings: MediaSettings):
     """An RGB PIL image from a path (or data URL) fitted to the image pixel range; DataError if unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        if item.startswith("data:"):
-            import base64
-            import io
-
-            image = Image.open(io.BytesIO(base64.b64decode(item.split(",", 1)[1])))
-        else:
-            image = Image.open(item)
+        image = Image.open(data_url_bytes(item) if item.startswith("data:") else item)
         image.load()
     except (OSError, UnidentifiedImageError, ValueError, IndexError) as exc:
         raise DataError(f"cannot read image {item}: {exc}", field="images") from exc
@@ -213,7 +221,7 @@ def load_video(item: str, settings: MediaSettings) -> list:
         return _even([im if im.size == size else im.resize(size) for im in images])
     av = require("av", "reading video files", "multimodal", package="av")
     try:
-        with av.open(item) as container:
+        with av.open(data_url_bytes(item) if item.startswith("data:") else item) as container:
             stream = container.streams.video[0]
             duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
             total = stream.frames or 0
@@ -233,12 +241,22 @@ def _even(frames: list) -> list:
 
 def load_audio(item: str, settings: MediaSettings):
     """Mono float32 samples at ``audio_sampling_rate``: WAV through the standard library (linear
-    resampling), other formats through the optional ``librosa`` package."""
+    resampling), other formats through the optional ``librosa`` package. ``item`` is a path or a
+    ``data:audio/<format>;base64,...`` URL (what the API's ``input_audio`` parts become)."""
     import numpy as np
 
-    if item.lower().endswith(".wav"):
+    if item.startswith("data:"):
         try:
-            with wave.open(item, "rb") as f:
+            source: Any = data_url_bytes(item)
+        except ValueError as exc:
+            raise DataError(f"cannot read audio: {exc}", field="audios") from exc
+        is_wav = item[5:].split(";", 1)[0].lower() in ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")
+        item = "the audio data URL"
+    else:
+        source, is_wav = item, item.lower().endswith(".wav")
+    if is_wav:
+        try:
+            with wave.open(source, "rb") as f:
                 rate, width, channels = f.getframerate(), f.getsampwidth(), f.getnchannels()
                 raw = f.readframes(f.getnframes())
         except (wave.Error, EOFError, OSError) as exc:
@@ -254,7 +272,7 @@ def load_audio(item: str, settings: MediaSettings):
             samples = np.interp(np.linspace(0, len(samples) - 1, n), np.arange(len(samples)), samples)
         return samples.astype(np.float32)
     librosa = require("librosa", "reading non-WAV audio files", "multimodal", package="librosa")
-    samples, _ = librosa.load(item, sr=settings.audio_sampling_rate, mono=True)
+    samples, _ = librosa.load(source, sr=settings.audio_sampling_rate, mono=True)
     return samples
 
 

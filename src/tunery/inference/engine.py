@@ -19,7 +19,7 @@ from typing import Any
 
 from tunery.errors import ConfigError
 from tunery.inference.generation import merge_generate_kwargs
-from tunery.inference.media import has_media
+from tunery.inference.media import has_media, media_kinds
 from tunery.inference.prompting import normalize_tools, template_supports_tools, with_system
 
 
@@ -102,7 +102,7 @@ class Engine(ABC):
         self.model_name = model_name
         self.lock = threading.Lock()  # one generation at a time on the model
         self.processor: Any = None  # a multimodal model's processor (images -> pixel values + placeholder ids)
-        self.media_dir: str | None = None  # relative image paths are read from here
+        self.media_dir: str | None = None  # relative media paths are read from here
 
     # -- prompts ---------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict], tools: Any = None, system: str | None = None) -> list[int]:
@@ -113,11 +113,13 @@ class Engine(ABC):
 
     def prompt_inputs(self, messages: list[dict], tools: Any = None,
                       system: str | None = None) -> tuple[list[int], dict[str, Any] | None]:
-        """Prompt ids plus, when a message carries ``images``, the processor's other model inputs.
+        """Prompt ids plus, when a message carries ``images``/``videos``/``audios``, the processor's other
+        model inputs (``pixel_values``, ``input_features``, ...).
 
-        Without images this is ``(prompt_ids(...), None)``. With images the processor renders its own
-        chat template and expands each image into its placeholder tokens; a model without a processor
-        (a text model) raises ConfigError.
+        Without media this is ``(prompt_ids(...), None)``. With media the conversation is encoded as
+        training encodes it (the chat template, then the processor expands each placeholder into the
+        model's media tokens); a model that cannot take a kind (a text model, audio to an image
+        model) raises ConfigError naming the kind and the model.
         """
         if has_media(messages):
             return self.media_inputs(messages, tools, system)
@@ -125,17 +127,18 @@ class Engine(ABC):
 
     def media_inputs(self, messages: list[dict], tools: Any = None,
                      system: str | None = None) -> tuple[list[int], dict[str, Any]]:
-        """Prompt ids and pixel inputs of a conversation with images (backends that take images override)."""
-        raise ConfigError(f"{self.model_name} takes no images: it is a text model (or the {self.backend} backend "
-                          "does not pass images)", hint="use a multimodal model with infer_backend: huggingface")
+        """Prompt ids and media inputs of a conversation with media (backends that take media override)."""
+        kinds = " or ".join(media_kinds(messages))
+        raise ConfigError(f"{self.model_name} takes no {kinds}: it is a text model (or the {self.backend} backend "
+                          f"does not pass {kinds})", hint="use a multimodal model with infer_backend: huggingface")
 
     def generate_media(self, prompt: list[int], extra: dict[str, Any], **gen: Any) -> list[Response]:
         """Replies to one multimodal prompt (``extra``: the processor's pixel/audio inputs)."""
-        raise ConfigError(f"the {self.backend} backend does not take images")
+        raise ConfigError(f"the {self.backend} backend does not take images, videos or audio")
 
     def stream_media(self, prompt: list[int], extra: dict[str, Any], **gen: Any) -> TextStream:
         """One multimodal reply, streamed."""
-        raise ConfigError(f"the {self.backend} backend does not take images")
+        raise ConfigError(f"the {self.backend} backend does not take images, videos or audio")
 
     def stop_token_ids(self) -> list[int]:
         """End-of-turn ids of the template plus the tokenizer's eos: a reply never runs past them."""
@@ -199,14 +202,14 @@ class Engine(ABC):
                 job.fail(exc)
 
     def chat(self, messages: list[dict], tools: Any = None, system: str | None = None, **gen: Any) -> list[Response]:
-        """Answer one conversation (``num_return_sequences`` answers); messages may carry ``images``."""
+        """Answer one conversation (``num_return_sequences`` answers); messages may carry ``images``/``videos``/``audios``."""
         prompt, extra = self.prompt_inputs(messages, tools, system)
         if extra is not None:
             return self.generate_media(prompt, extra, **gen)
         return self.batch_generate([prompt], **gen)
 
     def stream_chat(self, messages: list[dict], tools: Any = None, system: str | None = None, **gen: Any) -> TextStream:
-        """Answer one conversation, streamed; messages may carry ``images``."""
+        """Answer one conversation, streamed; messages may carry ``images``/``videos``/``audios``."""
         prompt, extra = self.prompt_inputs(messages, tools, system)
         if extra is not None:
             return self.stream_media(prompt, extra, **gen)

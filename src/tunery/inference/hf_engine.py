@@ -17,6 +17,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.generation.streamers import BaseStreamer
 
+from tunery.data.media import SINGULAR, MediaEncoder, MediaSettings
+from tunery.data.processors import encode_record
 from tunery.errors import ConfigError
 from tunery.inference.engine import Engine, GenerationJob, Response, TextStream
 from tunery.inference.generation import (
@@ -26,11 +28,11 @@ from tunery.inference.generation import (
     resolve_generating_args,
     user_generation_keys,
 )
-from tunery.inference.media import processor_messages
-from tunery.inference.prompting import resolve_template, with_system
+from tunery.inference.media import media_kinds, media_record
+from tunery.inference.prompting import normalize_tools, resolve_template, with_system
 from tunery.logging import get_logger
 from tunery.model.loader import load_model, load_tokenizer, resolve
-from tunery.model.multimodal import is_multimodal, load_processor
+from tunery.model.multimodal import family_of, load_processor
 
 logger = get_logger(__name__)
 
@@ -171,6 +173,8 @@ class HuggingFaceEngine(Engine):
         super().__init__(tokenizer, template, generating_args, model_name)
         self.model = model
         self.skip_special_tokens = getattr(generating_args, "skip_special_tokens", True)
+        self.media: MediaEncoder | None = None  # a multimodal model's processor + the run's media settings
+        self.media_family: Any = None  # its tunery.model.multimodal.Family (which media kinds it takes)
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> HuggingFaceEngine:
@@ -185,8 +189,12 @@ class HuggingFaceEngine(Engine):
         logger.info(describe_generation(generating_args, sources))
         engine = cls(model, tokenizer, template, generating_args, name)
         path = resolve(cfg.model).path
-        if is_multimodal(path):  # images reach the model through its processor (media_inputs)
-            engine.processor = load_processor(path, trust_remote_code=cfg.model.trust_remote_code)
+        family = family_of(path) if os.path.isdir(path) else None
+        if family is not None:  # media reach the model through its processor, encoded as in training (media_inputs)
+            processor = load_processor(path, trust_remote_code=cfg.model.trust_remote_code)
+            engine.media = MediaEncoder(processor, MediaSettings.from_model_args(cfg.model))
+            engine.processor = processor
+            engine.media_family = family
             engine.media_dir = cfg.data.media_dir or cfg.data.dataset_dir
         return engine
 
@@ -311,17 +319,38 @@ class HuggingFaceEngine(Engine):
 
     def media_inputs(self, messages: list[dict], tools: Any = None,
                      system: str | None = None) -> tuple[list[int], dict[str, Any]]:
-        """The processor's chat template over the conversation with its images opened; ids + other inputs."""
-        if self.processor is None:
+        """Prompt ids and media tensors of a conversation with images/videos/audios, encoded exactly as
+        training encodes a prediction prompt: the chat template renders it, the processor expands each
+        placeholder (files loaded with the run's ``image_max_pixels``, ``video_fps``, ``video_maxlen``,
+        ``audio_sampling_rate``, ...), and the media tensors are the collator's (``batch_features``).
+
+        Raises ConfigError for a kind the model does not take (naming kind and model), a remote URL
+        or a missing file; DataError for a file that cannot be decoded.
+        """
+        if self.media is None:
             return super().media_inputs(messages, tools, system)
-        if tools:
-            raise ConfigError("tools together with images are not supported")
-        conversation = processor_messages(with_system(messages, system), self.media_dir)
-        inputs = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
-                                                    return_dict=True, return_tensors="pt")
-        ids = inputs.pop("input_ids")[0].tolist()
-        inputs.pop("attention_mask", None)
-        return ids, {key: value.to(self.device) if hasattr(value, "to") else value for key, value in inputs.items()}
+        takes = {f"{kind}s" for kind in self.media_family.media}
+        for kind in media_kinds(messages):
+            if kind not in takes:
+                raise ConfigError(f"{self.model_name} ({self.media_family.model_type}) takes no {SINGULAR[kind]}: it "
+                                  f"reads {' and '.join(self.media_family.media)} only",
+                                  hint=f"send {' or '.join(self.media_family.media)}, or load a model that reads "
+                                       f"{SINGULAR[kind]}")
+        record = media_record(with_system(messages, system), self.media_dir)
+        record["tools"] = normalize_tools(tools)
+        ids, _ = encode_record(record, self.tokenizer, self.template, self.media, add_generation_prompt=True)
+        features = self.media.batch_features([record], input_ids=torch.tensor([ids], dtype=torch.long))
+        return ids, {key: self._to_model(value) for key, value in features.items()}
+
+    def _to_model(self, value: Any) -> Any:
+        """A processor tensor on the model's device; pixel/audio features in the model's dtype (a bf16
+        model on a GPU would refuse float32 pixels: training's autocast is not there at inference)."""
+        if not isinstance(value, torch.Tensor):
+            return value
+        dtype = getattr(self.model, "dtype", None)
+        if torch.is_floating_point(value) and isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            return value.to(self.device, dtype=dtype)
+        return value.to(self.device)
 
     def generate_media(self, prompt: list[int], extra: dict[str, Any], **gen: Any) -> list[Response]:
         kwargs, stops, n = self._hf_kwargs(gen)

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from tunery import runlog
 from tunery.data import load_records
+from tunery.data.media import KINDS, SINGULAR
 from tunery.errors import ConfigError, DataError, ResourceError
 from tunery.inference.backends import load_engine
 from tunery.inference.engine import Engine, Response
-from tunery.inference.media import attach_record_images
+from tunery.inference.media import attach_record_media
 from tunery.inference.metrics import Scorer, aggregate
 from tunery.logging import get_logger
 
@@ -142,25 +143,23 @@ def encode_prompts(engine: Engine, records: list[dict], cutoff_len: int,
                    extras: list[dict | None] | None = None) -> tuple[list[list[int]], list[str]]:
     """Prompt ids (the last ``cutoff_len`` tokens, so the generation prompt survives) and labels.
 
-    A record with ``images`` is encoded by the model's processor; its processor inputs are appended
-    to ``extras`` (None for the other records) and its prompt is never cut (the image tokens must stay).
+    A record with ``images``/``videos``/``audios`` is encoded by the model's processor (as training
+    encodes it); its processor inputs are appended to ``extras`` (None for the other records) and its
+    prompt is never cut (the media tokens must stay). A row the model cannot read (a missing file, a
+    kind the model does not take) is a DataError naming file, row and field.
     """
     prompts, labels, cut = [], [], 0
     for record in records:
         messages, label = split_record(record)
-        other = next((kind for kind in ("videos", "audios") if record.get(kind)), None)
-        if other:
-            src = record.get("_source") or {}
-            raise DataError(f"prediction reads images; {other} are not supported in inference yet",
-                            file=src.get("file"), row=src.get("row"), field=other,
-                            hint="predict on image or text rows, or evaluate the model through training's eval loss")
-        messages = attach_record_images(messages, record.get("images"))
+        messages = attach_record_media(messages, record)
         try:
             ids, extra = engine.prompt_inputs(messages, record.get("tools"))
-        except ConfigError as exc:
+        except (ConfigError, DataError) as exc:
             src = record.get("_source") or {}
-            field = "images" if record.get("images") else "messages"
-            raise DataError(str(exc), file=src.get("file"), row=src.get("row"), field=field) from exc
+            present = [kind for kind in KINDS if record.get(kind)]
+            field = (getattr(exc, "field", None) or next((k for k in present if SINGULAR[k] in exc.message), None)
+                     or (present[0] if present else "messages"))
+            raise DataError(exc.message, file=src.get("file"), row=src.get("row"), field=field, hint=exc.hint) from exc
         if extra is None and cutoff_len and len(ids) > cutoff_len:
             ids, cut = ids[-cutoff_len:], cut + 1
         prompts.append(ids)

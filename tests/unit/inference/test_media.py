@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 
 from tunery.config import parse_config
+from tunery.data.media import MediaSettings, load_image, with_model_tokens
 from tunery.errors import ConfigError, DataError
 from tunery.inference import load_engine
 from tunery.inference.engine import GenerationJob
-from tunery.inference.media import attach_record_images, load_image, processor_messages
+from tunery.inference.media import attach_record_media, media_record, resolve_ref
 
 IMAGE_TOKENS = 16  # the tiny LLaVA: 32x32 image, patch 8
 
@@ -37,11 +38,15 @@ def _data_url(path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
+def _load(ref, media_dir=None):
+    return load_image(resolve_ref(ref, "images", media_dir), MediaSettings())
+
+
 def test_load_image_from_path_file_url_data_url_and_relative_media_dir(red_png, tmp_path):
     for ref in (str(red_png), red_png.as_uri(), _data_url(red_png)):
-        image = load_image(ref)
+        image = _load(ref)
         assert image.size == (40, 30) and image.mode == "RGB" and image.getpixel((0, 0)) == (220, 10, 10)
-    assert load_image("red.png", media_dir=red_png.parent).size == (40, 30)
+    assert _load("red.png", media_dir=red_png.parent).size == (40, 30)
 
 
 @pytest.mark.parametrize("ref, needle", [
@@ -51,31 +56,46 @@ def test_load_image_from_path_file_url_data_url_and_relative_media_dir(red_png, 
 ])
 def test_load_image_refusals(ref, needle):
     with pytest.raises(ConfigError, match=needle):
-        load_image(ref)
+        _load(ref)
 
 
-def test_unreadable_image_file_is_a_config_error(tmp_path):
+def test_unreadable_image_file_is_a_data_error(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
-    with pytest.raises(ConfigError, match="not a readable image"):
-        load_image(str(bad))
+    with pytest.raises(DataError, match="cannot read image"):
+        _load(str(bad))
 
 
-def test_processor_messages_put_images_at_their_markers(red_png):
+def test_media_record_puts_media_at_their_markers(red_png):
     messages = [{"role": "user", "content": "look <image> and then", "images": [str(red_png), str(red_png)]}]
-    parts = processor_messages(messages)[0]["content"]
-    assert [p["type"] for p in parts] == ["image", "text", "image", "text"]  # unmarked image first
-    assert parts[1]["text"] == "look " and parts[3]["text"] == " and then"
+    record = media_record(messages)
+    assert record["messages"][0]["content"] == "<image>look <image> and then"  # the unmarked image goes first
+    assert record["images"] == [str(red_png)] * 2 and record["videos"] == [] and record["audios"] == []
     with pytest.raises(ConfigError, match="2 <image> markers but 1 images"):
-        processor_messages([{"role": "user", "content": "<image><image>", "images": [str(red_png)]}])
+        media_record([{"role": "user", "content": "<image><image>", "images": [str(red_png)]}])
+    with pytest.raises(ConfigError, match="2 <image> markers but 1 images"):  # a marker in a message without one
+        media_record([{"role": "user", "content": "a", "images": [str(red_png)]},
+                      {"role": "user", "content": "<image>b"}])
 
 
-def test_attach_record_images_follows_markers_over_the_conversation():
+def test_media_record_reads_a_video_folder_as_its_frames(tmp_path):
+    for name in ("b.png", "a.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    record = media_record([{"role": "user", "content": "what happens?", "videos": [str(tmp_path)]}])
+    assert json.loads(record["videos"][0]) == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert record["messages"][0]["content"] == "<video>what happens?"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no frame images"):
+        media_record([{"role": "user", "content": "x", "videos": [str(tmp_path / "empty")]}])
+
+
+def test_attach_record_media_follows_markers_over_the_conversation():
     messages = [{"role": "user", "content": "<image>Who?"}, {"role": "assistant", "content": "A."},
-                {"role": "user", "content": "And<image>?"}]
-    out = attach_record_images(messages, ["a.jpg", "b.jpg"])
+                {"role": "user", "content": "And<image>? <audio>"}]
+    out = attach_record_media(messages, {"images": ["a.jpg", "b.jpg"], "audios": ["c.wav"]})
     assert out[0]["images"] == ["a.jpg"] and "images" not in out[1] and out[2]["images"] == ["b.jpg"]
-    assert attach_record_images(messages[:1], []) == messages[:1]
+    assert out[2]["audios"] == ["c.wav"] and "audios" not in out[0]
+    assert attach_record_media(messages[:1], {"images": []}) == messages[:1]
 
 
 def test_engine_encodes_images_with_the_processor_and_generates_like_the_model(llava_engine, red_png):
@@ -85,12 +105,15 @@ def test_engine_encodes_images_with_the_processor_and_generates_like_the_model(l
     image_id = engine.processor.tokenizer.convert_tokens_to_ids("<image>")
     assert prompt.count(image_id) == IMAGE_TOKENS
     assert tuple(extra["pixel_values"].shape) == (1, 3, 32, 32)
-    # the same inputs straight through the processor and model.generate give the same tokens
-    direct = engine.processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image", "image": Image.open(red_png)},
-                                      {"type": "text", "text": "What is in this picture?"}]}],
-        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    # encoded as training encodes it: the chat template's text (the image marker first, in the processor's
+    # own token) through the processor with the image; the same inputs to model.generate give the same tokens
+    text = engine.template.render_text(
+        with_model_tokens([{"role": "user", "content": "<image>What is in this picture?"}], engine.processor),
+        add_generation_prompt=True)
+    direct = engine.processor(text=[text], images=[Image.open(red_png).convert("RGB")], add_special_tokens=False,
+                              return_tensors="pt")
     assert direct["input_ids"][0].tolist() == prompt
+    assert torch.equal(direct["pixel_values"], extra["pixel_values"])
     with torch.no_grad():
         out = engine.model.generate(**direct, max_new_tokens=6, do_sample=False,
                                     eos_token_id=engine.stop_token_ids(), pad_token_id=engine.tokenizer.pad_token_id)
@@ -202,11 +225,11 @@ def test_tunery_chat_image_flag(tiny_llava, red_png, tmp_path):
     assert "image file not found" in missing.stderr and "Traceback" not in missing.stderr
 
 
-def test_predict_refuses_video_rows_by_name(llava_engine):
+def test_predict_refuses_video_rows_for_an_image_model_by_name(llava_engine):
     from tunery.inference.predict import encode_prompts
 
     record = {"messages": [{"role": "user", "content": "<video>What happens?"}], "videos": ["clip.mp4"],
               "_source": {"file": "v.json", "row": 3}}
-    with pytest.raises(DataError, match="videos are not supported") as info:
+    with pytest.raises(DataError, match=r"llava \(llava\) takes no video: it reads image only") as info:
         encode_prompts(llava_engine, [record], 512)
     assert "v.json" in str(info.value) and "3" in str(info.value)
