@@ -44,3 +44,24 @@ def test_a_quantized_model_loads_on_this_process_gpu(monkeypatch):
     assert loader.default_device() == "cuda:1"  # rank 1 of a DDP QLoRA run, not every rank on cuda:0
     monkeypatch.delenv("LOCAL_RANK")
     assert loader.default_device() == "cuda:0"
+
+
+def test_qlora_under_fsdp_keeps_one_dtype_for_fsdp_to_flatten(tiny_chatml_model, tmp_path, monkeypatch):
+    """peft's k-bit preparation upcasts the non-quantized weights to fp32; under FSDP they must stay in the
+    dtype the 4-bit weights are stored in (bf16 here), or FSDP cannot flatten them together."""
+    pytest.importorskip("bitsandbytes")
+    from tests.unit.train_utils import train_config
+    from tunery.model.loader import load_model, load_tokenizer
+
+    monkeypatch.setattr(loader, "pick_dtype", lambda *a, **k: torch.bfloat16)  # a GPU run's load dtype
+
+    def base_dtypes(fsdp: bool) -> set[torch.dtype]:
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true" if fsdp else "false")
+        cfg = train_config(tiny_chatml_model, tmp_path / "out", quantization_bit=4)
+        model = load_model(load_tokenizer(cfg.model), cfg.model, cfg.finetuning, is_trainable=True,
+                           training_args=cfg.training)
+        assert any(type(p).__name__ == "Params4bit" for p in model.parameters())
+        return {p.dtype for n, p in model.named_parameters() if "lora_" not in n}
+
+    assert base_dtypes(fsdp=True) == {torch.bfloat16}
+    assert torch.float32 in base_dtypes(fsdp=False)  # without FSDP peft's fp32 upcast applies
