@@ -142,14 +142,12 @@ def check_fsdp_here(fsdp_setting: object, quantization_bit: int | None = None, e
     env = os.environ if env is None else env
     if not fsdp_requested(fsdp_setting, env):
         return
-    on_cpu = env.get("ACCELERATE_USE_CPU", "").strip().lower() in TRUE
-    if not on_cpu:
-        devices = accelerator_count() if devices is None else devices
-        on_cpu = devices == 0
-    if not on_cpu:
+    if env.get("ACCELERATE_USE_CPU", "").strip().lower() in TRUE:
+        where = "use_cpu is set"
+    elif (accelerator_count() if devices is None else devices) == 0:
+        where = "no GPU or other accelerator is visible"
+    else:
         return
-    where = "use_cpu is set" if env.get("ACCELERATE_USE_CPU", "").strip().lower() in TRUE else \
-        "no GPU or other accelerator is visible"
     qlora = (f" QLoRA + FSDP (quantization_bit: {quantization_bit}) likewise needs GPUs: FSDP must shard "
              "the 4-bit weights, stored in the compute dtype.") if quantization_bit else ""
     raise ConfigError(
