@@ -93,12 +93,9 @@ def pick_dtype(model_args: ModelArguments, training_args: Any = None) -> torch.d
     if not torch.cuda.is_available():
         return torch.float32
     if training_args is not None:
-        # bf16/fp16 in the config, else accelerate launch's mixed_precision (transformers reads it into
-        # ``mixed_precision`` from ACCELERATE_MIXED_PRECISION)
-        precision = getattr(training_args, "mixed_precision", "no")
-        if getattr(training_args, "bf16", False) or precision == "bf16":
+        if getattr(training_args, "bf16", False):
             return torch.bfloat16
-        if getattr(training_args, "fp16", False) or precision == "fp16":
+        if getattr(training_args, "fp16", False):
             return torch.float16
         return torch.float32
     requested = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}

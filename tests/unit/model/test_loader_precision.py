@@ -16,15 +16,13 @@ def _gpu(monkeypatch, bf16: bool = True) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
 
 
-def test_load_dtype_follows_the_config_or_accelerate_launch_mixed_precision(monkeypatch):
+def test_load_dtype_follows_the_training_precision(monkeypatch):
     args = ModelArguments(model_name_or_path="m")
     assert loader.pick_dtype(args, SimpleNamespace(bf16=True, fp16=False)) == torch.float32  # a CPU: fp32
     _gpu(monkeypatch)
     assert loader.pick_dtype(args, SimpleNamespace(bf16=True, fp16=False)) == torch.bfloat16
     assert loader.pick_dtype(args, SimpleNamespace(bf16=False, fp16=True)) == torch.float16
-    # accelerate launch --mixed_precision fp16 (transformers keeps it in training_args.mixed_precision)
-    assert loader.pick_dtype(args, SimpleNamespace(bf16=False, fp16=False, mixed_precision="fp16")) == torch.float16
-    assert loader.pick_dtype(args, SimpleNamespace(bf16=False, fp16=False, mixed_precision="no")) == torch.float32
+    assert loader.pick_dtype(args, SimpleNamespace(bf16=False, fp16=False)) == torch.float32
 
 
 def test_qlora_stores_its_4bit_weights_in_the_load_dtype(monkeypatch):
