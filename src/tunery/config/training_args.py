@@ -69,12 +69,6 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         super().__post_init__()
 
 
-def ray_worker_resources(training: Any, gpus_visible: bool) -> dict[str, Any]:
-    """The Ray resources each worker of a ``use_ray`` run takes: ``resources_per_worker``, or by default
-    one GPU when ``gpus_visible`` (LLaMA-Factory: always ``{GPU: 1}``), else one CPU."""
-    return dict(training.resources_per_worker or ({"GPU": 1} if gpus_visible else {"CPU": 1}))
-
-
 def _launched_on_several_processes() -> bool:
     """torchrun / accelerate launch / deepspeed started this process as one of several."""
     return bool(os.environ.get("LOCAL_RANK")) and os.environ.get("WORLD_SIZE", "1") not in ("", "1")

@@ -97,3 +97,9 @@ def describe_engine(trainer: Any) -> str:
 def fsdp_requested(training_args: Any) -> bool:
     """FSDP asked for: ``fsdp`` in the training settings, or an accelerate FSDP config (accelerate launch)."""
     return fsdp_in_settings(getattr(training_args, "fsdp", None))
+
+
+def ray_worker_resources(training: Any, gpus_visible: bool) -> dict[str, Any]:
+    """The Ray resources each worker of a ``use_ray`` run takes: ``resources_per_worker``, or by default
+    one GPU when ``gpus_visible`` (LLaMA-Factory: always ``{GPU: 1}``), else one CPU."""
+    return dict(training.resources_per_worker or ({"GPU": 1} if gpus_visible else {"CPU": 1}))

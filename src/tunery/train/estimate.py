@@ -56,11 +56,11 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 
-from tunery.config.training_args import ray_worker_resources
 from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.adapter import prepare_for_training
 from tunery.model.loader import count_parameters, model_class_for, pick_dtype, resolve
+from tunery.train.distributed import ray_worker_resources
 from tunery.train.fast_path import fast_path_enabled
 from tunery.train.losses import DEFAULT_CHUNK_TOKENS
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tunery.config import parse_config
-from tunery.config.training_args import ray_worker_resources
 from tunery.errors import TuneryError, require
 from tunery.logging import get_logger
+from tunery.train.distributed import ray_worker_resources
 from tunery.train.workflow import run_train
 
 logger = get_logger(__name__)
