@@ -13,6 +13,7 @@
 #   deepspeed_zero3   LoRA SFT under DeepSpeed ZeRO-3           (needs deepspeed)
 #   fsdp2             LoRA SFT under FSDP2 via accelerate launch
 #   qlora_4bit        QLoRA, 4-bit base                          (needs bitsandbytes)
+#   qlora_fsdp        QLoRA under FSDP (4-bit storage in bf16)    (needs bitsandbytes)
 #   vllm_predict      batch generation with vLLM                (needs vllm)
 # Each training check runs 20 steps and reports train_runtime (s) and throughput (tokens/s of the
 # last logged step) from the run's own files.
@@ -97,6 +98,8 @@ run_check deepspeed_zero3 100 deepspeed \
 run_check fsdp2 90 accelerate "$PY" -m accelerate.commands.launch --config_file examples/accelerate/fsdp2_config.yaml \
   --num_processes 1 -m tunery train "${TRAIN[@]}"
 run_check qlora_4bit 90 bitsandbytes "$PY" -m tunery train "${TRAIN[@]}" --quantization_bit 4
+run_check qlora_fsdp 90 bitsandbytes "$PY" -m accelerate.commands.launch --config_file \
+  examples/accelerate/fsdp_config_qlora.yaml --num_processes 1 -m tunery train "${TRAIN[@]}" --quantization_bit 4
 run_check vllm_predict 120 vllm "$PY" -m tunery predict --model_name_or_path "$MODEL" --eval_dataset "$DATASET" \
   --dataset_dir "$DATA_DIR" --template auto --cutoff_len 512 --max_samples 32 --infer_backend vllm \
   --max_new_tokens 64 --per_device_eval_batch_size 32

@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunery.config.validation import fsdp_requested
 from tunery.errors import ConfigError
 
 LAUNCHER_VARS = ("LOCAL_RANK", "WORLD_SIZE")  # set by torchrun, accelerate launch and deepspeed
@@ -126,6 +127,37 @@ def plan_launch(env: dict[str, str] | None = None, devices: int | None = None, *
     port = _int_var(env, "MASTER_PORT", 0, 1) or free_port()
     return LaunchPlan(nproc_per_node=nproc, nnodes=nnodes, node_rank=node_rank,
                       master_addr=env.get("MASTER_ADDR", "").strip() or "127.0.0.1", master_port=port)
+
+
+def check_fsdp_here(fsdp_setting: object, quantization_bit: int | None = None, env: dict[str, str] | None = None,
+                    devices: int | None = None) -> None:
+    """Refuse FSDP on a machine where accelerate would not shard (called when the config is read).
+
+    accelerate (1.15) selects FSDP only for GPU/XPU/NPU/... process groups; with no accelerator
+    (``devices``: default :func:`accelerator_count`) or ``use_cpu`` (ACCELERATE_USE_CPU) it runs its
+    multi-CPU mode and ignores the FSDP plugin, so the run would train whole copies with DDP (with a
+    bf16 config it fails first: "no available devices found"). torch's own FSDP/FSDP2 does run on
+    gloo, but neither accelerate nor transformers' Trainer wires it there. Raises ConfigError.
+    """
+    env = os.environ if env is None else env
+    if not fsdp_requested(fsdp_setting, env):
+        return
+    if env.get("ACCELERATE_USE_CPU", "").strip().lower() in TRUE:
+        where = "use_cpu is set"
+    elif (accelerator_count() if devices is None else devices) == 0:
+        where = "no GPU or other accelerator is visible"
+    else:
+        return
+    qlora = (f" QLoRA + FSDP (quantization_bit: {quantization_bit}) likewise needs GPUs: FSDP must shard "
+             "the 4-bit weights, stored in the compute dtype.") if quantization_bit else ""
+    raise ConfigError(
+        f"FSDP needs CUDA here: {where}, and accelerate shards with FSDP only on GPUs and other "
+        "accelerators; on a CPU it picks its multi-CPU mode, ignores the FSDP config and would train whole "
+        "copies with DDP (with a bf16 config it stops at 'no available devices found'). torch's FSDP runs "
+        f"on gloo, but accelerate and transformers' Trainer do not use it there.{qlora}",
+        hint="run it on GPUs, or train with DDP on this machine: FORCE_TORCHRUN=1 NPROC_PER_NODE=N "
+             "tunery train cfg.yaml (docs/distributed.md)",
+    )
 
 
 def torchrun_command(plan: LaunchPlan, tokens: list[str], python: str | None = None) -> list[str]:

@@ -28,6 +28,7 @@ def main(tokens: list[str]) -> int:
     """
     cfg = options.load("train", tokens)
     if not cfg.finetuning.dry_run:
+        launch.check_fsdp_here(cfg.training.fsdp, cfg.model.quantization_bit)  # before any process starts
         plan = launch.plan_launch(deepspeed=bool(cfg.training.deepspeed), ray=bool(cfg.training.use_ray))
         if plan is not None:
             return relaunch(plan, tokens)

@@ -571,6 +571,13 @@ def zero_stage(cfg: Any) -> int | None:
     return int((ds.get("zero_optimization") or {}).get("stage", 0) or 0)
 
 
+def fsdp_requested(fsdp_setting: Any, env: typing.Mapping[str, str] | None = None) -> bool:
+    """FSDP asked for: the ``fsdp`` training setting, or an accelerate FSDP config (``accelerate launch``
+    with ``distributed_type: FSDP`` sets ACCELERATE_USE_FSDP=true in every process it starts)."""
+    env = os.environ if env is None else env
+    return bool(fsdp_setting) or env.get("ACCELERATE_USE_FSDP", "").strip().lower() in ("1", "true", "yes")
+
+
 @rule("deepspeed_or_fsdp")
 def _deepspeed_or_fsdp(cfg: Any, command: str) -> None:
     """One engine shards the model: DeepSpeed or FSDP, not both."""
@@ -578,6 +585,20 @@ def _deepspeed_or_fsdp(cfg: Any, command: str) -> None:
     if t is not None and t.deepspeed and t.fsdp:
         raise ConfigError("deepspeed and fsdp are both set: one engine shards the model",
                           hint="keep deepspeed (a ZeRO config) or fsdp, not both")
+
+
+@rule("fsdp_qlora_is_4bit")
+def _fsdp_qlora_is_4bit(cfg: Any, command: str) -> None:
+    """FSDP shards QLoRA's base only as bitsandbytes 4-bit weights stored in a float dtype."""
+    bits = cfg.model.quantization_bit
+    if (_trains(cfg, command) and bits == 8 and cfg.model.quantization_method == "bnb"
+            and fsdp_requested(cfg.training.fsdp)):
+        raise ConfigError(
+            "quantization_bit: 8 cannot train under FSDP: bitsandbytes keeps 8-bit weights as int8, and FSDP "
+            "shards floating-point tensors only (4-bit weights are packed into the compute dtype for it)",
+            hint="use quantization_bit: 4 for QLoRA + FSDP (examples/accelerate/fsdp_config_qlora.yaml), or "
+                 "train the 8-bit base with DDP",
+        )
 
 
 @rule("zero3_refuses_ppo")

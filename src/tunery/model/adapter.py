@@ -17,6 +17,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from tunery.config import FinetuningArguments
 from tunery.config.finetuning_args import split_list
+from tunery.config.validation import fsdp_requested
 from tunery.errors import ConfigError, ModelError
 from tunery.logging import get_logger
 from tunery.model.multimodal import family_of
@@ -56,7 +57,13 @@ def prepare_for_training(
     use_checkpointing = not model_args.disable_gradient_checkpointing or bool(
         getattr(training_args, "gradient_checkpointing", False)
     )
-    if quantized:
+    if quantized and fsdp_requested(getattr(training_args, "fsdp", None)):
+        # QLoRA + FSDP: every weight keeps the one load dtype the 4-bit weights are stored in (FSDP flattens
+        # tensors of one dtype), so no fp32 upcast of the other weights as peft's preparation does
+        model.requires_grad_(False)
+        if use_checkpointing:
+            enable_gradient_checkpointing(model, reentrant=model_args.use_reentrant_gc)
+    elif quantized:
         from peft import prepare_model_for_kbit_training
 
         # peft casts the non-quantized weights to fp32 and makes inputs require grad, which

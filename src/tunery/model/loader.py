@@ -8,10 +8,12 @@ Training-only setup (new adapters, freezing, gradient checkpointing) lives in ``
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tunery.config.validation import fsdp_requested
 from tunery.errors import ModelError, require
 from tunery.hub import ResolvedModel, resolve_model
 from tunery.logging import get_logger
@@ -102,8 +104,13 @@ def pick_dtype(model_args: ModelArguments, training_args: Any = None) -> torch.d
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def quantization_config(model_args: ModelArguments) -> Any:
-    """A transformers quantization config for ``quantization_bit``, or None."""
+def quantization_config(model_args: ModelArguments, dtype: torch.dtype | None = None) -> Any:
+    """A transformers quantization config for ``quantization_bit``, or None.
+
+    ``dtype``: the dtype the model loads in (default :func:`pick_dtype` without training settings).
+    bitsandbytes 4-bit computes in it and packs the 4-bit weights into it (``bnb_4bit_quant_storage``):
+    FSDP shards only floating-point tensors of one dtype, so QLoRA + FSDP needs storage == load dtype
+    (transformers then sets FSDP's mixed precision to it)."""
     bits = model_args.quantization_bit
     if bits is None:
         return None
@@ -119,8 +126,8 @@ def quantization_config(model_args: ModelArguments) -> Any:
                 load_in_4bit=True,
                 bnb_4bit_quant_type=model_args.quantization_type,
                 bnb_4bit_use_double_quant=model_args.double_quantization,
-                bnb_4bit_compute_dtype=pick_dtype(model_args),
-                bnb_4bit_quant_storage=pick_dtype(model_args),
+                bnb_4bit_compute_dtype=dtype or pick_dtype(model_args),
+                bnb_4bit_quant_storage=dtype or pick_dtype(model_args),
             )
         raise ModelError(f"quantization_bit {bits} is not supported by bitsandbytes", hint="use 4 or 8")
     if method == "hqq":
@@ -164,10 +171,13 @@ def load_model(
     load_kwargs: dict[str, Any] = {"config": config, "dtype": dtype, **kwargs}
     if model_args.flash_attn != "auto":
         load_kwargs["attn_implementation"] = ATTENTION_IMPL[model_args.flash_attn]
-    quant = quantization_config(model_args)
+    quant = quantization_config(model_args, dtype)
     if quant is not None:
         load_kwargs["quantization_config"] = quant
-        load_kwargs["device_map"] = {"": _default_device()}
+        if not fsdp_requested(getattr(training_args, "fsdp", None)):
+            # under FSDP the weights stay off the GPU until FSDP shards them (rank 0 loads, the others get
+            # them broadcast: fsdp_cpu_ram_efficient_loading)
+            load_kwargs["device_map"] = {"": default_device()}
     family = family_of(config)
     auto_class = model_class(family) if family is not None else AutoModelForCausalLM
     if family is not None and getattr(config, "thinker_config", None) is not None:
@@ -272,5 +282,9 @@ def apply_rope_scaling(config: Any, kind: str, target_length: int | None, *, is_
     return factor
 
 
-def _default_device() -> str:
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
+def default_device() -> str:
+    """Where a quantized model loads: this process's GPU (``cuda:LOCAL_RANK``: each process of a DDP run
+    has its own), or the CPU."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}"

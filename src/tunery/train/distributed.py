@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from tunery.config.validation import fsdp_requested as fsdp_in_settings
+
 
 def _group_ready() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -94,4 +96,10 @@ def describe_engine(trainer: Any) -> str:
 
 def fsdp_requested(training_args: Any) -> bool:
     """FSDP asked for: ``fsdp`` in the training settings, or an accelerate FSDP config (accelerate launch)."""
-    return bool(getattr(training_args, "fsdp", None)) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    return fsdp_in_settings(getattr(training_args, "fsdp", None))
+
+
+def ray_worker_resources(training: Any, gpus_visible: bool) -> dict[str, Any]:
+    """The Ray resources each worker of a ``use_ray`` run takes: ``resources_per_worker``, or by default
+    one GPU when ``gpus_visible`` (LLaMA-Factory: always ``{GPU: 1}``), else one CPU."""
+    return dict(training.resources_per_worker or ({"GPU": 1} if gpus_visible else {"CPU": 1}))

@@ -134,9 +134,15 @@ class Plan:
 
 
 def _notes(cfg: Any) -> list[str]:
+    notes = []
     if cfg.finetuning.stage in ("ppo", "grpo"):
-        return ["generated replies are counted at max_new_tokens each: time and memory are upper bounds"]
-    return []
+        notes.append("generated replies are counted at max_new_tokens each: time and memory are upper bounds")
+    t = cfg.training
+    if getattr(t, "use_ray", False):
+        notes.append(f"runs through Ray Train (use_ray): Ray starts {t.ray_num_workers} worker process(es), no "
+                     "torchrun; memory is per worker's device, steps count all workers' batches, and the time "
+                     "assumes workers as fast as this machine")
+    return notes
 
 
 def build_plan(cfg: Any, *, flops: float | None = None, bandwidth: float | None = None) -> Plan:

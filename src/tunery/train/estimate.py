@@ -60,6 +60,7 @@ from tunery.errors import ConfigError
 from tunery.logging import get_logger
 from tunery.model.adapter import prepare_for_training
 from tunery.model.loader import count_parameters, model_class_for, pick_dtype, resolve
+from tunery.train.distributed import ray_worker_resources
 from tunery.train.fast_path import fast_path_enabled
 from tunery.train.losses import DEFAULT_CHUNK_TOKENS
 
@@ -196,10 +197,20 @@ def deepspeed_settings(source: Any) -> tuple[int, bool, bool, str]:
         f"DeepSpeed ZeRO-{stage}{name}"
 
 
+def ray_devices(training: Any) -> tuple[int, str]:
+    """(workers, description) of a ``use_ray`` run: Ray Train starts ``ray_num_workers`` training
+    processes, each with ``resources_per_worker`` (:func:`ray_worker_resources`), one device each."""
+    workers = int(training.ray_num_workers)
+    resources = ray_worker_resources(training, torch.cuda.is_available())
+    each = ", ".join(f"{k}: {v:g}" if isinstance(v, (int, float)) else f"{k}: {v}" for k, v in resources.items())
+    return workers, f"Ray Train, ray_num_workers={workers} with {{{each}}} each"
+
+
 def parallelism(cfg: Any, environ: Mapping[str, str] | None = None) -> Parallelism:
-    """The run's devices and sharding: environment (see :func:`device_count`), ``deepspeed:`` or ``fsdp``."""
-    devices, source = device_count(environ)
+    """The run's devices and sharding: Ray Train's workers with ``use_ray`` (:func:`ray_devices`), else the
+    environment (see :func:`device_count`); ``deepspeed:`` or ``fsdp`` for the sharding."""
     args = cfg.training
+    devices, source = ray_devices(args) if getattr(args, "use_ray", False) else device_count(environ)
     ds = getattr(args, "deepspeed", None) or (cfg.raw or {}).get("deepspeed")
     if ds:
         stage, opt, params, scheme = deepspeed_settings(ds)

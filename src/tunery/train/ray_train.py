@@ -21,6 +21,7 @@ from typing import Any
 from tunery.config import parse_config
 from tunery.errors import TuneryError, require
 from tunery.logging import get_logger
+from tunery.train.distributed import ray_worker_resources
 from tunery.train.workflow import run_train
 
 logger = get_logger(__name__)
@@ -31,7 +32,7 @@ def scaling_settings(training: Any, gpus_visible: bool) -> dict[str, Any]:
 
     ``resources_per_worker`` unset: one GPU per worker when ``gpus_visible``, else one CPU.
     A worker asking for a GPU trains on it (``use_gpu``)."""
-    resources = dict(training.resources_per_worker or ({"GPU": 1} if gpus_visible else {"CPU": 1}))
+    resources = ray_worker_resources(training, gpus_visible)
     use_gpu = float(resources.get("GPU", 0) or 0) > 0
     return {"num_workers": int(training.ray_num_workers), "use_gpu": use_gpu,
             "resources_per_worker": resources, "placement_strategy": str(training.placement_strategy).upper()}

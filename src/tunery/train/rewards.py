@@ -23,7 +23,7 @@ from transformers import AutoModelForSequenceClassification
 from tunery.config.finetuning_args import split_list
 from tunery.errors import ConfigError, ModelError
 from tunery.logging import get_logger
-from tunery.model.loader import pick_dtype, quantization_config, resolve
+from tunery.model.loader import default_device, pick_dtype, quantization_config, resolve
 from tunery.plugins import load_callable
 from tunery.train.pref_common import is_peft, model_args_for
 
@@ -41,10 +41,10 @@ def load_sequence_classifier(tokenizer: Any, model_args: Any, training_args: Any
         "trust_remote_code": model_args.trust_remote_code, "cache_dir": model_args.cache_dir,
         "token": model_args.hf_hub_token,
     }
-    quant = quantization_config(model_args)
+    quant = quantization_config(model_args, kwargs["dtype"])
     if quant is not None:
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": "cuda:0" if torch.cuda.is_available() else "cpu"}
+        kwargs["device_map"] = {"": default_device()}
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:

@@ -118,3 +118,52 @@ def test_lf_ray_rendezvous_keys_are_refused_as_ray_train_picks_them(key, value):
     raw = {"model_name_or_path": "/nonexistent/model", "dataset": "d", "output_dir": "o", key: value}
     with pytest.raises(ConfigError, match="Ray Train chooses the process group's address and port itself"):
         parse_config("train", raw)
+
+
+def test_fsdp_is_refused_where_accelerate_would_quietly_run_ddp():
+    """accelerate shards with FSDP only on accelerators: on a CPU (or with use_cpu) it would train with DDP."""
+    accelerate_fsdp = {"ACCELERATE_USE_FSDP": "true"}  # what `accelerate launch` with an FSDP config sets
+    with pytest.raises(ConfigError, match="FSDP needs CUDA here: no GPU or other accelerator is visible") as err:
+        launch.check_fsdp_here(None, env=accelerate_fsdp, devices=0)
+    assert "would train whole copies with DDP" in str(err.value) and "FORCE_TORCHRUN=1" in err.value.hint
+    with pytest.raises(ConfigError, match="FSDP needs CUDA here"):
+        launch.check_fsdp_here(["full_shard"], env={}, devices=0)  # the fsdp training setting
+    with pytest.raises(ConfigError, match="use_cpu is set"):
+        launch.check_fsdp_here(None, env={**accelerate_fsdp, "ACCELERATE_USE_CPU": "True"}, devices=2)
+    with pytest.raises(ConfigError, match=r"QLoRA \+ FSDP \(quantization_bit: 4\) likewise needs GPUs"):
+        launch.check_fsdp_here(None, 4, env=accelerate_fsdp, devices=0)
+    # GPUs visible, or no FSDP asked for: nothing to refuse
+    launch.check_fsdp_here(None, env=accelerate_fsdp, devices=2)
+    launch.check_fsdp_here(["full_shard"], 4, env={}, devices=1)
+    launch.check_fsdp_here(None, env={"ACCELERATE_USE_FSDP": "false"}, devices=0)
+    launch.check_fsdp_here([], env={}, devices=0)
+
+
+def test_tunery_train_refuses_fsdp_on_a_cpu_before_anything_loads(monkeypatch, capsys, tmp_path):
+    """The refusal comes when the config is read: no torchrun starts, no model or data loads."""
+    from tunery.cli import train as train_cli
+    from tunery.cli.main import main
+
+    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "TUNERY_LAUNCH_DIR", "ACCELERATE_USE_CPU"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FORCE_TORCHRUN", "1")
+    monkeypatch.setattr(launch, "accelerator_count", lambda: 0)
+    monkeypatch.setattr(train_cli, "relaunch", lambda *a: pytest.fail("torchrun must not start"))
+    monkeypatch.setattr(train_cli, "run", lambda *a: pytest.fail("nothing may load"))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model_name_or_path: /nonexistent/model\nstage: sft\ndo_train: true\ndataset: d\n"
+                   f"output_dir: {tmp_path / 'out'}\nfinetuning_type: lora\n")
+    assert main(["train", str(cfg)]) == 2
+    assert capsys.readouterr().err.startswith("tunery: error: FSDP needs CUDA here")
+
+
+def test_fsdp_requested_reads_the_setting_and_accelerate_launch(monkeypatch):
+    from types import SimpleNamespace
+
+    from tunery.train.distributed import fsdp_requested
+
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert not fsdp_requested(SimpleNamespace(fsdp=[])) and fsdp_requested(SimpleNamespace(fsdp=["full_shard"]))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert fsdp_requested(SimpleNamespace(fsdp=[]))

@@ -121,6 +121,8 @@ CASES = [
      ["export_quantization_method: gptq", "export_quantization_dataset"]),
     ("deepspeed_or_fsdp", "train", {"deepspeed": str(DS_DIR / "ds_z2_config.json"), "fsdp": "full_shard"},
      ["deepspeed", "fsdp"]),
+    ("fsdp_qlora_is_4bit", "train", {"quantization_bit": 8, "fsdp": "full_shard"},
+     ["quantization_bit: 8", "FSDP", "int8", "quantization_bit: 4"]),
     ("zero3_refuses_ppo", "train", {"stage": "ppo", "reward_model": "rm", "deepspeed": ZERO3},
      ["stage: ppo", "ZeRO-3", "value head", "ds_z2_config.json"]),
     ("zero3_refuses_quantization", "train", {"quantization_bit": 4, "deepspeed": ZERO3},
@@ -355,3 +357,13 @@ def test_cli_config_error_wins_before_any_model_loads(tmp_path, args, needles):
     for needle in needles:
         assert needle in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_fsdp_through_accelerate_launch_counts_for_the_qlora_rule(monkeypatch):
+    """`accelerate launch` with an FSDP config sets ACCELERATE_USE_FSDP in the process; 4-bit QLoRA is fine."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ConfigError, match="quantization_bit: 8 cannot train under FSDP"):
+        parse_config("train", {**TRAIN, "quantization_bit": 8})
+    assert parse_config("train", {**TRAIN, "quantization_bit": 4}).model.quantization_bit == 4
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    assert parse_config("train", {**TRAIN, "quantization_bit": 8}).model.quantization_bit == 8

@@ -290,3 +290,23 @@ def test_steps_per_epoch_divide_by_data_parallel_size(tiny_chatml_model, tmp_pat
     cfg = stage_config(tiny_chatml_model, tmp_path, "sft", per_device_train_batch_size=1)
     plan = plan_of(cfg)
     assert plan.steps == 2 and "3 devices (WORLD_SIZE=3)" in "\n".join(plan.lines())  # 6 rows / 3 devices
+
+
+def test_a_ray_run_counts_its_workers_per_device(tiny_chatml_model, tmp_path, monkeypatch):
+    """use_ray: Ray Train's ray_num_workers are the data-parallel devices (launcher variables do not count)."""
+    from tunery.train.dry_run import build_plan
+    from tunery.train.estimate import estimate_run
+
+    monkeypatch.setenv("WORLD_SIZE", "8")  # not Ray's: ignored
+    ray = {"use_ray": True, "ray_num_workers": 2, "resources_per_worker": {"CPU": 1}}
+    alone = estimate_run(estimate_config(tiny_chatml_model, tmp_path, deepspeed=ds_config(tmp_path, 3)))
+    est = estimate_run(estimate_config(tiny_chatml_model, tmp_path, deepspeed=ds_config(tmp_path, 3), **ray))
+    assert est.parallel.devices == 2 and alone.parallel.devices == 8
+    assert est.parallel.source == "Ray Train, ray_num_workers=2 with {CPU: 1} each"
+    assert est.weights == math.ceil(est.total * 4 / 2) and est.weights > alone.weights  # ZeRO-3 over 2 workers
+    lines = "\n".join(build_plan(estimate_config(tiny_chatml_model, tmp_path, **ray), flops=1e12,
+                                 bandwidth=1e11).lines())
+    assert "devices: 2 devices (Ray Train, ray_num_workers=2 with {CPU: 1} each)" in lines
+    assert "estimated peak memory per device" in lines and "runs through Ray Train (use_ray)" in lines
+    assert "runs through Ray Train" not in "\n".join(build_plan(estimate_config(tiny_chatml_model, tmp_path),
+                                                                  flops=1e12, bandwidth=1e11).lines())
