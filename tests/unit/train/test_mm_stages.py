@@ -1,0 +1,152 @@
+"""Preference stages on a vision-language model: rm, kto, orpo/simpo, QLoRA, on the tiny LLaVA and images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from tests.fixtures import tiny_llava as llava_fixtures
+from tests.fixtures.tiny_llava import TOKENS_PER_IMAGE
+from tests.unit.train_utils import train_config
+from tunery.train.workflow import run_train
+
+llava4 = llava_fixtures.llava4  # the shared fixture (tests/fixtures/tiny_llava.py)
+mllm_dir = llava_fixtures.mllm_dir
+
+
+def _preference_data(root, mllm_dir):
+    """A sharegpt ranking dataset over mllm_demo's images (chosen: the demo's answer, rejected: a wrong
+    one; one row with two images), plus a KTO dataset of the same replies tagged good or bad."""
+    shutil.copytree(mllm_dir / "mllm_demo_data", root / "mllm_demo_data")
+    rows = [{"conversations": [{"from": "human", "value": "<image>Who is he?"}],
+             "chosen": {"from": "gpt", "value": "He's Thomas Muller from Bayern Munich."},
+             "rejected": {"from": "gpt", "value": "A cat on a sofa."}, "images": [f"mllm_demo_data/{i}.jpg"]}
+            for i in (1, 2, 3)] * 2
+    rows.append({"conversations": [{"from": "human", "value": "<image><image>Who are they?"}],
+                 "chosen": {"from": "gpt", "value": "Kane and Gretzka."},
+                 "rejected": {"from": "gpt", "value": "Two cats."}, "images": ["mllm_demo_data/1.jpg",
+                                                                              "mllm_demo_data/3.jpg"]})
+    (root / "pref.json").write_text(json.dumps(rows))
+    kto = []
+    for i in (1, 2, 3, 1, 2, 3):
+        kto.append({"conversations": [{"from": "human", "value": "<image>Who is he?"},
+                                      {"from": "gpt", "value": "He's Thomas Muller from Bayern Munich."}],
+                    "label": True, "images": [f"mllm_demo_data/{i}.jpg"]})
+        kto.append({"conversations": [{"from": "human", "value": "<image>Who is he?"},
+                                      {"from": "gpt", "value": "A cat on a sofa."}],
+                    "label": False, "images": [f"mllm_demo_data/{i}.jpg"]})
+    (root / "kto.json").write_text(json.dumps(kto))
+    (root / "dataset_info.json").write_text(json.dumps({
+        "mm_pref": {"file_name": "pref.json", "formatting": "sharegpt", "ranking": True,
+                    "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected",
+                                "images": "images"}},
+        "mm_kto": {"file_name": "kto.json", "formatting": "sharegpt",
+                   "columns": {"messages": "conversations", "kto_tag": "label", "images": "images"}}}))
+    return root
+
+
+@pytest.fixture
+def pref_dir(tmp_path, mllm_dir):
+    return _preference_data(tmp_path / "data", mllm_dir)
+
+
+def _cfg(llava4, pref_dir, out, stage, dataset="mm_pref", **overrides):
+    raw = {"stage": stage, "dataset": dataset, "dataset_dir": str(pref_dir), "template": "auto", "cutoff_len": 512,
+           "per_device_train_batch_size": 2, "max_steps": 10, "learning_rate": 5e-3, "overwrite_cache": True,
+           "lora_rank": 8}
+    raw.update(overrides)
+    return train_config(llava4, out, **raw)
+
+
+def _log(out, key):
+    return [r[key] for r in map(json.loads, open(out / "trainer_log.jsonl")) if key in r]
+
+
+class _FirstBatch(TrainerCallback):
+    """The first training batch and the trained model's rewards on it at the end of training."""
+
+    def __init__(self):
+        self.batch, self.rewards, self.trainer = None, None, None
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        loader = kwargs["train_dataloader"]
+        self.batch = next(iter(loader))
+        model.eval()
+        with torch.no_grad():
+            self.rewards = model(**self.batch).logits.clone()
+
+
+def _reward_batch(llava4, pref_dir):
+    """A collated rm batch of the first two rows (one image each) and the two-image row."""
+    from tunery.data import get_dataset
+    from tunery.data.template import get_template
+    from tunery.model.loader import load_tokenizer
+    from tunery.train.media import media_encoder
+    from tunery.train.rm import MediaRewardCollator, to_reward_columns
+
+    cfg = _cfg(llava4, pref_dir, pref_dir / "unused", "rm")
+    tokenizer = load_tokenizer(cfg.model)
+    media = media_encoder(cfg)
+    data = get_dataset(cfg, tokenizer, get_template("auto", tokenizer), "rm", media=media).train_dataset
+    rows = to_reward_columns(data)
+    picked = [rows[0], next(r for r in rows if len(r["media_images"]) == 2)]
+    return tokenizer, media, MediaRewardCollator(tokenizer.pad_token_id, media)(picked), picked
+
+
+def test_reward_batches_hold_each_examples_images_for_chosen_and_rejected(llava4, pref_dir):
+    tokenizer, _, batch, rows = _reward_batch(llava4, pref_dir)
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape[0] == 4  # chosen of both rows, then rejected of both rows
+    lengths = [len(rows[0]["chosen_ids"]), len(rows[1]["chosen_ids"]),
+               len(rows[0]["rejected_ids"]), len(rows[1]["rejected_ids"])]
+    assert mask.sum(dim=1).tolist() == lengths  # exactly the sequence, padding masked
+    assert [int((ids[i] == image_id).sum()) for i in range(4)] == [TOKENS_PER_IMAGE, 2 * TOKENS_PER_IMAGE] * 2
+    assert batch["pixel_values"].shape[0] == 2 * (1 + 2)  # every example's images, once per half
+
+
+def test_rm_on_images_learns_and_its_lora_adapter_reloads(llava4, pref_dir, tmp_path):
+    from peft import PeftModel
+
+    from tunery.model.loader import load_tokenizer
+    from tunery.train.rewards import load_sequence_classifier
+
+    out = tmp_path / "rm"
+    probe = _FirstBatch()
+    run_train(_cfg(llava4, pref_dir, out, "rm", max_steps=12), callbacks=[probe])
+    losses = _log(out, "loss")
+    assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    adapter = json.load(open(out / "adapter_config.json"))
+    assert "score" in adapter["modules_to_save"]
+    assert not any("vision_tower" in t or t.endswith("score") for t in adapter["target_modules"])
+
+    cfg = train_config(llava4, tmp_path / "unused")
+    tokenizer = load_tokenizer(cfg.model)
+    reloaded = PeftModel.from_pretrained(load_sequence_classifier(tokenizer, cfg.model), out).eval()
+    batch = {k: v for k, v in probe.batch.items()}
+    with torch.no_grad():
+        rewards = reloaded(**batch).logits
+        blind = reloaded(**{**batch, "pixel_values": torch.zeros_like(batch["pixel_values"])}).logits
+    torch.testing.assert_close(rewards, probe.rewards, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(blind, rewards, atol=1e-4)  # the images reach the score
+
+
+def test_full_rm_on_images_saves_a_classifier_that_reloads(llava4, pref_dir, tmp_path):
+    from tunery.model.loader import load_tokenizer
+    from tunery.train.rewards import load_sequence_classifier
+
+    out = tmp_path / "rm_full"
+    probe = _FirstBatch()
+    run_train(_cfg(llava4, pref_dir, out, "rm", finetuning_type="full", max_steps=6, learning_rate=1e-3),
+              callbacks=[probe])
+    assert all(torch.isfinite(torch.tensor(_log(out, "loss"))))
+    assert json.load(open(out / "config.json"))["architectures"] == ["LlavaForSequenceClassification"]
+    cfg = train_config(out, tmp_path / "unused")
+    model = load_sequence_classifier(load_tokenizer(cfg.model), cfg.model).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**probe.batch).logits, probe.rewards, atol=1e-5, rtol=1e-5)
