@@ -103,14 +103,33 @@ def test_text_only_model_refuses_media_rows(parts, mllm_dir):
     assert out["_status"] == [FAILED] and "images would be silently left out" in out["_error"][0]
 
 
-def test_kto_and_pt_refuse_media_rows_until_supported(parts, mllm_dir):
+def test_pt_refuses_media_rows_until_supported(parts, mllm_dir):
     tokenizer, template, media = parts
     record = _record(str(mllm_dir / "mllm_demo_data" / "1.jpg"))
-    record["kto_tag"] = True
-    for stage, kind in (("kto", "kto"), ("pt", "pt")):
-        out = process_batch(_batch(record), stage=stage, tokenizer=tokenizer, template=template,
-                            settings=ProcessSettings(cutoff_len=512), media=media)
-        assert out["_status"] == [FAILED] and f"not supported by Tunery's {kind} stages yet" in out["_error"][0]
+    out = process_batch(_batch(record), stage="pt", tokenizer=tokenizer, template=template,
+                        settings=ProcessSettings(cutoff_len=512), media=media)
+    assert out["_status"] == [FAILED] and "not supported by Tunery's pt stages yet" in out["_error"][0]
+
+
+def test_kto_rows_hold_the_images_in_the_prompt_and_train_the_reply_only(parts, mllm_dir):
+    tokenizer, template, media = parts
+    image = str(mllm_dir / "mllm_demo_data" / "1.jpg")
+    record = {**_record(image, 2), "kto_tag": False}
+    out = process_batch(_batch(record), stage="kto", tokenizer=tokenizer, template=template,
+                        settings=ProcessSettings(cutoff_len=512), media=media)
+    assert out["_status"] == [OK] and out["label"] == [False] and out["images"] == [[image, image]]
+    sft = process_batch(_batch(record), stage="sft", tokenizer=tokenizer, template=template,
+                        settings=ProcessSettings(cutoff_len=512), media=media)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    prompt, reply = out["prompt_ids"][0], out["completion_ids"][0]
+    assert prompt.count(image_id) == 2 * TOKENS_PER_IMAGE and image_id not in reply
+    assert prompt + reply == out["input_ids"][0] and out["input_ids"][0] == sft["input_ids"][0][:len(prompt + reply)]
+    assert reply == tokenizer("A player.<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert out["labels"][0] == [IGNORE_INDEX] * len(prompt) + reply
+    # a cutoff that would cut into the image tokens drops the row with the reason
+    cut = process_batch(_batch(record), stage="kto", tokenizer=tokenizer, template=template,
+                        settings=ProcessSettings(cutoff_len=len(reply) + 4), media=media)
+    assert cut["_status"] == [REPLY_CUT] and "would cut into the example's" in cut["_error"][0]
 
 
 def test_collator_adds_pixel_values_that_match_the_image_tokens(parts, llava4, mllm_dir):

@@ -150,3 +150,67 @@ def test_full_rm_on_images_saves_a_classifier_that_reloads(llava4, pref_dir, tmp
     model = load_sequence_classifier(load_tokenizer(cfg.model), cfg.model).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(**probe.batch).logits, probe.rewards, atol=1e-5, rtol=1e-5)
+
+
+class _Logits(TrainerCallback):
+    """The first training batch and the trained policy's logits on it at the end of training."""
+
+    def __init__(self):
+        self.batch, self.logits = None, None
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.batch = next(iter(kwargs["train_dataloader"]))
+        model.eval()
+        with torch.no_grad():
+            self.logits = model(**_model_inputs(self.batch)).logits.clone()
+
+
+def _model_inputs(batch):
+    skip = {"completion_mask", "label"}
+    return {k: v for k, v in batch.items() if not k.startswith("KL_") and k not in skip}
+
+
+def test_kto_batches_keep_each_prompts_images_in_its_kl_pair(llava4, pref_dir):
+    from tunery.data import get_dataset
+    from tunery.data.template import get_template
+    from tunery.model.loader import load_tokenizer
+    from tunery.train.kto import MediaKTOCollator, with_kl_completions
+    from tunery.train.media import media_encoder
+    from tunery.train.pref_common import to_kto_columns
+
+    cfg = _cfg(llava4, pref_dir, pref_dir / "unused", "kto", dataset="mm_kto")
+    tokenizer = load_tokenizer(cfg.model)
+    media = media_encoder(cfg)
+    data = get_dataset(cfg, tokenizer, get_template("auto", tokenizer), "kto", media=media).train_dataset
+    rows = with_kl_completions(to_kto_columns(data), 2)
+    assert "images" not in rows.column_names and "media_images" in rows.column_names
+    first, second = rows[0], rows[1]
+    assert first["KL_completion_ids"] == second["completion_ids"]  # the reply is borrowed ...
+    batch = MediaKTOCollator(tokenizer.pad_token_id, media, 512)([first, second])
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    for prefix in ("", "KL_"):  # ... the prompt keeps its own image tokens
+        ids, mask = batch[f"{prefix}input_ids"], batch[f"{prefix}completion_mask"]
+        assert [int((row == image_id).sum()) for row in ids] == [TOKENS_PER_IMAGE] * 2
+        assert all(not bool(mask[i][ids[i] == image_id].any()) for i in range(2))  # media never trained
+    assert batch["KL_input_ids"][0, :len(first["prompt_ids"])].tolist() == first["prompt_ids"]
+    assert batch["KL_completion_mask"][0].sum() == len(second["completion_ids"])
+    assert batch["pixel_values"].shape[0] == 2
+
+
+def test_kto_on_images_trains_and_its_lora_adapter_reloads(llava4, pref_dir, tmp_path):
+    from tunery.model.loader import load_model, load_tokenizer
+
+    out = tmp_path / "kto"
+    probe = _Logits()
+    run_train(_cfg(llava4, pref_dir, out, "kto", dataset="mm_kto", max_steps=12, learning_rate=1e-2),
+              callbacks=[probe])
+    losses = _log(out, "loss")
+    assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    assert "pixel_values" in probe.batch and "KL_input_ids" in probe.batch
+    cfg = train_config(llava4, tmp_path / "unused", adapter_name_or_path=str(out))
+    tokenizer = load_tokenizer(cfg.model)
+    reloaded = load_model(tokenizer, cfg.model, cfg.finetuning)
+    with torch.no_grad():
+        logits = reloaded(**_model_inputs(probe.batch)).logits
+    torch.testing.assert_close(logits, probe.logits, atol=1e-5, rtol=1e-5)
