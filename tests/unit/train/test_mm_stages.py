@@ -214,3 +214,26 @@ def test_kto_on_images_trains_and_its_lora_adapter_reloads(llava4, pref_dir, tmp
     with torch.no_grad():
         logits = reloaded(**_model_inputs(probe.batch)).logits
     torch.testing.assert_close(logits, probe.logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("stage", ["orpo", "simpo"])
+def test_orpo_and_simpo_on_images_give_every_forward_its_images(llava4, pref_dir, tmp_path, monkeypatch, stage):
+    from transformers import LlavaForConditionalGeneration
+
+    seen = []
+    forward = LlavaForConditionalGeneration.forward
+
+    def spy(self, input_ids=None, pixel_values=None, **kwargs):
+        image_id = self.config.image_token_id
+        seen.append((int((input_ids == image_id).sum()), None if pixel_values is None else pixel_values.shape[0]))
+        return forward(self, input_ids=input_ids, pixel_values=pixel_values, **kwargs)
+
+    monkeypatch.setattr(LlavaForConditionalGeneration, "forward", spy)
+    out = tmp_path / stage
+    run_train(_cfg(llava4, pref_dir, out, stage, max_steps=8, learning_rate=1e-2))
+    losses = _log(out, "loss")
+    assert len(losses) == 8 and all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses
+    assert len(seen) >= 8
+    # every forward pass: one image's features per TOKENS_PER_IMAGE image tokens (chosen and rejected rows)
+    assert all(n is not None and tokens == n * TOKENS_PER_IMAGE for tokens, n in seen), seen
