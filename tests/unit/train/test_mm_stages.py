@@ -237,3 +237,60 @@ def test_orpo_and_simpo_on_images_give_every_forward_its_images(llava4, pref_dir
     assert len(seen) >= 8
     # every forward pass: one image's features per TOKENS_PER_IMAGE image tokens (chosen and rejected rows)
     assert all(n is not None and tokens == n * TOKENS_PER_IMAGE for tokens, n in seen), seen
+
+
+class _Trained(TrainerCallback):
+    """At the end of training: which linear layers are 4-bit, and whether the LoRA B matrices moved."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.four_bit = sorted(n for n, m in model.named_modules() if type(m).__name__ == "Linear4bit")
+        self.lora_b_moved = any(float(p.detach().abs().sum()) > 0 for n, p in model.named_parameters() if "lora_B" in n)
+        self.trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize(("stage", "dataset"), [("sft", "mllm_demo"), ("dpo", "mm_pref"), ("kto", "mm_kto"),
+                                                ("rm", "mm_pref")])
+def test_qlora_on_a_vlm_trains_the_language_model_adapter_over_a_4bit_base(llava4, pref_dir, mllm_dir, tmp_path,
+                                                                           stage, dataset):
+    pytest.importorskip("bitsandbytes")  # bitsandbytes 0.50 runs 4-bit NF4 on the CPU (NOTES.md)
+    data_dir = mllm_dir if stage == "sft" else pref_dir
+    out = tmp_path / f"q_{stage}"
+    probe = _Trained()
+    run_train(_cfg(llava4, data_dir, out, stage, dataset=dataset, quantization_bit=4, max_steps=3),
+              callbacks=[probe])
+    assert all(torch.isfinite(torch.tensor(_log(out, "loss"))))
+    assert any(".language_model.layers.0.self_attn.q_proj" in n for n in probe.four_bit)  # the base is 4-bit
+    assert probe.lora_b_moved  # the adapter learnt (LoRA B starts at zero)
+    trained_lora = [n for n in probe.trainable if "lora_" in n]
+    assert trained_lora and all(".language_model." in n for n in trained_lora)
+    assert not any("vision_tower" in n or "multi_modal_projector" in n for n in probe.trainable)
+    assert (out / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize(("stage", "dataset", "kind", "settings", "trained"), [
+    ("kto", "mm_kto", "full", {}, {"language"}),
+    ("kto", "mm_kto", "freeze", {"freeze_trainable_layers": 1, "freeze_multi_modal_projector": False},
+     {"layer1", "projector"}),
+    ("rm", "mm_pref", "freeze", {"freeze_trainable_layers": 1}, {"layer1", "score"}),
+    ("dpo", "mm_pref", "freeze", {"freeze_trainable_layers": 1, "freeze_vision_tower": False}, {"layer1", "vision"}),
+])
+def test_full_and_freeze_preference_stages_train_the_parts_the_freeze_settings_name(
+        llava4, pref_dir, tmp_path, stage, dataset, kind, settings, trained):
+    out = tmp_path / f"{stage}_{kind}"
+    probe = _Trained()
+    run_train(_cfg(llava4, pref_dir, out, stage, dataset=dataset, finetuning_type=kind, max_steps=2,
+                   learning_rate=1e-4, **settings), callbacks=[probe])
+    assert all(torch.isfinite(torch.tensor(_log(out, "loss"))))
+
+    def part(name):
+        if "vision_tower" in name:
+            return "vision"
+        if "multi_modal_projector" in name:
+            return "projector"
+        if name.startswith("score."):
+            return "score"
+        if kind == "freeze" and ".language_model.layers." in name:
+            return "layer" + name.split(".language_model.layers.")[1].split(".")[0]
+        return "language" if ".language_model." in name or name.startswith("lm_head") else name
+
+    assert {part(n) for n in probe.trainable} == trained
