@@ -177,6 +177,10 @@ def sequence_classifier_class(family: Family) -> Any:
 
     Raises ModelError when the family has no transformers base model (remote-code families)."""
     import transformers  # the heavy library; imported when a model is about to load anyway
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
     from transformers.modeling_layers import GenericForSequenceClassification
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -196,6 +200,11 @@ def sequence_classifier_class(family: Family) -> Any:
         raise ModelError(f"no reward-model (sequence classification) class for {family.model_type} models",
                          hint="train the reward model on a family transformers has a base model for")
     name = generation_cls.__name__.replace("ForConditionalGeneration", "") + "ForSequenceClassification"
+    # Checkpoints saved in an older layout (Qwen-VL's top-level visual.*) load through the generation
+    # class's key renaming; the new class gets the same one (transformers looks it up by class name).
+    renaming = get_checkpoint_conversion_mapping(generation_cls.__name__)
+    if renaming is not None:
+        register_checkpoint_conversion_mapping(name, renaming, overwrite=True)
     return type(name, (GenericForSequenceClassification, bases[0]), {"__module__": __name__})
 
 

@@ -294,3 +294,74 @@ def test_full_and_freeze_preference_stages_train_the_parts_the_freeze_settings_n
         return "language" if ".language_model." in name or name.startswith("lm_head") else name
 
     assert {part(n) for n in probe.trainable} == trained
+
+
+def _audio_preference_data(root):
+    """mm_pref / mm_kto as above, with one WAV clip per row in an ``audios`` column."""
+    import wave
+
+    import numpy as np
+
+    root.mkdir(parents=True, exist_ok=True)
+    for i, pitch in ((1, 300), (2, 700)):
+        with wave.open(str(root / f"{i}.wav"), "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(16000)
+            f.writeframes((np.sin(np.linspace(0, pitch, 16000)) * 9000).astype(np.int16).tobytes())
+    pref = [{"conversations": [{"from": "human", "value": "<audio>What is said?"}],
+             "chosen": {"from": "gpt", "value": "Good morning."}, "rejected": {"from": "gpt", "value": "A dog."},
+             "audios": [f"{i}.wav"]} for i in (1, 2, 1, 2)]
+    kto = [{"conversations": [{"from": "human", "value": "<audio>What is said?"},
+                              {"from": "gpt", "value": reply}], "label": good, "audios": [f"{i}.wav"]}
+           for i in (1, 2) for reply, good in (("Good morning.", True), ("A dog.", False))]
+    (root / "pref.json").write_text(json.dumps(pref))
+    (root / "kto.json").write_text(json.dumps(kto))
+    (root / "dataset_info.json").write_text(json.dumps({
+        "mm_pref": {"file_name": "pref.json", "formatting": "sharegpt", "ranking": True,
+                    "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected",
+                                "audios": "audios"}},
+        "mm_kto": {"file_name": "kto.json", "formatting": "sharegpt",
+                   "columns": {"messages": "conversations", "kto_tag": "label", "audios": "audios"}}}))
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["llava_next", "qwen2_vl", "qwen2_5_vl", "gemma3", "mllama", "qwen2_audio"])
+def test_rm_kto_and_orpo_run_on_every_tiny_family(family, tiny_vlm_factory, pref_dir, tmp_path):
+    """Two steps of each stage per family: Qwen-VL's 3-D rope (mm_token_type_ids, also for the KL rows),
+    Gemma 3's image attention, mllama's cross-attention mask and Qwen2-Audio's features all reach the model."""
+    try:
+        path = tiny_vlm_factory(family)
+    except ImportError as exc:  # the Qwen-VL processors need torchvision (docs/multimodal.md)
+        pytest.skip(str(exc))
+    data = _audio_preference_data(tmp_path / "audio") if family == "qwen2_audio" else pref_dir
+    for stage, dataset in (("rm", "mm_pref"), ("kto", "mm_kto"), ("orpo", "mm_pref")):
+        out = tmp_path / stage
+        run_train(train_config(path, out, stage=stage, dataset=dataset, dataset_dir=str(data), template="auto",
+                               cutoff_len=2048, per_device_train_batch_size=2, max_steps=2, learning_rate=1e-3,
+                               overwrite_cache=True, lora_rank=8))
+        losses = _log(out, "loss")
+        assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses))), (stage, losses)
+
+
+def test_full_qwen2_vl_reward_model_reloads_from_its_saved_layout(tiny_vlm_factory, pref_dir, tmp_path):
+    """Qwen2-VL checkpoints keep the older top-level ``visual.*`` layout: the reward model reads and writes it
+    through transformers' key renaming of the generation class, so what rm saves loads back unchanged."""
+    from tunery.model.loader import load_tokenizer
+    from tunery.train.rewards import load_sequence_classifier
+
+    try:
+        path = tiny_vlm_factory("qwen2_vl")
+    except ImportError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "rm"
+    probe = _FirstBatch()
+    run_train(train_config(path, out, stage="rm", dataset="mm_pref", dataset_dir=str(pref_dir), template="auto",
+                           cutoff_len=2048, per_device_train_batch_size=2, max_steps=2, learning_rate=1e-3,
+                           finetuning_type="full", overwrite_cache=True), callbacks=[probe])
+    assert "mm_token_type_ids" in probe.batch and "image_grid_thw" in probe.batch
+    cfg = train_config(out, tmp_path / "unused")
+    model = load_sequence_classifier(load_tokenizer(cfg.model), cfg.model).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**probe.batch).logits, probe.rewards, atol=1e-5, rtol=1e-5)
