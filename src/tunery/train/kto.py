@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from tunery.data import DatasetModule, get_dataset
 from tunery.data.media import KINDS, MediaEncoder
 from tunery.logging import get_logger
@@ -60,6 +62,15 @@ class MediaKTOCollator:
         rows = [{kind: f.get(MEDIA_COLUMNS[kind]) or [] for kind in KINDS} for f in features]
         keys = [k for k in ("prompt_ids", "completion_ids", "KL_completion_ids", "label") if k in features[0]]
         batch = self.base([{k: f[k] for k in keys} for f in features])
+        if "KL_input_ids" in batch:
+            # one width for both halves: media inputs that follow token positions (mllama's cross-attention
+            # mask) are built once and fit the KL rows, which share each prompt and so its media positions
+            width = max(batch["input_ids"].shape[1], batch["KL_input_ids"].shape[1])
+            for prefix in ("", "KL_"):
+                for key, value in (("input_ids", self.base.pad_token_id), ("attention_mask", 0),
+                                   ("completion_mask", 0)):
+                    tensor = batch[prefix + key]
+                    batch[prefix + key] = torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
         batch.update(self.media.batch_features(rows, batch["input_ids"]))
         if "KL_input_ids" in batch:
             kl = self.media.batch_features(rows, batch["KL_input_ids"])

@@ -195,6 +195,7 @@ def test_kto_batches_keep_each_prompts_images_in_its_kl_pair(llava4, pref_dir):
     assert batch["KL_input_ids"][0, :len(first["prompt_ids"])].tolist() == first["prompt_ids"]
     assert batch["KL_completion_mask"][0].sum() == len(second["completion_ids"])
     assert batch["pixel_values"].shape[0] == 2
+    assert batch["KL_input_ids"].shape == batch["input_ids"].shape  # one width: position-bound media inputs fit both
 
 
 def test_kto_on_images_trains_and_its_lora_adapter_reloads(llava4, pref_dir, tmp_path):
