@@ -150,3 +150,45 @@ def test_collator_adds_pixel_values_that_match_the_image_tokens(parts, llava4, m
     with torch.no_grad():
         loss = model(**batch).loss  # the model checks image features == image tokens
     assert torch.isfinite(loss)
+
+
+def test_data_check_and_preview_count_the_media_tokens_the_processor_expands(llava4, mllm_dir):
+    """`tunery data check`/`preview` with a vision model: the token lengths of mllm_demo's rows are the
+    lengths training sees (each image 4 tokens), not the text alone."""
+    import contextlib
+    import io
+    import json
+
+    from tunery.cli import data as cli_data
+    from tunery.config import parse_config
+    from tunery.data.checker import check_datasets
+    from tunery.data.dataset_info import get_dataset_attrs
+    from tunery.data.loader import load_dataset_records
+    from tunery.model.loader import load_tokenizer
+    from tunery.train.media import media_encoder
+
+    cfg = parse_config("data", {"model_name_or_path": str(llava4), "dataset": "mllm_demo",
+                                "dataset_dir": str(mllm_dir), "template": "auto", "cutoff_len": 512})
+    tokenizer = load_tokenizer(cfg.model)
+    template = get_template("auto", tokenizer)
+    media = media_encoder(cfg)
+    records, _ = load_dataset_records(get_dataset_attrs("mllm_demo", str(mllm_dir))[0], "sft")
+    images = [len(r["images"] or []) for r in records]
+    text_only = [len(template.encode(tokenizer, r["messages"]).input_ids) for r in records]
+    expanded = [n + (TOKENS_PER_IMAGE - 1) * k for n, k in zip(text_only, images)]  # each <image> -> 4 tokens
+    (check,) = check_datasets(cfg, tokenizer, template, "sft", media=media)
+    assert check.status == "ok" and check.lengths["count"] == len(records)
+    assert check.lengths["max"] == max(expanded) and check.lengths["max"] != max(text_only)
+
+    for sub, extra in (("check", []), ("preview", ["--num", "2"])):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli_data.main([sub, "--model_name_or_path", str(llava4), "--dataset", "mllm_demo", "--dataset_dir",
+                                  str(mllm_dir), "--template", "auto", "--json", *extra]) == 0
+        report = json.loads(out.getvalue())
+        if sub == "check":
+            assert report[0]["lengths"]["max"] == max(expanded)
+        else:
+            assert [p["num_tokens"] for p in report] == expanded[:2]
+            assert all(p["input_ids"].count(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)) == TOKENS_PER_IMAGE * k
+                       for p, k in zip(report, images))
