@@ -366,3 +366,26 @@ def test_full_qwen2_vl_reward_model_reloads_from_its_saved_layout(tiny_vlm_facto
     model = load_sequence_classifier(load_tokenizer(cfg.model), cfg.model).eval()
     with torch.no_grad():
         torch.testing.assert_close(model(**probe.batch).logits, probe.rewards, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("stage", "dataset"), [("rm", "mm_pref"), ("kto", "mm_kto")])
+def test_dry_run_of_a_preference_stage_counts_the_image_tokens(llava4, pref_dir, tmp_path, stage, dataset):
+    """The dry run encodes media rows as the stage does (before: every row refused as text-only)."""
+    from tunery.data import get_dataset
+    from tunery.data.template import get_template
+    from tunery.model.loader import load_tokenizer
+    from tunery.train.dry_run import build_plan
+    from tunery.train.media import media_encoder
+
+    cfg = _cfg(llava4, pref_dir, tmp_path / "o", stage, dataset=dataset)
+    plan = build_plan(cfg, flops=1e11, bandwidth=1e10)
+    tokenizer = load_tokenizer(cfg.model)
+    rows = get_dataset(cfg, tokenizer, get_template("auto", tokenizer), stage, media=media_encoder(cfg)).train_dataset
+    sequences = ([r["chosen_input_ids"] for r in rows] + [r["rejected_input_ids"] for r in rows] if stage == "rm"
+                 else [r["input_ids"] for r in rows])
+    assert plan.skipped == 0 and plan.examples == len(rows) == (7 if stage == "rm" else 12)
+    assert plan.tokens == sum(len(s) for s in sequences)
+    # rm: six rows with one image and one with two, in both the chosen and the rejected sequence; kto: one each
+    images = 2 * (6 + 2) if stage == "rm" else 12
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    assert sum(s.count(image_id) for s in sequences) == images * TOKENS_PER_IMAGE
