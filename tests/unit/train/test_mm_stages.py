@@ -389,3 +389,45 @@ def test_dry_run_of_a_preference_stage_counts_the_image_tokens(llava4, pref_dir,
     images = 2 * (6 + 2) if stage == "rm" else 12
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     assert sum(s.count(image_id) for s in sequences) == images * TOKENS_PER_IMAGE
+
+
+def test_mllama_kl_rows_run_with_the_cross_attention_mask_of_their_prompts(tiny_mllama, mllm_dir):
+    """Prompts of different lengths: the KL rows (another row's reply) get the same width as the main rows,
+    so mllama's cross-attention mask, built from the main rows, fits them and the forward pass runs."""
+    from datasets import Dataset
+    from transformers import AutoConfig
+
+    from tunery.data.media import MediaEncoder, MediaSettings
+    from tunery.data.processors import ProcessSettings, process_batch
+    from tunery.data.template import get_template
+    from tunery.model.loader import load_tokenizer, model_class_for
+    from tunery.model.multimodal import load_processor
+    from tunery.train.kto import MediaKTOCollator, with_kl_completions
+    from tunery.train.pref_common import to_kto_columns
+
+    tokenizer = load_tokenizer(train_config(tiny_mllama, "unused").model)
+    media = MediaEncoder(load_processor(tiny_mllama), MediaSettings())
+    image = str(mllm_dir / "mllm_demo_data" / "1.jpg")
+    rows = []
+    for i, (question, reply) in enumerate((("<image>Who?", "He is Thomas Muller from Bayern Munich."),
+                                           ("<image>Who is the man in this picture, please?", "A cat."))):
+        record = {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": reply}],
+                  "tools": None, "chosen": None, "rejected": None, "kto_tag": i == 0, "images": [image],
+                  "videos": None, "audios": None, "_source": {"file": "t", "row": i}}
+        out = process_batch({k: [v] for k, v in record.items()}, stage="kto", tokenizer=tokenizer,
+                            template=get_template("auto", tokenizer), settings=ProcessSettings(cutoff_len=512),
+                            media=media)
+        assert out["_status"] == [0], out["_error"]
+        rows.append({k: v[0] for k, v in out.items() if not k.startswith("_")})
+    data = with_kl_completions(to_kto_columns(Dataset.from_list(rows)), 2)
+    batch = MediaKTOCollator(tokenizer.pad_token_id, media, 512)(list(data))
+    assert batch["KL_input_ids"].shape == batch["input_ids"].shape
+    assert batch["cross_attention_mask"].shape[1] == batch["input_ids"].shape[1]
+    model = model_class_for(AutoConfig.from_pretrained(tiny_mllama)).from_pretrained(tiny_mllama).eval()
+    media_inputs = {k: batch[k] for k in ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask")
+                    if k in batch}
+    with torch.no_grad():
+        for prefix in ("", "KL_"):
+            logits = model(input_ids=batch[f"{prefix}input_ids"], attention_mask=batch[f"{prefix}attention_mask"],
+                           **media_inputs).logits
+            assert torch.isfinite(logits).all()
