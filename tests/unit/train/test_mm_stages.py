@@ -431,3 +431,18 @@ def test_mllama_kl_rows_run_with_the_cross_attention_mask_of_their_prompts(tiny_
             logits = model(input_ids=batch[f"{prefix}input_ids"], attention_mask=batch[f"{prefix}attention_mask"],
                            **media_inputs).logits
             assert torch.isfinite(logits).all()
+
+
+def test_full_run_output_keeps_the_processor_and_trains_on_images_again(llava4, mllm_dir, tmp_path):
+    """A full sft of a VLM saves the processor files beside the weights: the output is a VLM folder
+    that the next run (here rm) loads with its processor and trains on images."""
+    from tunery.model.multimodal import load_processor
+
+    first = tmp_path / "sft"
+    run_train(_cfg(llava4, mllm_dir, first, "sft", dataset="mllm_demo", finetuning_type="full", max_steps=1))
+    assert (first / "processor_config.json").is_file()
+    assert load_processor(first).image_token == "<image>"
+    data = _preference_data(tmp_path / "data", mllm_dir)
+    second = tmp_path / "rm"
+    run_train(_cfg(first, data, second, "rm", max_steps=2))
+    assert all(torch.isfinite(torch.tensor(_log(second, "loss"))))
