@@ -58,12 +58,22 @@ def _tokenizer_and_template(cfg):
     return tokenizer, get_template(cfg.data.template, tokenizer, cfg.data)
 
 
+def _media(cfg):
+    """The model's processor when it is a vision/audio model and the named datasets have media columns
+    (media rows are then counted and previewed with their media tokens, as training sees them)."""
+    if not cfg.model.model_name_or_path:
+        return None
+    from tunery.train.media import media_encoder  # loads the processor (transformers): only when asked
+
+    return media_encoder(cfg)
+
+
 def run_check(cfg, own: dict[str, Any]) -> int:
     """Print each dataset's status, invalid rows and token lengths; 1 when a row or dataset is bad."""
     tokenizer, template = _tokenizer_and_template(cfg)
     from tunery.data.checker import check_datasets
 
-    results = check_datasets(cfg, tokenizer, template, cfg.finetuning.stage)
+    results = check_datasets(cfg, tokenizer, template, cfg.finetuning.stage, media=_media(cfg))
     bad = any(r.status in ("invalid_rows", "error") for r in results)
     if own.get("json"):
         print(json.dumps([asdict(r) for r in results], indent=2, ensure_ascii=False))
@@ -92,7 +102,8 @@ def run_preview(cfg, own: dict[str, Any]) -> int:
         raise ConfigError("preview needs --model_name_or_path (its tokenizer renders the examples)")
     from tunery.data.checker import preview_dataset
 
-    previews = preview_dataset(cfg, tokenizer, template, int(own.get("num", 3)), cfg.finetuning.stage)
+    previews = preview_dataset(cfg, tokenizer, template, int(own.get("num", 3)), cfg.finetuning.stage,
+                               media=_media(cfg))
     if own.get("json"):
         print(json.dumps(previews, indent=2, ensure_ascii=False))
         return 0

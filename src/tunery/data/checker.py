@@ -1,7 +1,8 @@
 """What ``tunery data check|preview|render`` compute, kept apart from printing (``cli/data.py`` prints).
 
 check: every dataset loads, every row converts (invalid rows with file/row/field/reason), and with
-a tokenizer the token-length distribution against ``cutoff_len``. preview: the exact rendered text
+a tokenizer the token-length distribution against ``cutoff_len`` (with a vision/audio model's
+processor, media rows count the media tokens it expands each placeholder into, as training does). preview: the exact rendered text
 of a few examples with the trained tokens marked, from the same processors training uses.
 """
 
@@ -22,7 +23,7 @@ from tunery.data.dataset_info import (
     read_dataset_info,
 )
 from tunery.data.loader import iter_dataset_records, load_dataset_records, record_features
-from tunery.data.media import readable_problem
+from tunery.data.media import MediaEncoder, readable_problem
 from tunery.data.pipeline import settings_for
 from tunery.data.processors import (
     FAILED,
@@ -32,6 +33,7 @@ from tunery.data.processors import (
     ProcessSettings,
     document_ids,
     document_text,
+    encode_record,
     has_media,
     process_batch,
     stage_kind,
@@ -71,19 +73,28 @@ def length_stats(lengths: list[int], cutoff_len: int) -> dict[str, Any]:
             "share_cut": round(cut / len(lengths), 4), "cutoff_len": cutoff_len}
 
 
-def full_length(record: dict[str, Any], tokenizer, template, stage: str) -> int:
-    """Tokens of the example before any truncation (pairwise: prompt + the longer reply)."""
+def full_length(record: dict[str, Any], tokenizer, template, stage: str, media: MediaEncoder | None = None) -> int:
+    """Tokens of the example before any truncation (pairwise: prompt + the longer reply).
+
+    ``media`` (a vision/audio model's processor): a media row counts each placeholder as the media
+    tokens the processor expands it into (loading the files); without it, the text tokens only."""
     kind = stage_kind(stage)
     if kind == "pt":
         return len(document_ids(document_text(record), tokenizer))
+    if media is None or not has_media(record):
+        media = None
     if kind == "pairwise":
-        return max(len(template.encode(tokenizer, [*record["messages"], record[side]], record.get("tools")).input_ids)
+        return max(len(encode_record(record, tokenizer, template, media, [*record["messages"], record[side]])[0])
                    for side in ("chosen", "rejected"))
-    return len(template.encode(tokenizer, record["messages"], record.get("tools")).input_ids)
+    return len(encode_record(record, tokenizer, template, media)[0])
 
 
-def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", max_problems: int = 20) -> list[DatasetCheck]:
-    """Check the datasets named in ``cfg.data`` (all local entries of dataset_info.json when none is named)."""
+def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", max_problems: int = 20,
+                   media: MediaEncoder | None = None) -> list[DatasetCheck]:
+    """Check the datasets named in ``cfg.data`` (all local entries of dataset_info.json when none is named).
+
+    ``media``: the model's processor (a vision/audio model), so media rows are encoded and counted
+    the way training does (each image's tokens as the processor expands them)."""
     data_args = cfg.data
     names = ",".join(n for n in (data_args.dataset, data_args.eval_dataset) if n)
     kind = stage_kind(stage)
@@ -109,7 +120,7 @@ def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", 
             continue
         own_stage = kind if explicit else _natural_stage(attr)
         report = ValidationReport(keep=max_problems)
-        policy = _Policy(check, tokenizer, template, own_stage, data_args, max_problems) \
+        policy = _Policy(check, tokenizer, template, own_stage, data_args, max_problems, media) \
             if tokenizer is not None and template is not None else None
         try:
             # one record at a time: memory stays flat however large the file (max_samples stops reading)
@@ -146,22 +157,25 @@ class _Policy:
     give the distribution (kept as a compact int array: 4 bytes per row).
     """
 
-    def __init__(self, check: DatasetCheck, tokenizer, template, stage: str, data_args: Any, max_problems: int):
+    def __init__(self, check: DatasetCheck, tokenizer, template, stage: str, data_args: Any, max_problems: int,
+                 media: MediaEncoder | None = None):
         settings = settings_for(data_args, stage)
         self.settings = ProcessSettings(settings.cutoff_len, settings.train_on_prompt, settings.mask_history, False)
         self.check, self.tokenizer, self.template, self.stage = check, tokenizer, template, stage
         self.data_args, self.max_problems = data_args, max_problems
+        self.media = media
         self.lengths = array("l")
         self.failed = 0
 
     def add(self, record: dict[str, Any]) -> None:
         check = self.check
         # pt documents are split into blocks, never cut or dropped; media rows need the model's processor
-        # to count their tokens (check does not load it): their text length is counted below
-        if stage_kind(self.stage) != "pt" and not has_media(record):
+        # to count their tokens: without it (a text-only model) their text length is counted below
+        media = self.media if has_media(record) else None
+        if stage_kind(self.stage) != "pt" and (media is not None or not has_media(record)):
             batch = {key: [record.get(key)] for key in record_features()}
             row = process_batch(batch, stage=self.stage, tokenizer=self.tokenizer, template=self.template,
-                                settings=self.settings)
+                                settings=self.settings, media=media)
             status = row["_status"][0]
             if status == FAILED:
                 field_name, reason = _field_of(row["_error"][0].split(": ", 1)[-1])
@@ -171,7 +185,7 @@ class _Policy:
                 return
             check.truncated += status == TRUNCATED
             check.dropped += status == REPLY_CUT
-        self.lengths.append(full_length(record, self.tokenizer, self.template, self.stage))
+        self.lengths.append(full_length(record, self.tokenizer, self.template, self.stage, media))
 
     def finish(self) -> None:
         check, cutoff = self.check, self.data_args.cutoff_len
@@ -230,14 +244,15 @@ def _wrap(text: str, trained: bool) -> str:
 
 
 def preview_records(records: list[dict[str, Any]], tokenizer, template, stage: str,
-                    settings: ProcessSettings) -> list[dict[str, Any]]:
-    """Per example: the rendered text, the marked text, ids, labels and counts, as training sees them."""
+                    settings: ProcessSettings, media: MediaEncoder | None = None) -> list[dict[str, Any]]:
+    """Per example: the rendered text, the marked text, ids, labels and counts, as training sees them
+    (``media``: a vision/audio model's processor expands each media placeholder, as in training)."""
     kind = stage_kind(stage)
     out = []
     for record in records:
         batch = {key: [record.get(key)] for key in record_features()}
         row = {k: v[0] for k, v in process_batch(batch, stage=stage, tokenizer=tokenizer, template=template,
-                                                 settings=settings).items()}
+                                                 settings=settings, media=media).items()}
         views = ([("chosen", row["chosen_input_ids"], row["chosen_labels"]),
                   ("rejected", row["rejected_input_ids"], row["rejected_labels"])]
                  if kind == "pairwise" else [("example", row["input_ids"], row["labels"])])
@@ -260,7 +275,8 @@ def preview_records(records: list[dict[str, Any]], tokenizer, template, stage: s
     return out
 
 
-def preview_dataset(cfg: Any, tokenizer, template, num: int = 3, stage: str | None = None) -> list[dict[str, Any]]:
+def preview_dataset(cfg: Any, tokenizer, template, num: int = 3, stage: str | None = None,
+                    media: MediaEncoder | None = None) -> list[dict[str, Any]]:
     """The first ``num`` examples of ``cfg.data.dataset`` as training sees them (``preview_records`` entries).
 
     One preview for ``tunery data preview`` and the web UI. ``stage`` defaults to ``cfg.finetuning.stage``;
@@ -276,7 +292,7 @@ def preview_dataset(cfg: Any, tokenizer, template, num: int = 3, stage: str | No
             break
         recs, _ = load_dataset_records(attr, stage_kind(stage), max_samples=num - len(records))
         records += recs
-    return preview_records(records[:num], tokenizer, template, stage, settings_for(cfg.data, stage))
+    return preview_records(records[:num], tokenizer, template, stage, settings_for(cfg.data, stage), media)
 
 
 def render_conversation(template, messages: Any, tools: Any = None, *, add_generation_prompt: bool = False,

@@ -80,7 +80,7 @@ def check_renderable(record: dict[str, Any], media: MediaEncoder | None = None, 
                         hint="use a vision/audio model, or remove the media columns from dataset_info.json")
 
 
-MEDIA_KINDS_OF_STAGE = ("sft", "unsupervised", "pairwise")  # pairwise: dpo (rm/orpo/simpo refuse it)
+MEDIA_KINDS_OF_STAGE = ("sft", "unsupervised", "pairwise", "kto")  # the stage decides (train/dpo.py, rm.py, kto.py)
 
 
 def media_columns_of(record: dict[str, Any]) -> dict[str, list[str]]:
@@ -330,19 +330,29 @@ def process_pairwise(batch: dict[str, list], *, tokenizer, template, settings: P
     return out
 
 
-def process_kto(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings) -> dict[str, list]:
-    """KTO: prompt + one reply with its desirable/undesirable ``label`` (trl's column names)."""
+def process_kto(batch: dict[str, list], *, tokenizer, template, settings: ProcessSettings,
+                media: MediaEncoder | None = None) -> dict[str, list]:
+    """KTO: prompt + one reply with its desirable/undesirable ``label`` (trl's column names).
+
+    With ``media`` the prompt holds the expanded media tokens (all of them, else the row is dropped)
+    and the media paths are kept beside the ids: they belong to the prompt, also in KTO's KL pairs."""
     keys = ["prompt_ids", "completion_ids", "label", "input_ids", "attention_mask", "labels", "_status", "_error"]
     out: dict[str, list] = {k: [] for k in keys}
-    for record in _records(batch, None, "kto"):
-        enc = template.encode(tokenizer, record["messages"], record.get("tools"))
-        prompt, reply = split_last_turn(enc)
+    if media is not None:
+        out.update({kind: [] for kind in KINDS})
+    for record in _records(batch, media, "kto"):
+        prompt, reply = split_last_turn(_Enc(*encode_record(record, tokenizer, template, media)))
         lengths = (len(prompt), [len(reply)])
+        full_prompt = prompt
         prompt, (reply,), status = fit_prompt_and_replies(prompt, [reply], settings.cutoff_len)
         reason = ""
         if not reply:
             status = REPLY_CUT
             reason = drop_reason(*lengths, settings.cutoff_len) if lengths[1][0] else "the template renders no reply"
+        elif media is not None and media.count_media_tokens(prompt) != media.count_media_tokens(full_prompt):
+            prompt, reply, status = [], [], REPLY_CUT
+            reason = media_cut_reason(media.count_media_tokens(full_prompt), sum(lengths[1]) + lengths[0],
+                                      settings.cutoff_len)
         out["_error"].append(_where(record, reason))
         out["prompt_ids"].append(prompt)
         out["completion_ids"].append(reply)
@@ -351,6 +361,9 @@ def process_kto(batch: dict[str, list], *, tokenizer, template, settings: Proces
         out["attention_mask"].append([1] * (len(prompt) + len(reply)))
         out["labels"].append([IGNORE_INDEX] * len(prompt) + reply)
         out["_status"].append(status)
+        if media is not None:
+            for kind, items in media_columns_of(record).items():
+                out[kind].append(items)
     return out
 
 

@@ -167,6 +167,47 @@ def model_class(family: Family) -> Any:
     return cls
 
 
+def sequence_classifier_class(family: Family) -> Any:
+    """A sequence-classification class (a reward model: score head on the language model's last
+    hidden state) for ``family``: transformers' own where it has one (Gemma 3), else transformers'
+    generic head (``GenericForSequenceClassification``, what its text families use) over the
+    family's base model (``AutoModel``: the vision tower, projector and language model, which takes
+    the same media inputs as the generation class). The checkpoint's ``model.*`` weights load into
+    it unchanged; the ``score`` head is new.
+
+    Raises ModelError when the family has no transformers base model (remote-code families)."""
+    import transformers  # the heavy library; imported when a model is about to load anyway
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
+    from transformers.modeling_layers import GenericForSequenceClassification
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if family.remote_code or family.model_type not in CONFIG_MAPPING:
+        raise ModelError(f"no reward-model (sequence classification) class for {family.model_type} models",
+                         hint="train the reward model on a family transformers has a base model for")
+    config_cls = CONFIG_MAPPING[family.model_type]
+    own = transformers.AutoModelForSequenceClassification._model_mapping
+    if config_cls in own:
+        return own[config_cls]
+    generation_cls = model_class(family)
+    mapping = getattr(generation_cls, "_model_mapping", None)
+    generation_cls = mapping[config_cls] if mapping is not None and config_cls in mapping else generation_cls
+    bases = [c for c in generation_cls.__mro__ if c.__name__.endswith("PreTrainedModel")
+             and c is not transformers.PreTrainedModel]
+    if not bases or config_cls not in transformers.AutoModel._model_mapping:
+        raise ModelError(f"no reward-model (sequence classification) class for {family.model_type} models",
+                         hint="train the reward model on a family transformers has a base model for")
+    name = generation_cls.__name__.replace("ForConditionalGeneration", "") + "ForSequenceClassification"
+    # Checkpoints saved in an older layout (Qwen-VL's top-level visual.*) load through the generation
+    # class's key renaming; the new class gets the same one (transformers looks it up by class name).
+    renaming = get_checkpoint_conversion_mapping(generation_cls.__name__)
+    if renaming is not None:
+        register_checkpoint_conversion_mapping(name, renaming, overwrite=True)
+    return type(name, (GenericForSequenceClassification, bases[0]), {"__module__": __name__})
+
+
 def load_processor(path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any) -> Any:
     """``AutoProcessor`` of a multimodal model folder: tokenizer + image/video/audio processors + chat template.
 

@@ -70,10 +70,30 @@ def _reference_free_trainer_cls(loss: str) -> type:
         from trl.experimental.cpo import CPOTrainer as Base
 
     class TokenizedTrainer(Base):
-        """ORPO/CPO trainer fed with Tunery's token ids instead of text."""
+        """ORPO/CPO trainer fed with Tunery's token ids instead of text.
+
+        With ``media`` (a vision/audio model's processor, set after construction) every forward pass
+        also gets the media tensors: trl's ORPO/CPO forward passes only ids and attention mask, so the
+        model call is wrapped to add them for the padded chosen + rejected ids it is given."""
+
+        media: MediaEncoder | None = None
 
         def tokenize_row(self, feature, model=None):  # noqa: ANN001
             return _legacy_row(feature, self.max_length)
+
+        def concatenated_forward(self, model, batch):  # noqa: ANN001
+            if self.media is None:
+                return super().concatenated_forward(model, batch)
+            n = len(batch["chosen_labels"])
+            rows = [{kind: (batch.get(MEDIA_COLUMNS[kind]) or [None] * n)[i] or [] for kind in KINDS}
+                    for i in range(n)]
+
+            def with_media(input_ids, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+                features = self.media.batch_features(rows + rows, input_ids)  # chosen rows, then rejected rows
+                features = {k: v.to(input_ids.device) if hasattr(v, "to") else v for k, v in features.items()}
+                return model(input_ids, *args, **kwargs, **features)
+
+            return super().concatenated_forward(with_media, batch)
 
     return TokenizedTrainer
 
@@ -128,7 +148,8 @@ def preference_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any,
                        ref_model: Any = None, callbacks: list | None = None, media: MediaEncoder | None = None) -> Any:
     """The trl trainer for ``cfg.finetuning.pref_loss``, with Tunery's callbacks and optimizer choices.
 
-    ``media`` (a vision/audio model's processor): DPO losses only; batches carry the media tensors."""
+    ``media`` (a vision/audio model's processor): DPO batches carry the media tensors (the collator);
+    orpo/simpo add them at each forward pass (trl's ORPO/CPO collators keep only ids)."""
     ft = cfg.finetuning
     trainer_cls, args = trainer_parts(ft, cfg.training, cfg.data.cutoff_len)
     if media is not None:
@@ -144,6 +165,8 @@ def preference_trainer(cfg: Any, model: Any, tokenizer: Any, train_dataset: Any,
                             trainer_cls=trainer_cls, args=args, callbacks=callbacks, **extra)
     if ft.pref_loss in DPO_LOSSES and ref_model is None:
         drop_reference_adapter(trainer.model)
+    if ft.pref_loss in REFERENCE_FREE_LOSSES:
+        trainer.media = media
     return trainer
 
 
@@ -161,9 +184,6 @@ class PreferenceStage:
 
     def load_data(self, cfg: Any, tokenizer: Any, template: Any) -> DatasetModule:
         self.media = media_encoder(cfg)
-        if self.media is not None and cfg.finetuning.pref_loss not in DPO_LOSSES:
-            raise ConfigError(f"pref_loss {cfg.finetuning.pref_loss} does not train on images, video or audio yet",
-                              hint=f"use pref_loss {' / '.join(DPO_LOSSES)} (stage dpo) for multimodal preference data")
         return get_dataset(cfg, tokenizer, template, self.name, media=self.media)
 
     def create_trainer(self, cfg: Any, tokenizer: Any, template: Any, data: DatasetModule,

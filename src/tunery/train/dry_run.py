@@ -21,7 +21,7 @@ from tunery.train.estimate import (
     parallelism,
     steps_for,
 )
-from tunery.train.media import media_encoder
+from tunery.train.media import MEDIA_STAGES, media_encoder
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def build_plan(cfg: Any, *, flops: float | None = None, bandwidth: float | None 
                     cutoff_len=cfg.data.cutoff_len, notes=_notes(cfg))
     tokenizer = load_tokenizer(cfg.model)
     template = get_template(cfg.data.template or "auto", tokenizer, cfg.data)
-    media = media_encoder(cfg) if ft.stage == "sft" else None  # a VLM's processor: media tokens count
+    media = media_encoder(cfg) if ft.stage in MEDIA_STAGES else None  # a VLM's processor: media tokens count
     data = get_dataset(cfg, tokenizer, template, ft.stage, media=media)
     counts = count_tokens(data.train_dataset, ft.stage)
     evaluation = data.eval_dataset

@@ -1,4 +1,4 @@
-"""The media encoder of a run: the one place a stage (sft, dpo, rm, kto) or the dry run learns whether
+"""The media encoder of a run: the one place a stage (sft, dpo/orpo/simpo, rm, kto) or the dry run learns whether
 its data carries images/videos/audios for a model that has a processor for them."""
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ from tunery.data.dataset_info import get_dataset_attrs
 from tunery.data.media import KINDS, MediaEncoder, MediaSettings
 from tunery.model.loader import resolve
 from tunery.model.multimodal import is_multimodal, load_processor
+
+# The stages that encode media rows through the model's processor (pt, ppo and grpo refuse media rows).
+MEDIA_STAGES = ("sft", "dpo", "orpo", "simpo", "rm", "kto")
 
 
 def media_encoder(cfg: Any) -> MediaEncoder | None:

@@ -22,6 +22,8 @@ from typing import Any
 from tunery import runlog
 from tunery.errors import ConfigError, ResourceError
 from tunery.logging import get_logger
+from tunery.model.loader import resolve
+from tunery.model.multimodal import PROCESSOR_FILES, is_multimodal
 from tunery.train.callbacks import SavePissaInit
 from tunery.train.continue_run import RUN_STAMP, read_stamp, read_state, wants_more_than, write_stamp
 from tunery.train.plotting import plot_run
@@ -41,6 +43,7 @@ RUN_FILES = (runlog.LOG_FILE, "train_results.json", "eval_results.json", "all_re
              "generation_config.json", "training_args.bin", "README.md", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
              "vocab.json", "merges.txt", "tokenizer.model", "processor_config.json", "preprocessor_config.json",
+             "video_preprocessor_config.json",
              # prediction after training
              "generated_predictions.jsonl", "predict_results.json")
 # Patterns of further run files (sharded weights, other plots) and folders (TensorBoard, PiSSA init).
@@ -219,6 +222,23 @@ def save_model(trainer: Any, cfg: Any) -> None:
         logger.info("PiSSA adapter converted to a plain LoRA adapter in %s", output_dir)
     else:
         trainer.save_model()
+    save_processor_files(cfg, output_dir)
+
+
+def save_processor_files(cfg: Any, output_dir: str) -> None:
+    """A vision/audio model's processor files (its base folder's) beside the saved model or adapter, so a
+    full/freeze output loads as that model again, media processor included (the Trainer saves only the
+    tokenizer). Files the save already wrote (the tokenizer's chat template) are kept."""
+    try:
+        base = resolve(cfg.model).path
+    except Exception:  # noqa: BLE001 - the run is saved; a base that no longer resolves has nothing to add
+        return
+    if not os.path.isdir(base) or not is_multimodal(base):
+        return
+    for name in PROCESSOR_FILES:
+        source, target = os.path.join(base, name), os.path.join(output_dir, name)
+        if os.path.isfile(source) and not os.path.exists(target):
+            shutil.copyfile(source, target)
 
 
 def write_model_card(trainer: Any, cfg: Any) -> None:

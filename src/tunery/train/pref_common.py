@@ -95,7 +95,11 @@ def to_kto_columns(dataset: Dataset) -> Dataset:
     """
     cols = set(dataset.column_names)
     if {"prompt_ids", "completion_ids", "label"} <= cols:
-        return dataset.select_columns(["prompt_ids", "completion_ids", "label"])
+        # a VLM's rows keep their media paths, renamed so trl does not take them for its own image column
+        media = [k for k in KINDS if k in cols]
+        kept = [MEDIA_COLUMNS[k] for k in KINDS if MEDIA_COLUMNS[k] in cols]
+        dataset = dataset.select_columns(["prompt_ids", "completion_ids", "label", *media, *kept])
+        return dataset.rename_columns({k: MEDIA_COLUMNS[k] for k in media}) if media else dataset
     tag = "kto_tag" if "kto_tag" in cols else "kto_tags" if "kto_tags" in cols else None
     if tag is None or not {"input_ids", "labels"} <= cols:
         raise DataError(

@@ -24,6 +24,7 @@ from tunery.config.finetuning_args import split_list
 from tunery.errors import ConfigError, ModelError
 from tunery.logging import get_logger
 from tunery.model.loader import default_device, pick_dtype, quantization_config, resolve
+from tunery.model.multimodal import family_of, sequence_classifier_class
 from tunery.plugins import load_callable
 from tunery.train.pref_common import is_peft, model_args_for
 
@@ -45,12 +46,27 @@ def load_sequence_classifier(tokenizer: Any, model_args: Any, training_args: Any
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": default_device()}
+    family = family_of(path) if os.path.isdir(path) else None
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        if family is None:
+            model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        else:  # a vision/audio-language model: the score head on its language model, media inputs kept
+            model, info = sequence_classifier_class(family).from_pretrained(path, output_loading_info=True, **kwargs)
+            _check_only_head_is_new(info, model_args.model_name_or_path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load {model_args.model_name_or_path} as a reward model: {exc}") from exc
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def _check_only_head_is_new(info: dict[str, Any], name: str) -> None:
+    """A multimodal reward model's weights must all come from the checkpoint but the new score head:
+    a family whose layout differs from its base model's would otherwise train a random model."""
+    missing = sorted(k for k in info.get("missing_keys") or () if not k.startswith("score."))
+    if missing:
+        raise ModelError(f"{name} does not load as a reward model: {len(missing)} weights are not in the "
+                         f"checkpoint (e.g. {missing[0]})",
+                         hint="this family's layout is not supported for stage rm; train it with stage dpo")
 
 
 def _reward_adapter_base(path: str) -> str | None:

@@ -103,14 +103,33 @@ def test_text_only_model_refuses_media_rows(parts, mllm_dir):
     assert out["_status"] == [FAILED] and "images would be silently left out" in out["_error"][0]
 
 
-def test_kto_and_pt_refuse_media_rows_until_supported(parts, mllm_dir):
+def test_pt_refuses_media_rows_until_supported(parts, mllm_dir):
     tokenizer, template, media = parts
     record = _record(str(mllm_dir / "mllm_demo_data" / "1.jpg"))
-    record["kto_tag"] = True
-    for stage, kind in (("kto", "kto"), ("pt", "pt")):
-        out = process_batch(_batch(record), stage=stage, tokenizer=tokenizer, template=template,
-                            settings=ProcessSettings(cutoff_len=512), media=media)
-        assert out["_status"] == [FAILED] and f"not supported by Tunery's {kind} stages yet" in out["_error"][0]
+    out = process_batch(_batch(record), stage="pt", tokenizer=tokenizer, template=template,
+                        settings=ProcessSettings(cutoff_len=512), media=media)
+    assert out["_status"] == [FAILED] and "not supported by Tunery's pt stages yet" in out["_error"][0]
+
+
+def test_kto_rows_hold_the_images_in_the_prompt_and_train_the_reply_only(parts, mllm_dir):
+    tokenizer, template, media = parts
+    image = str(mllm_dir / "mllm_demo_data" / "1.jpg")
+    record = {**_record(image, 2), "kto_tag": False}
+    out = process_batch(_batch(record), stage="kto", tokenizer=tokenizer, template=template,
+                        settings=ProcessSettings(cutoff_len=512), media=media)
+    assert out["_status"] == [OK] and out["label"] == [False] and out["images"] == [[image, image]]
+    sft = process_batch(_batch(record), stage="sft", tokenizer=tokenizer, template=template,
+                        settings=ProcessSettings(cutoff_len=512), media=media)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    prompt, reply = out["prompt_ids"][0], out["completion_ids"][0]
+    assert prompt.count(image_id) == 2 * TOKENS_PER_IMAGE and image_id not in reply
+    assert prompt + reply == out["input_ids"][0] and out["input_ids"][0] == sft["input_ids"][0][:len(prompt + reply)]
+    assert reply == tokenizer("A player.<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert out["labels"][0] == [IGNORE_INDEX] * len(prompt) + reply
+    # a cutoff that would cut into the image tokens drops the row with the reason
+    cut = process_batch(_batch(record), stage="kto", tokenizer=tokenizer, template=template,
+                        settings=ProcessSettings(cutoff_len=len(reply) + 4), media=media)
+    assert cut["_status"] == [REPLY_CUT] and "would cut into the example's" in cut["_error"][0]
 
 
 def test_collator_adds_pixel_values_that_match_the_image_tokens(parts, llava4, mllm_dir):
@@ -131,3 +150,45 @@ def test_collator_adds_pixel_values_that_match_the_image_tokens(parts, llava4, m
     with torch.no_grad():
         loss = model(**batch).loss  # the model checks image features == image tokens
     assert torch.isfinite(loss)
+
+
+def test_data_check_and_preview_count_the_media_tokens_the_processor_expands(llava4, mllm_dir):
+    """`tunery data check`/`preview` with a vision model: the token lengths of mllm_demo's rows are the
+    lengths training sees (each image 4 tokens), not the text alone."""
+    import contextlib
+    import io
+    import json
+
+    from tunery.cli import data as cli_data
+    from tunery.config import parse_config
+    from tunery.data.checker import check_datasets
+    from tunery.data.dataset_info import get_dataset_attrs
+    from tunery.data.loader import load_dataset_records
+    from tunery.model.loader import load_tokenizer
+    from tunery.train.media import media_encoder
+
+    cfg = parse_config("data", {"model_name_or_path": str(llava4), "dataset": "mllm_demo",
+                                "dataset_dir": str(mllm_dir), "template": "auto", "cutoff_len": 512})
+    tokenizer = load_tokenizer(cfg.model)
+    template = get_template("auto", tokenizer)
+    media = media_encoder(cfg)
+    records, _ = load_dataset_records(get_dataset_attrs("mllm_demo", str(mllm_dir))[0], "sft")
+    images = [len(r["images"] or []) for r in records]
+    text_only = [len(template.encode(tokenizer, r["messages"]).input_ids) for r in records]
+    expanded = [n + (TOKENS_PER_IMAGE - 1) * k for n, k in zip(text_only, images)]  # each <image> -> 4 tokens
+    (check,) = check_datasets(cfg, tokenizer, template, "sft", media=media)
+    assert check.status == "ok" and check.lengths["count"] == len(records)
+    assert check.lengths["max"] == max(expanded) and check.lengths["max"] != max(text_only)
+
+    for sub, extra in (("check", []), ("preview", ["--num", "2"])):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli_data.main([sub, "--model_name_or_path", str(llava4), "--dataset", "mllm_demo", "--dataset_dir",
+                                  str(mllm_dir), "--template", "auto", "--json", *extra]) == 0
+        report = json.loads(out.getvalue())
+        if sub == "check":
+            assert report[0]["lengths"]["max"] == max(expanded)
+        else:
+            assert [p["num_tokens"] for p in report] == expanded[:2]
+            assert all(p["input_ids"].count(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)) == TOKENS_PER_IMAGE * k
+                       for p, k in zip(report, images))

@@ -178,24 +178,6 @@ def test_dpo_on_images_trains_and_the_rewards_separate(llava4, mllm_dir, tmp_pat
     assert len(margins) == 12 and sum(margins[-3:]) / 3 > sum(margins[:3]) / 3 and margins[-1] > 0, margins
 
 
-def test_rm_orpo_and_kto_refuse_multimodal_data(llava4, mllm_dir, tmp_path):
-    from tunery.errors import ConfigError
-
-    data = _preference_data(tmp_path / "data", mllm_dir)
-    info = json.loads((data / "dataset_info.json").read_text())
-    info["mm_kto"] = {"file_name": "kto.json", "formatting": "sharegpt", "columns": {
-        "messages": "conversations", "kto_tag": "label", "images": "images"}}
-    (data / "dataset_info.json").write_text(json.dumps(info))
-    (data / "kto.json").write_text(json.dumps([{"conversations": [
-        {"from": "human", "value": "<image>Who?"}, {"from": "gpt", "value": "Muller."}], "label": True,
-        "images": ["mllm_demo_data/2.jpg"]}]))
-    for stage, name in (("rm", "mm_pref"), ("orpo", "mm_pref"), ("kto", "mm_kto")):
-        cfg = train_config(llava4, tmp_path / stage, stage=stage, dataset=name, dataset_dir=str(data),
-                           template="auto", max_steps=1)
-        with pytest.raises(ConfigError, match="does not train on images, video or audio yet"):
-            run_train(cfg)
-
-
 def test_preference_batches_carry_each_examples_images_for_chosen_and_rejected(llava4, mllm_dir):
     from datasets import Dataset
 
