@@ -428,6 +428,18 @@ def _kto_pair_removed(cfg: Any, command: str) -> None:
         raise ConfigError("pref_loss kto_pair was removed from trl", hint="use stage: kto with a kto_tag dataset")
 
 
+@rule("kto_needs_batch_of_two")
+def _kto_needs_batch_of_two(cfg: Any, command: str) -> None:
+    # trl's KTOTrainer pairs each prompt with another reply of the same batch for the KL term and
+    # refuses a batch of 1 when it builds the trainer; say so before anything loads.
+    if _trains(cfg, command) and cfg.finetuning.stage == "kto" and cfg.training.per_device_train_batch_size < 2:
+        raise ConfigError(
+            f"stage kto needs per_device_train_batch_size of at least 2, not "
+            f"{cfg.training.per_device_train_batch_size}: trl's KTO pairs each prompt with another reply of the "
+            "same batch for its KL term (LLaMA-Factory pairs them across the dataset)",
+            hint="set per_device_train_batch_size: 2 (halve gradient_accumulation_steps to keep the same update)")
+
+
 @rule("grpo_needs_rewards")
 def _grpo_needs_rewards(cfg: Any, command: str) -> None:
     rl = cfg.finetuning.rl

@@ -160,6 +160,10 @@ def test_llamafactory_example_yamls_parse(reference_dir):
             with pytest.raises(DependencyError, match="deepspeed"):
                 parse_config("train", raw, source=path)
             continue
+        if raw.get("stage") == "kto" and raw.get("per_device_train_batch_size", 8) < 2:  # trl's KL needs a pair
+            with pytest.raises(ConfigError, match="stage kto needs per_device_train_batch_size of at least 2"):
+                parse_config("train", raw, source=path)
+            continue
         cfg = parse_config("train", raw, source=path)
         for key in ("model_name_or_path", "dataset", "cutoff_len", "output_dir"):
             if key in raw:

@@ -35,7 +35,7 @@ NOT_EXAMPLES = {"extras/multi_tokens/tokens_cfg.yaml": "a token list read by new
 EXPECTED: dict[str, str | None] = {
     "train_lora/mossvl_lora_sft.yaml": MOSS_VL,
     "train_lora/qwen3_lora_dpo.yaml": None,
-    "train_lora/qwen3_lora_kto.yaml": None,
+    "train_lora/qwen3_lora_kto.yaml": "stage kto needs per_device_train_batch_size of at least 2",
     "train_lora/qwen3_lora_pretrain.yaml": None,
     "train_lora/qwen3_lora_reward.yaml": None,
     "train_lora/qwen3_lora_sft.yaml": None,

@@ -102,6 +102,8 @@ CASES = [
     ("label_smoothing_needs_sigmoid", "train", {"stage": "dpo", "pref_loss": "hinge", "dpo_label_smoothing": 0.1},
      ["dpo_label_smoothing", "pref_loss", "hinge"]),
     ("kto_pair_removed", "train", {"stage": "dpo", "pref_loss": "kto_pair"}, ["pref_loss", "kto_pair"]),
+    ("kto_needs_batch_of_two", "train", {"stage": "kto", "per_device_train_batch_size": 1},
+     ["stage kto", "per_device_train_batch_size", "at least 2"]),
     ("grpo_needs_rewards", "train", {"stage": "grpo"}, ["grpo", "reward_funcs", "reward_model"]),
     ("ppo_needs_reward_model", "train", {"stage": "ppo"}, ["ppo", "reward_model"]),
     ("lora_reward_model_needs_lora_policy", "train", {"stage": "ppo", "reward_model": "rm", "finetuning_type": "full"},
