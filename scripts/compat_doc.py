@@ -58,6 +58,15 @@ DIFFERENCES = """\
 - **`shift_attn`** (S^2-Attn) runs through a registered attention function on every model that
   dispatches attention through transformers' registry (not only Llama), and the wrapped group of the
   shifted heads keeps the causal order (LongLoRA's reference lets it see later tokens).
+- **Liger kernels and FP8 need CUDA, and say so at parse time.** Without a CUDA GPU,
+  `enable_liger_kernel: true` and `fp8: true` stop with one line ("enable_liger_kernel needs CUDA (...)")
+  where LLaMA-Factory would fail at the first kernel. On CUDA, Liger goes through transformers'
+  `use_liger_kernel` (patched in when training starts; on the pt/sft fast path Tunery's chunked loss stays
+  in place of Liger's fused cross-entropy, its RMSNorm/RoPE/SwiGLU kernels apply) and FP8 through
+  accelerate's `mixed_precision: fp8` with the backend's recipe (`fp8_backend: auto` takes the first of
+  torchao, Transformer Engine, MS-AMP installed). Packages: `pip install 'tunery[liger]'`, `'tunery[fp8]'`.
+- **Unsloth is refused**: it loads the model and builds LoRA with its own patched classes, which would
+  bypass Tunery's loader and peft adapters.
 - **LoftQ**: LLaMA-Factory 0.9.5 has no LoftQ setting (its LoRA initialisations are the default and
   `pissa_init`), so Tunery adds none either.
 - **`rope_scaling`** scales by a factor of 2; LLaMA-Factory derives the factor from `cutoff_len` and

@@ -14,7 +14,7 @@ Each key has one status:
   parser stops at parse time with ``reason`` (one line); set to the default (the feature stays off,
   as LLaMA-Factory's web UI writes it) it is accepted and changes nothing.
 
-Methods Tunery does not have yet (Liger/Unsloth/FP8, ...) are refused with "not supported by Tunery yet";
+Methods Tunery does not have yet (the torch profiler, LD-DPO, ...) are refused with "not supported by Tunery yet";
 whoever implements one flips its keys to ``honoured`` here (tests/unit/config/test_lf_keys.py then
 checks that a Tunery setting reads them).
 """
@@ -62,6 +62,11 @@ def no(feature: str, instead: str = "") -> str:
     return f"{feature} is not supported by Tunery" + (f": {instead}" if instead else "")
 
 
+# Unsloth's FastLanguageModel loads the model and builds LoRA with its own patched classes (and pins
+# transformers versions): there is no small way to put it under Tunery's loader and peft adapters.
+UNSLOTH = no("Unsloth", "it swaps in its own patched model classes and LoRA builder, bypassing Tunery's loader "
+             "and peft; for fused kernels on CUDA use enable_liger_kernel")
+
 LF_KEYS: dict[str, LFKey] = {
     # model_args.py
     "model_name_or_path": honoured(),
@@ -81,9 +86,9 @@ LF_KEYS: dict[str, LFKey] = {
     "flash_attn": honoured("fa3 needs the flash-attn 3 package; 'disabled' means eager attention"),
     "shift_attn": honoured("through a registered attention function (sdpa on the groups); the wrapped group keeps causal order"),
     "mixture_of_depths": refused(no("Mixture-of-Depths", "no maintained library provides it (LLaMA-Factory's MoD package is unmaintained)"), None),
-    "use_unsloth": refused(yet("Unsloth"), False),
-    "use_unsloth_gc": refused(yet("Unsloth"), False),
-    "enable_liger_kernel": refused(yet("Liger kernels"), False),
+    "use_unsloth": refused(UNSLOTH, False),
+    "use_unsloth_gc": refused(UNSLOTH, False),
+    "enable_liger_kernel": honoured("CUDA only (refused without it): transformers' use_liger_kernel, package liger-kernel"),
     "moe_aux_loss_coef": refused(yet("setting the MoE router loss coefficient", "the model config's value is used"), None),
     "disable_gradient_checkpointing": honoured(),
     "use_reentrant_gc": honoured(),
@@ -302,9 +307,9 @@ LF_KEYS: dict[str, LFKey] = {
     "profiler_profile_memory": refused(yet("the torch profiler"), True),
     "profiler_with_stack": refused(yet("the torch profiler"), True),
     "profile_modules": refused(yet("the torch profiler"), None),
-    "fp8": refused(yet("FP8 training"), False),
-    "fp8_backend": refused(yet("FP8 training"), 'auto'),
-    "fp8_enable_fsdp_float8_all_gather": refused(yet("FP8 training"), False),
+    "fp8": honoured("CUDA only (refused without it): accelerate's mixed_precision fp8 with the backend's recipe"),
+    "fp8_backend": honoured("auto takes the first of torchao, te, msamp installed (accelerate's order)"),
+    "fp8_enable_fsdp_float8_all_gather": honoured("torchao backend only (refused with te/msamp)"),
     "overwrite_output_dir": honoured("guards finished runs: without it Tunery will not write into a folder that holds one"),
     # names of older LLaMA-Factory releases
     "use_cache": honoured("LLaMA-Factory 0.9.5 calls it use_kv_cache"),

@@ -534,6 +534,47 @@ def _export_refuses_quantized_base(cfg: Any, command: str) -> None:
     )
 
 
+# ------------------------------------------------------------------------------- CUDA-only methods
+
+
+def _has_cuda() -> bool:
+    import torch  # heavy: config stays importable without torch (tunery --help); only these rules need it
+
+    return bool(torch.cuda.is_available())
+
+
+@rule("liger_kernel_needs_cuda")
+def _liger_kernel_needs_cuda(cfg: Any, command: str) -> None:
+    """Liger's kernels are Triton programs for NVIDIA GPUs; transformers applies them when training starts."""
+    key = "enable_liger_kernel" if cfg.model.enable_liger_kernel else "use_liger_kernel"
+    on = cfg.model.enable_liger_kernel or bool(getattr(cfg.training, "use_liger_kernel", False))
+    if _trains(cfg, command) and on and not _has_cuda():
+        raise ConfigError(f"{key} needs CUDA (Liger kernels are Triton GPU kernels, and torch sees no CUDA GPU here)",
+                          hint=f"drop {key} on this machine: without it the same model trains with torch's kernels")
+
+
+@rule("fp8_needs_cuda")
+def _fp8_needs_cuda(cfg: Any, command: str) -> None:
+    """FP8 matrix multiplies (torchao, Transformer Engine, MS-AMP) run on NVIDIA GPUs of the Hopper class or newer."""
+    if _trains(cfg, command) and cfg.training.fp8 and not _has_cuda():
+        raise ConfigError("fp8 needs CUDA (FP8 matrix multiplies run on NVIDIA GPUs of the Hopper class or newer, "
+                          "and torch sees no CUDA GPU here)", hint="drop fp8 on this machine (bf16/fp32 training)")
+
+
+@rule("fp8_options_need_fp8")
+def _fp8_options_need_fp8(cfg: Any, command: str) -> None:
+    t = cfg.training
+    if not _trains(cfg, command):
+        return
+    if not t.fp8 and (t.fp8_backend != "auto" or t.fp8_enable_fsdp_float8_all_gather):
+        key = "fp8_backend" if t.fp8_backend != "auto" else "fp8_enable_fsdp_float8_all_gather"
+        raise ConfigError(f"{key}: {getattr(t, key)} configures FP8 training, but fp8 is false",
+                          hint=f"set fp8: true, or drop {key}")
+    if t.fp8_enable_fsdp_float8_all_gather and t.fp8_backend in ("te", "msamp"):
+        raise ConfigError(f"fp8_enable_fsdp_float8_all_gather is an option of the torchao backend, not "
+                          f"fp8_backend: {t.fp8_backend}", hint="set fp8_backend: torchao, or drop the all-gather option")
+
+
 # ---------------------------------------------------------------------------------------- backends
 
 

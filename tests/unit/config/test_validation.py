@@ -10,6 +10,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import torch
 
 from tunery.config import GROUPS, FinetuningArguments, ModelArguments, parse_config
 from tunery.config.groups import settings_of
@@ -126,6 +127,12 @@ CASES = [
     ("zero3_refuses_quantization", "train", {"quantization_bit": 4, "deepspeed": ZERO3},
      ["quantization_bit: 4", "ZeRO-3"]),
     ("zero3_refuses_pissa_init", "train", {"pissa_init": True, "deepspeed": ZERO3}, ["pissa_init", "ZeRO-3"]),
+    ("liger_kernel_needs_cuda", "train", {"enable_liger_kernel": True}, ["enable_liger_kernel needs CUDA"]),
+    ("liger_kernel_needs_cuda", "train", {"use_liger_kernel": True}, ["use_liger_kernel needs CUDA"]),
+    ("fp8_needs_cuda", "train", {"fp8": True}, ["fp8 needs CUDA"]),
+    ("fp8_options_need_fp8", "train", {"fp8_backend": "te"}, ["fp8_backend: te", "fp8 is false"]),
+    ("fp8_options_need_fp8", "train", {"fp8_enable_fsdp_float8_all_gather": True},
+     ["fp8_enable_fsdp_float8_all_gather", "fp8 is false"]),
     ("export_refuses_quantized_base", "export", {"export_dir": "o", "quantization_bit": 4},
      ["quantization_bit: 4", "export_quantization_bit: 4"]),
     ("export_refuses_quantized_base", "export", {"export_dir": "o", "quantization_bit": 8, "adapter_name_or_path": "a"},
@@ -142,7 +149,8 @@ def _raw(command: str, extra: dict) -> dict:
 
 
 @pytest.mark.parametrize(("name", "command", "extra", "needles"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_each_rule_refuses_its_pair_and_names_the_settings(name, command, extra, needles):
+def test_each_rule_refuses_its_pair_and_names_the_settings(name, command, extra, needles, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CUDA-only rules refuse on any machine
     if "deepspeed" in extra:
         pytest.importorskip("deepspeed")  # without it parse_config refuses deepspeed first (tested below)
     raw = _raw(command, extra)
