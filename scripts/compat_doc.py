@@ -67,8 +67,13 @@ DIFFERENCES = """\
   torchao, Transformer Engine, MS-AMP installed). Packages: `pip install 'tunery[liger]'`, `'tunery[fp8]'`.
 - **Unsloth is refused**: it loads the model and builds LoRA with its own patched classes, which would
   bypass Tunery's loader and peft adapters.
-- **LoftQ**: LLaMA-Factory 0.9.5 has no LoftQ setting (its LoRA initialisations are the default and
-  `pissa_init`), so Tunery adds none either.
+- **LoftQ is Tunery's own setting**: LLaMA-Factory 0.9.5 has no key for it. `loftq_init: true` (with
+  `loftq_bits`: 4 or 8, `loftq_iter`) starts a new LoRA adapter through peft's LoftQ
+  (`init_lora_weights: loftq`): the adapted weights of the base become their quantized values and the
+  adapter the rank-`lora_rank` fit of the quantization error, so use the adapter with the base loaded
+  in `quantization_bit: loftq_bits`. peft's LoftQ runs on CUDA (or XPU) only, quantizes the base itself
+  (so `quantization_bit` is refused with it) and leaves the fit unscaled (so `lora_alpha` defaults to,
+  and must equal, `lora_rank`; no rsLoRA). Package: `pip install 'tunery[loftq]'`.
 - **`rope_scaling`** scales by a factor of 2; LLaMA-Factory derives the factor from `cutoff_len` and
   the model's context length.
 """

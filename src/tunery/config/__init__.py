@@ -162,6 +162,9 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
                 require("liger_kernel", "enable_liger_kernel: true (Liger kernels)", "liger", package="liger-kernel")
             if cfg.training.fp8:
                 require_fp8_backend(cfg.training.fp8_backend)
+            if cfg.finetuning.loftq_init:  # peft's LoftQ quantizes with bitsandbytes and needs scipy
+                require("bitsandbytes", "loftq_init: true (peft's LoftQ)", "loftq")
+                require("scipy", "loftq_init: true (peft's LoftQ)", "loftq")
         if command == "train" and cfg.training.use_ray:  # the setting or USE_RAY=1
             require("ray", "use_ray: true (Ray Train)", "ray")
     return cfg

@@ -49,7 +49,7 @@ class FreezeArguments:
 
 @dataclass
 class LoraArguments:
-    """finetuning_type: lora — adapter shape, initialisation and LoRA+ / DoRA / rsLoRA / PiSSA."""
+    """finetuning_type: lora — adapter shape, initialisation and LoRA+ / DoRA / rsLoRA / PiSSA / LoftQ."""
 
     additional_target: str | None = field(
         default=None,
@@ -57,7 +57,7 @@ class LoraArguments:
                   "domain": "module names, checked against the loaded model"},
     )
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank.", "min": 1})
-    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 x rank).", "min": 1})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 x rank; rank with loftq_init).", "min": 1})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout.", "min": 0, "lt": 1})
     lora_target: str = field(
         default="all",
@@ -73,11 +73,21 @@ class LoraArguments:
         default=16, metadata={"help": "PiSSA fast-SVD iterations (-1: exact SVD).", "min": -1, "nonzero": True}
     )
     pissa_convert: bool = field(default=False, metadata={"help": "Save PiSSA as a plain LoRA adapter."})
+    # LoftQ (Tunery's own setting: LLaMA-Factory 0.9.5 has none), through peft's init_lora_weights="loftq"
+    loftq_init: bool = field(
+        default=False,
+        metadata={"help": "Initialize LoRA with LoftQ (peft; CUDA only): the base's weights become their "
+                          "loftq_bits-quantized values and the adapter starts as a low-rank fit of the quantization "
+                          "error. The adapter then belongs to the base loaded with quantization_bit: loftq_bits."},
+    )
+    loftq_bits: int = field(default=4, metadata={"help": "LoftQ: quantization bits (4: nf4, 8: int8).",
+                                                 "choices": (4, 8)})
+    loftq_iter: int = field(default=1, metadata={"help": "LoftQ: alternating quantize / low-rank-fit steps.", "min": 1})
     create_new_adapter: bool = field(default=False, metadata={"help": "New adapter on top of the loaded one."})
 
     def __post_init__(self) -> None:
-        if self.lora_alpha is None:
-            self.lora_alpha = self.lora_rank * 2
+        if self.lora_alpha is None:  # LoftQ's factors assume a LoRA scale of 1 (peft does not rescale them)
+            self.lora_alpha = self.lora_rank if self.loftq_init else self.lora_rank * 2
 
 
 @dataclass

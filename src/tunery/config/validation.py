@@ -575,6 +575,54 @@ def _fp8_options_need_fp8(cfg: Any, command: str) -> None:
                           f"fp8_backend: {t.fp8_backend}", hint="set fp8_backend: torchao, or drop the all-gather option")
 
 
+def _has_cuda_or_xpu() -> bool:
+    import torch  # heavy: see _has_cuda
+
+    return bool(torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()))
+
+
+def _loftq(cfg: Any, command: str) -> bool:
+    ft = cfg.finetuning
+    return _trains(cfg, command) and ft.finetuning_type == "lora" and ft.lora.loftq_init and _new_adapter(cfg)
+
+
+@rule("loftq_needs_full_precision")
+def _loftq_needs_full_precision(cfg: Any, command: str) -> None:
+    bits = cfg.model.quantization_bit
+    if _loftq(cfg, command) and bits is not None:
+        raise ConfigError(f"loftq_init quantizes the base itself, and peft's LoftQ must not be given a quantized model "
+                          f"(quantization_bit: {bits})",
+                          hint="drop quantization_bit for the LoftQ run; load the base with quantization_bit: "
+                               f"{cfg.finetuning.lora.loftq_bits} when you use the adapter")
+
+
+@rule("loftq_scale_is_one")
+def _loftq_scale_is_one(cfg: Any, command: str) -> None:
+    """peft puts the low-rank fit of the quantization error into A and B unscaled, so LoRA's scale must be 1."""
+    lora = cfg.finetuning.lora
+    if _loftq(cfg, command) and (lora.use_rslora or lora.lora_alpha != lora.lora_rank):
+        got = "use_rslora: true" if lora.use_rslora else f"lora_alpha: {lora.lora_alpha} with lora_rank: {lora.lora_rank}"
+        raise ConfigError(f"loftq_init starts the adapter at the fit of the quantization error with a LoRA scale of 1, "
+                          f"which needs lora_alpha equal to lora_rank and no rsLoRA (got {got})",
+                          hint="drop lora_alpha (with loftq_init it defaults to lora_rank) and use_rslora")
+
+
+@rule("one_lora_init")
+def _one_lora_init(cfg: Any, command: str) -> None:
+    lora = cfg.finetuning.lora
+    if _trains(cfg, command) and lora.pissa_init and lora.loftq_init:
+        raise ConfigError("pissa_init and loftq_init each choose how the LoRA adapter starts; only one can",
+                          hint="keep one of pissa_init, loftq_init")
+
+
+@rule("loftq_needs_cuda")
+def _loftq_needs_cuda(cfg: Any, command: str) -> None:
+    """peft's LoftQ quantizes each weight with bitsandbytes on a CUDA (or XPU) device, whatever the model's device."""
+    if _loftq(cfg, command) and not _has_cuda_or_xpu():
+        raise ConfigError("loftq_init needs CUDA (peft's LoftQ quantizes the weights with bitsandbytes on a CUDA or "
+                          "XPU device, and torch sees none here)", hint="drop loftq_init on this machine")
+
+
 # ---------------------------------------------------------------------------------------- backends
 
 

@@ -360,10 +360,19 @@ def llama_pro_layer_ids(n_layers: int, n_expand: int) -> list[int]:
 
 
 def lora_init_weights(finetuning_args: FinetuningArguments) -> bool | str:
-    """peft's ``init_lora_weights`` value: default init, or PiSSA (fast SVD unless pissa_iter == -1)."""
+    """peft's ``init_lora_weights`` value: default init, PiSSA (fast SVD unless pissa_iter == -1), or LoftQ."""
+    if finetuning_args.loftq_init:
+        return "loftq"
     if not finetuning_args.pissa_init:
         return True
     return "pissa" if finetuning_args.pissa_iter == -1 else f"pissa_niter_{finetuning_args.pissa_iter}"
+
+
+def loftq_config(finetuning_args: FinetuningArguments) -> dict[str, int] | None:
+    """peft's ``loftq_config`` (LoftQConfig's fields) when ``loftq_init`` is on, else None."""
+    if not finetuning_args.loftq_init:
+        return None
+    return {"loftq_bits": finetuning_args.loftq_bits, "loftq_iter": finetuning_args.loftq_iter}
 
 
 def _modules_to_save(model: PreTrainedModel, model_args: ModelArguments, finetuning_args: FinetuningArguments) -> list[str]:
@@ -432,6 +441,7 @@ def build_lora_config(model: PreTrainedModel, model_args: ModelArguments, finetu
         use_rslora=finetuning_args.use_rslora,
         use_dora=finetuning_args.use_dora,
         init_lora_weights=lora_init_weights(finetuning_args),
+        loftq_config=loftq_config(finetuning_args) or {},
     )
 
 
@@ -505,6 +515,10 @@ def apply_lora(model: PreTrainedModel, model_args: ModelArguments, finetuning_ar
                 " (rsLoRA)" if config.use_rslora else "", " (DoRA)" if config.use_dora else "",
                 " (PiSSA init)" if finetuning_args.pissa_init else "",
             )
+        if finetuning_args.loftq_init:
+            logger.info("LoftQ init: the base's adapted weights now hold their %d-bit quantized values; use the "
+                        "adapter with that base loaded in %d bit (quantization_bit: %d)", finetuning_args.loftq_bits,
+                        finetuning_args.loftq_bits, finetuning_args.loftq_bits)
     _cast_trainable_to_fp32(model)
     return model
 
