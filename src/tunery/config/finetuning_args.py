@@ -133,6 +133,11 @@ class PreferenceArguments:
     kto_chosen_weight: float = field(default=1.0, metadata={"help": "KTO weight of desirable examples.", "min": 0})
     kto_rejected_weight: float = field(default=1.0, metadata={"help": "KTO weight of undesirable examples.", "min": 0})
     simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target reward margin.", "min": 0})
+    ld_alpha: float | None = field(
+        default=None,
+        metadata={"help": "LD-DPO (dpo losses, through trl): weight of the log-probabilities of response tokens past "
+                          "the shorter response's length (1: plain DPO, 0: those tokens ignored).", "min": 0, "max": 1},
+    )
     ref_model: str | None = field(default=None, metadata={"help": "Reference model for DPO/KTO/PPO.", "domain": PATH})
     ref_model_adapters: str | None = field(
         default=None, metadata={"help": "Adapters of the reference model.", "domain": PATH}
@@ -319,6 +324,11 @@ class FinetuningArguments:
         metadata={"help": "sft: EAFT loss, each token's cross-entropy weighted by (top-20 entropy / 3) ** eaft_alpha."},
     )
     eaft_alpha: float = field(default=1.0, metadata={"help": "EAFT: power of the entropy weight.", "min": 0})
+    pure_bf16: bool = field(
+        default=False,
+        metadata={"help": "Train in pure bf16 (CUDA GPUs with bf16): weights load in bf16 and the trained ones stay "
+                          "bf16 (no fp32 copies; LLaMA-Factory's pure_bf16)."},
+    )
     use_adam_mini: bool = field(
         default=False, metadata={"help": "Train with Adam-mini (one learning rate per parameter block; package adam-mini)."}
     )

@@ -422,6 +422,16 @@ def _label_smoothing_needs_sigmoid(cfg: Any, command: str) -> None:
         )
 
 
+@rule("ld_alpha_is_dpo")
+def _ld_alpha_is_dpo(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    if command == "train" and ft.preference.ld_alpha is not None and (
+            ft.stage != "dpo" or ft.pref_loss not in ("sigmoid", "hinge", "ipo")):
+        raise ConfigError(f"ld_alpha (LD-DPO) weights the log-probabilities of trl's DPO losses, not stage {ft.stage} "
+                          f"with pref_loss {ft.pref_loss}",
+                          hint="drop ld_alpha, or use stage: dpo with pref_loss sigmoid, hinge or ipo")
+
+
 @rule("kto_pair_removed")
 def _kto_pair_removed(cfg: Any, command: str) -> None:
     if cfg.finetuning.stage == "dpo" and cfg.finetuning.pref_loss == "kto_pair":
@@ -559,6 +569,14 @@ def _fp8_needs_cuda(cfg: Any, command: str) -> None:
     if _trains(cfg, command) and cfg.training.fp8 and not _has_cuda():
         raise ConfigError("fp8 needs CUDA (FP8 matrix multiplies run on NVIDIA GPUs of the Hopper class or newer, "
                           "and torch sees no CUDA GPU here)", hint="drop fp8 on this machine (bf16/fp32 training)")
+
+
+@rule("pure_bf16_needs_cuda")
+def _pure_bf16_needs_cuda(cfg: Any, command: str) -> None:
+    """Pure bf16 trains bf16 weights without fp32 copies: fast only where the GPU computes in bf16."""
+    if _trains(cfg, command) and cfg.finetuning.pure_bf16 and not _has_cuda():
+        raise ConfigError("pure_bf16 needs CUDA (bf16 weights train fast only on a GPU that computes in bf16, and "
+                          "torch sees no CUDA GPU here)", hint="drop pure_bf16 on this machine (training runs in fp32)")
 
 
 @rule("fp8_options_need_fp8")

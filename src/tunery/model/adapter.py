@@ -86,7 +86,8 @@ def prepare_for_training(
     else:  # the config layer already restricts the values; keep a clear error for direct callers
         raise ConfigError(f"unknown finetuning_type '{kind}'", hint="choose lora, oft, freeze or full")
 
-    if kind not in ("lora", "oft") and not finetuning_args.badam.use_badam:  # BAdam keeps fp32 copies of the active block itself
+    # BAdam keeps fp32 copies of the active block itself; pure_bf16 trains the bf16 weights as they are
+    if kind not in ("lora", "oft") and not finetuning_args.badam.use_badam and not finetuning_args.pure_bf16:
         _cast_trainable_to_fp32(model)
     log_parameter_counts(model, print_each=model_args.print_param_status)
     return model
@@ -519,7 +520,8 @@ def apply_lora(model: PreTrainedModel, model_args: ModelArguments, finetuning_ar
             logger.info("LoftQ init: the base's adapted weights now hold their %d-bit quantized values; use the "
                         "adapter with that base loaded in %d bit (quantization_bit: %d)", finetuning_args.loftq_bits,
                         finetuning_args.loftq_bits, finetuning_args.loftq_bits)
-    _cast_trainable_to_fp32(model)
+    if not finetuning_args.pure_bf16:
+        _cast_trainable_to_fp32(model)
     return model
 
 

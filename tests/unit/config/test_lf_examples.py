@@ -54,7 +54,7 @@ EXPECTED: dict[str, str | None] = {
     "train_qlora/qwen3_lora_sft_bnb_npu.yaml": None,
     "train_qlora/qwen3_lora_sft_otfq.yaml": None,
     "extras/adam_mini/qwen2_full_sft.yaml": None,  # implemented (make test installs its package)
-    "extras/apollo/llama3_full_sft.yaml": "pure bf16 training is not supported",
+    "extras/apollo/llama3_full_sft.yaml": "pure_bf16 needs CUDA",
     "extras/asft/llama2_full_asft.yaml": "dataset 'med' is not in|deepspeed",  # its data is not in LF's data/
     "extras/asft/qwen2_full_asft.yaml": "dataset 'math' is not in|deepspeed",
     "extras/badam/llama3_full_sft.yaml": None,
@@ -65,7 +65,7 @@ EXPECTED: dict[str, str | None] = {
     "extras/fp8/llama3_fp8_deepspeed_sft.yaml": "fp8 needs CUDA|deepspeed",
     "extras/fp8/llama3_fp8_fsdp_sft.yaml": "transformers 5 removed it",
     "extras/fsdp_qlora/llama3_lora_sft.yaml": None,
-    "extras/galore/llama3_full_sft.yaml": "pure bf16 training is not supported",
+    "extras/galore/llama3_full_sft.yaml": "pure_bf16 needs CUDA",
     "extras/llama_pro/llama3_freeze_sft.yaml": "freeze_trainable_layers 8 does not fit a model with 2 layers",  # needs `tunery expand` first
     "extras/loraplus/llama3_lora_sft.yaml": None,
     "extras/mod/llama3_full_sft.yaml": "Mixture-of-Depths is not supported by Tunery: no maintained library",

@@ -107,3 +107,31 @@ def test_fp8_backend_auto_takes_the_first_installed(monkeypatch):
     monkeypatch.setattr(sys.modules["accelerate.utils.dataclasses"], "is_transformer_engine_available", lambda: True)
     te = types.SimpleNamespace(fp8=True, fp8_backend="te", fp8_enable_fsdp_float8_all_gather=False)
     assert isinstance(fp8_recipe(te), TERecipeKwargs)
+
+
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_pure_bf16_needs_cuda_and_trains_bf16_weights(kind, tiny_chatml_model, tmp_path, monkeypatch):
+    from tests.unit.train_utils import train_config
+    from tunery.model.loader import load_model, load_tokenizer
+
+    _cuda(monkeypatch, False)
+    with pytest.raises(ConfigError) as err:
+        parse_config("train", {**TRAIN, "pure_bf16": True})
+    assert err.value.message.startswith("pure_bf16 needs CUDA (")
+
+    _cuda(monkeypatch, True)
+
+    def trained_dtypes(**overrides):
+        cfg = train_config(tiny_chatml_model, tmp_path / "out", use_cpu=True, finetuning_type=kind, **overrides)
+        model = load_model(load_tokenizer(cfg.model), cfg.model, cfg.finetuning, is_trainable=True,
+                           training_args=cfg.training)
+        return ({p.dtype for p in model.parameters() if p.requires_grad},
+                {p.dtype for p in model.parameters() if not p.requires_grad})
+
+    trained, frozen = trained_dtypes(pure_bf16=True)
+    if kind == "full":
+        assert trained == {torch.bfloat16}  # loaded bf16 and trained as it is: no fp32 copies
+    else:
+        assert frozen == {torch.bfloat16}  # the base in bf16; peft keeps its adapter weights fp32 (as in LLaMA-Factory)
+    trained, frozen = trained_dtypes()  # without it (and without bf16: true) the model loads and trains in fp32
+    assert trained == {torch.float32} and frozen <= {torch.float32}
