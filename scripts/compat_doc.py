@@ -77,8 +77,6 @@ DIFFERENCES = """\
   in `quantization_bit: loftq_bits`. peft's LoftQ runs on CUDA (or XPU) only, quantizes the base itself
   (so `quantization_bit` is refused with it) and leaves the fit unscaled (so `lora_alpha` defaults to,
   and must equal, `lora_rank`; no rsLoRA). Package: `pip install 'tunery[loftq]'`.
-- **`rope_scaling`** scales by a factor of 2; LLaMA-Factory derives the factor from `cutoff_len` and
-  the model's context length.
 """
 
 

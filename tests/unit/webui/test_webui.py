@@ -569,8 +569,9 @@ def test_generated_settings_sit_in_the_boards_sections():
     for name in ("default_system", "tool_format", "enable_thinking", "preserve_thinking"):
         assert section[name] == "template", name
     for name in ("flash_attn", "enable_liger_kernel", "use_liger_kernel", "fp8", "fp8_backend",
-                 "fp8_enable_fsdp_float8_all_gather"):
+                 "fp8_enable_fsdp_float8_all_gather", "pure_bf16"):
         assert section[name] == "booster", name
+    assert section["ld_alpha"] == "RLHF"
     for name in ("pissa_init", "loftq_init", "loftq_bits", "loftq_iter"):
         assert section[name] == "LoRA", name
     assert "use_unsloth" not in section and "use_unsloth_gc" not in section  # refused: never offered
