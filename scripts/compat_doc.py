@@ -60,14 +60,14 @@ DIFFERENCES = """\
   shifted heads keeps the causal order (LongLoRA's reference lets it see later tokens).
 - **Liger kernels, FP8 and pure bf16 need CUDA, and say so at parse time.** Without a CUDA GPU,
   `enable_liger_kernel: true`, `fp8: true` and `pure_bf16: true` stop with one line
-  ("enable_liger_kernel needs CUDA (...)") where LLaMA-Factory would fail at the first kernel. On CUDA, Liger goes through transformers'
+  ("enable_liger_kernel needs CUDA (...)"); LLaMA-Factory stops early only for `pure_bf16`, the others
+  fail at their first kernel. On CUDA, Liger goes through transformers'
   `use_liger_kernel` (patched in when training starts; on the pt/sft fast path Tunery's chunked loss stays
   in place of Liger's fused cross-entropy, its RMSNorm/RoPE/SwiGLU kernels apply) and FP8 through
   accelerate's `mixed_precision: fp8` with the backend's recipe (`fp8_backend: auto` takes the first of
   torchao, Transformer Engine, MS-AMP installed). Packages: `pip install 'tunery[liger]'`, `'tunery[fp8]'`.
 - **`ld_alpha`** (LD-DPO) goes through trl's DPO, which down-weights the tokens past the shorter
   reply in the reference model's log-probabilities as well; LLaMA-Factory does it for the policy only.
-- **`pure_bf16`** trains on CUDA only (as LLaMA-Factory, which stops on a device without bf16).
 - **Unsloth is refused**: it loads the model and builds LoRA with its own patched classes, which would
   bypass Tunery's loader and peft adapters.
 - **LoftQ is Tunery's own setting**: LLaMA-Factory 0.9.5 has no key for it. `loftq_init: true` (with
