@@ -58,10 +58,25 @@ DIFFERENCES = """\
 - **`shift_attn`** (S^2-Attn) runs through a registered attention function on every model that
   dispatches attention through transformers' registry (not only Llama), and the wrapped group of the
   shifted heads keeps the causal order (LongLoRA's reference lets it see later tokens).
-- **LoftQ**: LLaMA-Factory 0.9.5 has no LoftQ setting (its LoRA initialisations are the default and
-  `pissa_init`), so Tunery adds none either.
-- **`rope_scaling`** scales by a factor of 2; LLaMA-Factory derives the factor from `cutoff_len` and
-  the model's context length.
+- **Liger kernels, FP8 and pure bf16 need CUDA, and say so at parse time.** Without a CUDA GPU,
+  `enable_liger_kernel: true`, `fp8: true` and `pure_bf16: true` stop with one line
+  ("enable_liger_kernel needs CUDA (...)"); LLaMA-Factory stops early only for `pure_bf16`, the others
+  fail at their first kernel. On CUDA, Liger goes through transformers'
+  `use_liger_kernel` (patched in when training starts; on the pt/sft fast path Tunery's chunked loss stays
+  in place of Liger's fused cross-entropy, its RMSNorm/RoPE/SwiGLU kernels apply) and FP8 through
+  accelerate's `mixed_precision: fp8` with the backend's recipe (`fp8_backend: auto` takes the first of
+  torchao, Transformer Engine, MS-AMP installed). Packages: `pip install 'tunery[liger]'`, `'tunery[fp8]'`.
+- **`ld_alpha`** (LD-DPO) goes through trl's DPO, which down-weights the tokens past the shorter
+  reply in the reference model's log-probabilities as well; LLaMA-Factory does it for the policy only.
+- **Unsloth is refused**: it loads the model and builds LoRA with its own patched classes, which would
+  bypass Tunery's loader and peft adapters.
+- **LoftQ is Tunery's own setting**: LLaMA-Factory 0.9.5 has no key for it. `loftq_init: true` (with
+  `loftq_bits`: 4 or 8, `loftq_iter`) starts a new LoRA adapter through peft's LoftQ
+  (`init_lora_weights: loftq`): the adapted weights of the base become their quantized values and the
+  adapter the rank-`lora_rank` fit of the quantization error, so use the adapter with the base loaded
+  in `quantization_bit: loftq_bits`. peft's LoftQ runs on CUDA (or XPU) only, quantizes the base itself
+  (so `quantization_bit` is refused with it) and leaves the fit unscaled (so `lora_alpha` defaults to,
+  and must equal, `lora_rank`; no rsLoRA). Package: `pip install 'tunery[loftq]'`.
 """
 
 

@@ -6,6 +6,7 @@ names LLaMA-Factory uses, so its YAML files parse unchanged.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from tunery.config.groups import settings_of
 from tunery.config.model_args import ModelArguments
 from tunery.config.parser import build_dataclasses, dump_config, load_raw_config
 from tunery.config.validation import deepspeed_config, validate
-from tunery.errors import require
+from tunery.errors import DependencyError, require
 from tunery.logging import get_logger
 
 logger = get_logger(__name__)
@@ -58,6 +59,14 @@ OPTIONAL_PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("use_adam_mini", "adam_mini", "adam-mini"),
     ("use_badam", "badam", "badam"),
 )
+
+# fp8_backend -> (module, pip package, tunery extra) of the FP8 library accelerate drives; "auto" takes the
+# first one installed, in this order (accelerate's own order). MS-AMP is not on PyPI (no extra).
+FP8_BACKENDS: dict[str, tuple[str, str, str | None]] = {
+    "torchao": ("torchao", "torchao", "fp8"),
+    "te": ("transformer_engine", "transformer-engine", "fp8-te"),
+    "msamp": ("msamp", "msamp", None),
+}
 
 
 def group_class(name: str) -> type:
@@ -148,9 +157,37 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
         for key, module, extra in OPTIONAL_PACKAGES:
             if str(raw.get(key, False)).lower() in ("true", "1", "yes"):
                 require(module, f"{key}: true", extra)
+        if command == "train" and cfg.training.do_train:  # CUDA-only training methods (refused above without CUDA)
+            if cfg.model.enable_liger_kernel or cfg.training.use_liger_kernel:
+                require("liger_kernel", "enable_liger_kernel: true (Liger kernels)", "liger", package="liger-kernel")
+            if cfg.training.fp8:
+                require_fp8_backend(cfg.training.fp8_backend)
+            if cfg.finetuning.loftq_init:  # peft's LoftQ quantizes with bitsandbytes and needs scipy
+                require("bitsandbytes", "loftq_init: true (peft's LoftQ)", "loftq")
+                require("scipy", "loftq_init: true (peft's LoftQ)", "loftq")
         if command == "train" and cfg.training.use_ray:  # the setting or USE_RAY=1
             require("ray", "use_ray: true (Ray Train)", "ray")
     return cfg
+
+
+def fp8_backend_in_use(backend: str) -> str:
+    """The FP8 library ``fp8_backend`` names ("auto": the first of FP8_BACKENDS installed, else "torchao")."""
+    if backend != "auto":
+        return backend
+    return next((name for name, (module, _, _) in FP8_BACKENDS.items() if importlib.util.find_spec(module)), "torchao")
+
+
+def require_fp8_backend(backend: str) -> str:
+    """The FP8 library of ``fp8_backend`` ("torchao", "te" or "msamp"); DependencyError saying how to install it."""
+    name = fp8_backend_in_use(backend)
+    module, package, extra = FP8_BACKENDS[name]
+    try:
+        require(module, f"fp8: true (fp8_backend: {backend})", extra, package=package)
+    except DependencyError as err:
+        if extra is None:
+            err.hint = "MS-AMP is built from its source (Azure/MS-AMP); or use fp8_backend: torchao (pip install 'tunery[fp8]')"
+        raise
+    return name
 
 
 def _resolve_defaults(cfg: RunConfig, command: str) -> None:

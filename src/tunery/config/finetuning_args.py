@@ -49,7 +49,7 @@ class FreezeArguments:
 
 @dataclass
 class LoraArguments:
-    """finetuning_type: lora — adapter shape, initialisation and LoRA+ / DoRA / rsLoRA / PiSSA."""
+    """finetuning_type: lora — adapter shape, initialisation and LoRA+ / DoRA / rsLoRA / PiSSA / LoftQ."""
 
     additional_target: str | None = field(
         default=None,
@@ -57,7 +57,7 @@ class LoraArguments:
                   "domain": "module names, checked against the loaded model"},
     )
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank.", "min": 1})
-    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 x rank).", "min": 1})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 x rank; rank with loftq_init).", "min": 1})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout.", "min": 0, "lt": 1})
     lora_target: str = field(
         default="all",
@@ -73,11 +73,21 @@ class LoraArguments:
         default=16, metadata={"help": "PiSSA fast-SVD iterations (-1: exact SVD).", "min": -1, "nonzero": True}
     )
     pissa_convert: bool = field(default=False, metadata={"help": "Save PiSSA as a plain LoRA adapter."})
+    # LoftQ (Tunery's own setting: LLaMA-Factory 0.9.5 has none), through peft's init_lora_weights="loftq"
+    loftq_init: bool = field(
+        default=False,
+        metadata={"help": "Initialize LoRA with LoftQ (peft; CUDA only): the base's weights become their "
+                          "loftq_bits-quantized values and the adapter starts as a low-rank fit of the quantization "
+                          "error. The adapter then belongs to the base loaded with quantization_bit: loftq_bits."},
+    )
+    loftq_bits: int = field(default=4, metadata={"help": "LoftQ: quantization bits (4: nf4, 8: int8).",
+                                                 "choices": (4, 8)})
+    loftq_iter: int = field(default=1, metadata={"help": "LoftQ: alternating quantize / low-rank-fit steps.", "min": 1})
     create_new_adapter: bool = field(default=False, metadata={"help": "New adapter on top of the loaded one."})
 
     def __post_init__(self) -> None:
-        if self.lora_alpha is None:
-            self.lora_alpha = self.lora_rank * 2
+        if self.lora_alpha is None:  # LoftQ's factors assume a LoRA scale of 1 (peft does not rescale them)
+            self.lora_alpha = self.lora_rank if self.loftq_init else self.lora_rank * 2
 
 
 @dataclass
@@ -123,6 +133,11 @@ class PreferenceArguments:
     kto_chosen_weight: float = field(default=1.0, metadata={"help": "KTO weight of desirable examples.", "min": 0})
     kto_rejected_weight: float = field(default=1.0, metadata={"help": "KTO weight of undesirable examples.", "min": 0})
     simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target reward margin.", "min": 0})
+    ld_alpha: float | None = field(
+        default=None,
+        metadata={"help": "LD-DPO (dpo losses, through trl): weight of the log-probabilities of response tokens past "
+                          "the shorter response's length (1: plain DPO, 0: those tokens ignored).", "min": 0, "max": 1},
+    )
     ref_model: str | None = field(default=None, metadata={"help": "Reference model for DPO/KTO/PPO.", "domain": PATH})
     ref_model_adapters: str | None = field(
         default=None, metadata={"help": "Adapters of the reference model.", "domain": PATH}
@@ -309,6 +324,11 @@ class FinetuningArguments:
         metadata={"help": "sft: EAFT loss, each token's cross-entropy weighted by (top-20 entropy / 3) ** eaft_alpha."},
     )
     eaft_alpha: float = field(default=1.0, metadata={"help": "EAFT: power of the entropy weight.", "min": 0})
+    pure_bf16: bool = field(
+        default=False,
+        metadata={"help": "Train in pure bf16 (CUDA GPUs with bf16): weights load in bf16 and the trained ones stay "
+                          "bf16 (no fp32 copies; LLaMA-Factory's pure_bf16)."},
+    )
     use_adam_mini: bool = field(
         default=False, metadata={"help": "Train with Adam-mini (one learning rate per parameter block; package adam-mini)."}
     )

@@ -14,7 +14,7 @@ Each key has one status:
   parser stops at parse time with ``reason`` (one line); set to the default (the feature stays off,
   as LLaMA-Factory's web UI writes it) it is accepted and changes nothing.
 
-Methods Tunery does not have yet (Liger/Unsloth/FP8, ...) are refused with "not supported by Tunery yet";
+Methods Tunery does not have yet (the torch profiler, LD-DPO, ...) are refused with "not supported by Tunery yet";
 whoever implements one flips its keys to ``honoured`` here (tests/unit/config/test_lf_keys.py then
 checks that a Tunery setting reads them).
 """
@@ -62,6 +62,11 @@ def no(feature: str, instead: str = "") -> str:
     return f"{feature} is not supported by Tunery" + (f": {instead}" if instead else "")
 
 
+# Unsloth's FastLanguageModel loads the model and builds LoRA with its own patched classes (and pins
+# transformers versions): there is no small way to put it under Tunery's loader and peft adapters.
+UNSLOTH = no("Unsloth", "it swaps in its own patched model classes and LoRA builder, bypassing Tunery's loader "
+             "and peft; for fused kernels on CUDA use enable_liger_kernel")
+
 LF_KEYS: dict[str, LFKey] = {
     # model_args.py
     "model_name_or_path": honoured(),
@@ -81,9 +86,9 @@ LF_KEYS: dict[str, LFKey] = {
     "flash_attn": honoured("fa3 needs the flash-attn 3 package; 'disabled' means eager attention"),
     "shift_attn": honoured("through a registered attention function (sdpa on the groups); the wrapped group keeps causal order"),
     "mixture_of_depths": refused(no("Mixture-of-Depths", "no maintained library provides it (LLaMA-Factory's MoD package is unmaintained)"), None),
-    "use_unsloth": refused(yet("Unsloth"), False),
-    "use_unsloth_gc": refused(yet("Unsloth"), False),
-    "enable_liger_kernel": refused(yet("Liger kernels"), False),
+    "use_unsloth": refused(UNSLOTH, False),
+    "use_unsloth_gc": refused(UNSLOTH, False),
+    "enable_liger_kernel": honoured("CUDA only (refused without it): transformers' use_liger_kernel, package liger-kernel"),
     "moe_aux_loss_coef": refused(yet("setting the MoE router loss coefficient", "the model config's value is used"), None),
     "disable_gradient_checkpointing": honoured(),
     "use_reentrant_gc": honoured(),
@@ -93,7 +98,7 @@ LF_KEYS: dict[str, LFKey] = {
     "infer_backend": honoured("huggingface or vllm (sglang and ktransformers are refused by value)"),
     "offload_folder": refused("Tunery loads a model on one device and never offloads weights to a folder", 'offload'),
     "use_kv_cache": alias("use_cache"),
-    "use_v1_kernels": refused(yet("LLaMA-Factory's v1 kernels"), False),
+    "use_v1_kernels": refused(no("LLaMA-Factory's own v1 kernel set", "on CUDA enable_liger_kernel gives fused Triton kernels"), False),
     "infer_dtype": honoured(),
     "hf_hub_token": honoured(),
     "ms_hub_token": honoured(),
@@ -192,7 +197,7 @@ LF_KEYS: dict[str, LFKey] = {
     "oft_target": honoured("LLaMA-Factory 0.9.5 parses it but targets lora_target's modules; Tunery targets oft_target"),
     "pref_beta": honoured(),
     "pref_ftx": honoured(),
-    "pref_bco_weight": refused(yet("the BCO loss term"), 0.0),
+    "pref_bco_weight": refused(yet("the BCO loss term", "trl's bco_pair loss lacks LLaMA-Factory's running reward mean"), 0.0),
     "pref_loss": honoured(),
     "dpo_label_smoothing": honoured(),
     "kto_chosen_weight": honoured(),
@@ -210,7 +215,7 @@ LF_KEYS: dict[str, LFKey] = {
     "reward_model_adapters": honoured(),
     "reward_model_quantization_bit": honoured(),
     "reward_model_type": honoured(),
-    "ld_alpha": refused(yet("LD-DPO"), None),
+    "ld_alpha": honoured("trl's DPOConfig.ld_alpha (stage dpo); trl weights the reference's tail too, LLaMA-Factory only the policy's"),
     "use_galore": honoured(),
     "galore_target": honoured(),
     "galore_rank": honoured(),
@@ -245,7 +250,7 @@ LF_KEYS: dict[str, LFKey] = {
     "swanlab_logdir": honoured(),
     "swanlab_lark_webhook_url": refused("transformers' SwanLab integration does not read it: set it in SwanLab itself", None),
     "swanlab_lark_secret": refused("transformers' SwanLab integration does not read it: set it in SwanLab itself", None),
-    "pure_bf16": refused(yet("pure bf16 training", "bf16: true trains in mixed precision"), False),
+    "pure_bf16": honoured("CUDA only (refused without it): weights load and train in bf16, no fp32 copies"),
     "stage": honoured("also accepts orpo, simpo and grpo"),
     "finetuning_type": honoured(),
     "use_llama_pro": honoured("the expansion is `tunery expand` (LLaMA-Factory's scripts/llama_pro.py)"),
@@ -302,9 +307,9 @@ LF_KEYS: dict[str, LFKey] = {
     "profiler_profile_memory": refused(yet("the torch profiler"), True),
     "profiler_with_stack": refused(yet("the torch profiler"), True),
     "profile_modules": refused(yet("the torch profiler"), None),
-    "fp8": refused(yet("FP8 training"), False),
-    "fp8_backend": refused(yet("FP8 training"), 'auto'),
-    "fp8_enable_fsdp_float8_all_gather": refused(yet("FP8 training"), False),
+    "fp8": honoured("CUDA only (refused without it): accelerate's mixed_precision fp8 with the backend's recipe"),
+    "fp8_backend": honoured("auto takes the first of torchao, te, msamp installed (accelerate's order)"),
+    "fp8_enable_fsdp_float8_all_gather": honoured("torchao backend only (refused with te/msamp)"),
     "overwrite_output_dir": honoured("guards finished runs: without it Tunery will not write into a folder that holds one"),
     # names of older LLaMA-Factory releases
     "use_cache": honoured("LLaMA-Factory 0.9.5 calls it use_kv_cache"),

@@ -96,8 +96,12 @@ class ModelArguments:
         metadata={"help": "LongLoRA shift short attention (S^2-Attn) while training: attention within quarter-length "
                           "groups, half the heads shifted by half a group."},
     )
-    enable_liger_kernel: bool = field(default=False, metadata={"help": "Liger kernels (not supported yet: true is refused)."})
-    use_unsloth: bool = field(default=False, metadata={"help": "Unsloth (not supported yet: true is refused)."})
+    enable_liger_kernel: bool = field(
+        default=False,
+        metadata={"help": "Liger kernels while training (Triton, CUDA only; package liger-kernel): fused RMSNorm, "
+                          "RoPE, SwiGLU and cross-entropy, through transformers' use_liger_kernel."},
+    )
+    use_unsloth: bool = field(default=False, metadata={"help": "Unsloth (refused: see docs/compat.md)."})
     disable_gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Turn gradient checkpointing off (faster, more memory)."}
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import Seq2SeqTrainingArguments
@@ -51,6 +51,22 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     ray_init_kwargs: dict[str, Any] | None = field(
         default=None, metadata={"help": "Keyword arguments for ray.init (e.g. {address: auto} to join a running cluster).",
                                 "domain": "a mapping of ray.init arguments"}
+    )
+
+    # FP8 mixed precision (LLaMA-Factory's FP8 settings), through accelerate: tunery.train.trainer sets
+    # mixed_precision "fp8" and the backend's recipe on whichever args object a stage trains with.
+    fp8: bool = field(
+        default=False,
+        metadata={"help": "FP8 mixed precision through accelerate (CUDA GPUs with FP8 matmuls: Hopper or newer); "
+                          "keep bf16: true for the operations FP8 does not cover."},
+    )
+    fp8_backend: Literal["auto", "torchao", "te", "msamp"] = field(
+        default="auto",
+        metadata={"help": "FP8 library: torchao, te (Transformer Engine), msamp (MS-AMP), or auto (the first installed, "
+                          "in that order)."},
+    )
+    fp8_enable_fsdp_float8_all_gather: bool = field(
+        default=False, metadata={"help": "torchao FP8 under FSDP2: all-gather the weights in FP8 (half the traffic)."}
     )
 
     # One setting, one owner: `use_cache` is the model group's (KV cache while generating, LLaMA-Factory's

@@ -422,6 +422,16 @@ def _label_smoothing_needs_sigmoid(cfg: Any, command: str) -> None:
         )
 
 
+@rule("ld_alpha_is_dpo")
+def _ld_alpha_is_dpo(cfg: Any, command: str) -> None:
+    ft = cfg.finetuning
+    if command == "train" and ft.preference.ld_alpha is not None and (
+            ft.stage != "dpo" or ft.pref_loss not in ("sigmoid", "hinge", "ipo")):
+        raise ConfigError(f"ld_alpha (LD-DPO) weights the log-probabilities of trl's DPO losses, not stage {ft.stage} "
+                          f"with pref_loss {ft.pref_loss}",
+                          hint="drop ld_alpha, or use stage: dpo with pref_loss sigmoid, hinge or ipo")
+
+
 @rule("kto_pair_removed")
 def _kto_pair_removed(cfg: Any, command: str) -> None:
     if cfg.finetuning.stage == "dpo" and cfg.finetuning.pref_loss == "kto_pair":
@@ -544,6 +554,103 @@ def _export_refuses_quantized_base(cfg: Any, command: str) -> None:
         hint="remove quantization_bit so the base loads unquantized (the adapter trained with QLoRA merges "
         f"fine into it), and set export_quantization_bit: {bits} to quantize the merged model on export",
     )
+
+
+# ------------------------------------------------------------------------------- CUDA-only methods
+
+
+def _has_cuda() -> bool:
+    import torch  # heavy: config stays importable without torch (tunery --help); only these rules need it
+
+    return bool(torch.cuda.is_available())
+
+
+@rule("liger_kernel_needs_cuda")
+def _liger_kernel_needs_cuda(cfg: Any, command: str) -> None:
+    """Liger's kernels are Triton programs for NVIDIA GPUs; transformers applies them when training starts."""
+    key = "enable_liger_kernel" if cfg.model.enable_liger_kernel else "use_liger_kernel"
+    on = cfg.model.enable_liger_kernel or bool(getattr(cfg.training, "use_liger_kernel", False))
+    if _trains(cfg, command) and on and not _has_cuda():
+        raise ConfigError(f"{key} needs CUDA (Liger kernels are Triton GPU kernels, and torch sees no CUDA GPU here)",
+                          hint=f"drop {key} on this machine: without it the same model trains with torch's kernels")
+
+
+@rule("fp8_needs_cuda")
+def _fp8_needs_cuda(cfg: Any, command: str) -> None:
+    """FP8 matrix multiplies (torchao, Transformer Engine, MS-AMP) run on NVIDIA GPUs of the Hopper class or newer."""
+    if _trains(cfg, command) and cfg.training.fp8 and not _has_cuda():
+        raise ConfigError("fp8 needs CUDA (FP8 matrix multiplies run on NVIDIA GPUs of the Hopper class or newer, "
+                          "and torch sees no CUDA GPU here)", hint="drop fp8 on this machine (bf16/fp32 training)")
+
+
+@rule("pure_bf16_needs_cuda")
+def _pure_bf16_needs_cuda(cfg: Any, command: str) -> None:
+    """Pure bf16 trains bf16 weights without fp32 copies: fast only where the GPU computes in bf16."""
+    if _trains(cfg, command) and cfg.finetuning.pure_bf16 and not _has_cuda():
+        raise ConfigError("pure_bf16 needs CUDA (bf16 weights train fast only on a GPU that computes in bf16, and "
+                          "torch sees no CUDA GPU here)", hint="drop pure_bf16 on this machine (training runs in fp32)")
+
+
+@rule("fp8_options_need_fp8")
+def _fp8_options_need_fp8(cfg: Any, command: str) -> None:
+    t = cfg.training
+    if not _trains(cfg, command):
+        return
+    if not t.fp8 and (t.fp8_backend != "auto" or t.fp8_enable_fsdp_float8_all_gather):
+        key = "fp8_backend" if t.fp8_backend != "auto" else "fp8_enable_fsdp_float8_all_gather"
+        raise ConfigError(f"{key}: {getattr(t, key)} configures FP8 training, but fp8 is false",
+                          hint=f"set fp8: true, or drop {key}")
+    if t.fp8_enable_fsdp_float8_all_gather and t.fp8_backend in ("te", "msamp"):
+        raise ConfigError(f"fp8_enable_fsdp_float8_all_gather is an option of the torchao backend, not "
+                          f"fp8_backend: {t.fp8_backend}", hint="set fp8_backend: torchao, or drop the all-gather option")
+
+
+def _has_cuda_or_xpu() -> bool:
+    import torch  # heavy: see _has_cuda
+
+    return bool(torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()))
+
+
+def _loftq(cfg: Any, command: str) -> bool:
+    ft = cfg.finetuning
+    return _trains(cfg, command) and ft.finetuning_type == "lora" and ft.lora.loftq_init and _new_adapter(cfg)
+
+
+@rule("loftq_needs_full_precision")
+def _loftq_needs_full_precision(cfg: Any, command: str) -> None:
+    bits = cfg.model.quantization_bit
+    if _loftq(cfg, command) and bits is not None:
+        raise ConfigError(f"loftq_init quantizes the base itself, and peft's LoftQ must not be given a quantized model "
+                          f"(quantization_bit: {bits})",
+                          hint="drop quantization_bit for the LoftQ run; load the base with quantization_bit: "
+                               f"{cfg.finetuning.lora.loftq_bits} when you use the adapter")
+
+
+@rule("loftq_scale_is_one")
+def _loftq_scale_is_one(cfg: Any, command: str) -> None:
+    """peft puts the low-rank fit of the quantization error into A and B unscaled, so LoRA's scale must be 1."""
+    lora = cfg.finetuning.lora
+    if _loftq(cfg, command) and (lora.use_rslora or lora.lora_alpha != lora.lora_rank):
+        got = "use_rslora: true" if lora.use_rslora else f"lora_alpha: {lora.lora_alpha} with lora_rank: {lora.lora_rank}"
+        raise ConfigError(f"loftq_init starts the adapter at the fit of the quantization error with a LoRA scale of 1, "
+                          f"which needs lora_alpha equal to lora_rank and no rsLoRA (got {got})",
+                          hint="drop lora_alpha (with loftq_init it defaults to lora_rank) and use_rslora")
+
+
+@rule("one_lora_init")
+def _one_lora_init(cfg: Any, command: str) -> None:
+    lora = cfg.finetuning.lora
+    if _trains(cfg, command) and lora.pissa_init and lora.loftq_init:
+        raise ConfigError("pissa_init and loftq_init each choose how the LoRA adapter starts; only one can",
+                          hint="keep one of pissa_init, loftq_init")
+
+
+@rule("loftq_needs_cuda")
+def _loftq_needs_cuda(cfg: Any, command: str) -> None:
+    """peft's LoftQ quantizes each weight with bitsandbytes on a CUDA (or XPU) device, whatever the model's device."""
+    if _loftq(cfg, command) and not _has_cuda_or_xpu():
+        raise ConfigError("loftq_init needs CUDA (peft's LoftQ quantizes the weights with bitsandbytes on a CUDA or "
+                          "XPU device, and torch sees none here)", hint="drop loftq_init on this machine")
 
 
 # ---------------------------------------------------------------------------------------- backends

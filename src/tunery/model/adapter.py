@@ -93,7 +93,8 @@ def prepare_for_training(
     else:  # the config layer already restricts the values; keep a clear error for direct callers
         raise ConfigError(f"unknown finetuning_type '{kind}'", hint="choose lora, oft, freeze or full")
 
-    if kind not in ("lora", "oft") and not finetuning_args.badam.use_badam:  # BAdam keeps fp32 copies of the active block itself
+    # BAdam keeps fp32 copies of the active block itself; pure_bf16 trains the bf16 weights as they are
+    if kind not in ("lora", "oft") and not finetuning_args.badam.use_badam and not finetuning_args.pure_bf16:
         _cast_trainable_to_fp32(model)
     log_parameter_counts(model, print_each=model_args.print_param_status)
     return model
@@ -367,10 +368,19 @@ def llama_pro_layer_ids(n_layers: int, n_expand: int) -> list[int]:
 
 
 def lora_init_weights(finetuning_args: FinetuningArguments) -> bool | str:
-    """peft's ``init_lora_weights`` value: default init, or PiSSA (fast SVD unless pissa_iter == -1)."""
+    """peft's ``init_lora_weights`` value: default init, PiSSA (fast SVD unless pissa_iter == -1), or LoftQ."""
+    if finetuning_args.loftq_init:
+        return "loftq"
     if not finetuning_args.pissa_init:
         return True
     return "pissa" if finetuning_args.pissa_iter == -1 else f"pissa_niter_{finetuning_args.pissa_iter}"
+
+
+def loftq_config(finetuning_args: FinetuningArguments) -> dict[str, int] | None:
+    """peft's ``loftq_config`` (LoftQConfig's fields) when ``loftq_init`` is on, else None."""
+    if not finetuning_args.loftq_init:
+        return None
+    return {"loftq_bits": finetuning_args.loftq_bits, "loftq_iter": finetuning_args.loftq_iter}
 
 
 def _modules_to_save(model: PreTrainedModel, model_args: ModelArguments, finetuning_args: FinetuningArguments) -> list[str]:
@@ -439,6 +449,7 @@ def build_lora_config(model: PreTrainedModel, model_args: ModelArguments, finetu
         use_rslora=finetuning_args.use_rslora,
         use_dora=finetuning_args.use_dora,
         init_lora_weights=lora_init_weights(finetuning_args),
+        loftq_config=loftq_config(finetuning_args) or {},
     )
 
 
@@ -512,7 +523,12 @@ def apply_lora(model: PreTrainedModel, model_args: ModelArguments, finetuning_ar
                 " (rsLoRA)" if config.use_rslora else "", " (DoRA)" if config.use_dora else "",
                 " (PiSSA init)" if finetuning_args.pissa_init else "",
             )
-    _cast_trainable_to_fp32(model)
+        if finetuning_args.loftq_init:
+            logger.info("LoftQ init: the base's adapted weights now hold their %d-bit quantized values; use the "
+                        "adapter with that base loaded in %d bit (quantization_bit: %d)", finetuning_args.loftq_bits,
+                        finetuning_args.loftq_bits, finetuning_args.loftq_bits)
+    if not finetuning_args.pure_bf16:
+        _cast_trainable_to_fp32(model)
     return model
 
 

@@ -88,10 +88,14 @@ def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def pick_dtype(model_args: ModelArguments, training_args: Any = None) -> torch.dtype:
-    """fp32 on a CPU (bf16/fp16 are many times slower there); otherwise what was asked or bf16."""
+def pick_dtype(model_args: ModelArguments, training_args: Any = None, *, pure_bf16: bool = False) -> torch.dtype:
+    """fp32 on a CPU (bf16/fp16 are many times slower there); otherwise what was asked or bf16.
+
+    ``pure_bf16`` (training a model for pure bf16, CUDA only: config rule pure_bf16_needs_cuda): bf16."""
     if not torch.cuda.is_available():
         return torch.float32
+    if pure_bf16:
+        return torch.bfloat16
     if training_args is not None:
         if getattr(training_args, "bf16", False):
             return torch.bfloat16
@@ -167,7 +171,7 @@ def load_model(
     config = AutoConfig.from_pretrained(path, **kwargs)
     if model_args.rope_scaling:
         apply_rope_scaling(config, model_args.rope_scaling, model_args.model_max_length, is_trainable=is_trainable)
-    dtype = pick_dtype(model_args, training_args)
+    dtype = pick_dtype(model_args, training_args, pure_bf16=is_trainable and finetuning_args.pure_bf16)
     load_kwargs: dict[str, Any] = {"config": config, "dtype": dtype, **kwargs}
     if model_args.flash_attn != "auto":
         load_kwargs["attn_implementation"] = ATTENTION_IMPL[model_args.flash_attn]

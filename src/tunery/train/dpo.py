@@ -112,7 +112,7 @@ def trainer_parts(ft: Any, training_args: Any, max_length: int | None) -> tuple[
             loss_types.append("sft")
             weights.append(ft.pref_ftx)
         args = trl_config(DPOConfig, training_args, beta=ft.pref_beta, loss_type=loss_types, loss_weights=weights,
-                          label_smoothing=ft.dpo_label_smoothing, **common)
+                          label_smoothing=ft.dpo_label_smoothing, ld_alpha=ft.ld_alpha, **common)
         return _dpo_trainer_cls(), args
     if loss == "orpo":
         from trl.experimental.orpo import ORPOConfig

@@ -544,7 +544,7 @@ def estimate_run(cfg: Any, *, shape: DataShape | None = None, flops: float | Non
         else:
             shape = assumed_shape(cfg)
     config, trainable, total, quantizable = planned_model(cfg)
-    dtype = pick_dtype(cfg.model, cfg.training)
+    dtype = pick_dtype(cfg.model, cfg.training, pure_bf16=cfg.finetuning.pure_bf16)
     element = torch.tensor([], dtype=dtype).element_size()
     hidden = getattr(config, "hidden_size", 0)
     inter = getattr(config, "intermediate_size", None) or 4 * hidden

@@ -13,9 +13,11 @@ from types import MethodType
 from typing import Any
 
 import torch
+from accelerate.utils import AORecipeKwargs, KwargsHandler, MSAMPRecipeKwargs, TERecipeKwargs
 from peft.optimizers import create_loraplus_optimizer
 from transformers import EarlyStoppingCallback, Trainer
 
+from tunery.config import fp8_backend_in_use
 from tunery.errors import require
 from tunery.logging import get_logger
 from tunery.train.callbacks import LogCallback, LogLastStep, SavePissaInit, use_readable_logs
@@ -55,9 +57,15 @@ def apply_run_settings(cfg: Any, args: Any) -> None:
     """Tunery settings that become training arguments of whichever args object a stage trains with.
 
     ``disable_shuffling``: transformers' sequential sampler (and trl GRPO's ``shuffle_dataset: false``);
-    ``use_swanlab``: the SwanLab settings go to the environment transformers' SwanLab callback reads.
+    ``use_swanlab``: the SwanLab settings go to the environment transformers' SwanLab callback reads;
+    ``enable_liger_kernel``: transformers' ``use_liger_kernel``; ``fp8``: accelerate's ``mixed_precision``
+    "fp8" (the library's recipe joins the trainer's accelerator through :func:`with_fp8_recipe`).
     """
     ft = cfg.finetuning
+    if cfg.model.enable_liger_kernel:
+        args.use_liger_kernel = True  # transformers patches Liger's kernels into the model when training starts
+    if getattr(cfg.training, "fp8", False):
+        args.mixed_precision = "fp8"  # accelerate's FP8 mode; the library's recipe: fp8_recipe
     if ft.disable_shuffling:
         args.train_sampling_strategy = "sequential"
         if hasattr(args, "shuffle_dataset"):
@@ -69,6 +77,39 @@ def apply_run_settings(cfg: Any, args: Any) -> None:
                 os.environ[env] = str(value)
         if ft.swanlab.swanlab_run_name:
             args.run_name = ft.swanlab.swanlab_run_name
+
+
+def fp8_recipe(training: Any) -> KwargsHandler | None:
+    """accelerate's recipe for the FP8 library of ``fp8_backend`` (None without ``fp8``).
+
+    torchao: ``AORecipeKwargs`` (its default layer filter: linear layers whose sizes divide by 16),
+    with ``fp8_enable_fsdp_float8_all_gather``; te: ``TERecipeKwargs``; msamp: ``MSAMPRecipeKwargs``.
+    The library must be installed (checked at parse time, tunery.config.require_fp8_backend).
+    """
+    if not getattr(training, "fp8", False):
+        return None
+    backend = fp8_backend_in_use(training.fp8_backend)
+    if backend == "torchao":
+        return AORecipeKwargs(enable_fsdp_float8_all_gather=bool(training.fp8_enable_fsdp_float8_all_gather))
+    if backend == "te":
+        return TERecipeKwargs()
+    return MSAMPRecipeKwargs()
+
+
+def with_fp8_recipe(trainer_cls: type, recipe: KwargsHandler) -> type:
+    """``trainer_cls`` whose accelerator gets ``recipe`` beside transformers' own handlers (a new subclass).
+
+    transformers builds the Accelerator from ``_build_accelerator_args`` with only its DDP handler, so the
+    FP8 recipe is added there; ``args.mixed_precision`` "fp8" (apply_run_settings) turns FP8 on.
+    """
+
+    def _build_accelerator_args(self: Any, **kwargs: Any) -> dict[str, Any]:
+        built = super(subclass, self)._build_accelerator_args(**kwargs)
+        built["kwargs_handlers"] = [*built.get("kwargs_handlers", []), recipe]
+        return built
+
+    subclass = type(f"FP8{trainer_cls.__name__}", (trainer_cls,), {"_build_accelerator_args": _build_accelerator_args})
+    return subclass
 
 
 def configure_training_args(args: Any) -> Any:
@@ -132,6 +173,9 @@ def build_trainer(
     when given (trl's GRPOTrainer takes none). Every stage builds its trainer here.
     """
     trainer_cls = with_replanned_schedule(trainer_cls or Trainer)  # a continued run follows its own schedule
+    recipe = fp8_recipe(cfg.training)
+    if recipe is not None:
+        trainer_cls = with_fp8_recipe(trainer_cls, recipe)
     args = configure_training_args(args if args is not None else cfg.training)
     apply_run_settings(cfg, args)
     apply_optimizer_settings(cfg, model, args)

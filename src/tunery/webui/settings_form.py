@@ -29,8 +29,10 @@ SECTION_OF = {
     "flash_attn": "booster", "disable_gradient_checkpointing": "booster", "gradient_checkpointing_budget": "booster",
     "use_reentrant_gc": "booster",
     "upcast_layernorm": "booster", "fast_path": "booster", "packing": "booster", "neat_packing": "booster",
-    "padding_free": "booster",
+    "padding_free": "booster", "enable_liger_kernel": "booster", "use_liger_kernel": "booster",
+    "fp8": "booster", "fp8_backend": "booster", "fp8_enable_fsdp_float8_all_gather": "booster", "pure_bf16": "booster",
     "template": "template", "default_system": "template", "tool_format": "template", "enable_thinking": "template",
+    "preserve_thinking": "template",
     "stage": "method", "finetuning_type": "method", "plot_loss": "method", "dry_run": "method",
 }
 # Section title of a sub-group (``FinetuningArguments.lora`` -> "LoRA").

@@ -10,6 +10,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import torch
 
 from tunery.config import GROUPS, FinetuningArguments, ModelArguments, parse_config
 from tunery.config.groups import settings_of
@@ -101,6 +102,9 @@ CASES = [
      ["compute_accuracy", "predict_with_generate"]),
     ("label_smoothing_needs_sigmoid", "train", {"stage": "dpo", "pref_loss": "hinge", "dpo_label_smoothing": 0.1},
      ["dpo_label_smoothing", "pref_loss", "hinge"]),
+    ("ld_alpha_is_dpo", "train", {"stage": "dpo", "pref_loss": "simpo", "ld_alpha": 0.5},
+     ["ld_alpha", "pref_loss simpo"]),
+    ("ld_alpha_is_dpo", "train", {"stage": "kto", "ld_alpha": 0.5}, ["ld_alpha", "stage kto"]),
     ("kto_pair_removed", "train", {"stage": "dpo", "pref_loss": "kto_pair"}, ["pref_loss", "kto_pair"]),
     ("kto_needs_batch_of_two", "train", {"stage": "kto", "per_device_train_batch_size": 1},
      ["stage kto", "per_device_train_batch_size", "at least 2"]),
@@ -130,6 +134,20 @@ CASES = [
     ("zero3_refuses_quantization", "train", {"quantization_bit": 4, "deepspeed": ZERO3},
      ["quantization_bit: 4", "ZeRO-3"]),
     ("zero3_refuses_pissa_init", "train", {"pissa_init": True, "deepspeed": ZERO3}, ["pissa_init", "ZeRO-3"]),
+    ("liger_kernel_needs_cuda", "train", {"enable_liger_kernel": True}, ["enable_liger_kernel needs CUDA"]),
+    ("liger_kernel_needs_cuda", "train", {"use_liger_kernel": True}, ["use_liger_kernel needs CUDA"]),
+    ("fp8_needs_cuda", "train", {"fp8": True}, ["fp8 needs CUDA"]),
+    ("pure_bf16_needs_cuda", "train", {"pure_bf16": True}, ["pure_bf16 needs CUDA"]),
+    ("fp8_options_need_fp8", "train", {"fp8_backend": "te"}, ["fp8_backend: te", "fp8 is false"]),
+    ("fp8_options_need_fp8", "train", {"fp8_enable_fsdp_float8_all_gather": True},
+     ["fp8_enable_fsdp_float8_all_gather", "fp8 is false"]),
+    ("loftq_needs_cuda", "train", {"loftq_init": True}, ["loftq_init needs CUDA"]),
+    ("loftq_needs_full_precision", "train", {"loftq_init": True, "quantization_bit": 4},
+     ["loftq_init", "quantization_bit: 4", "must not be given a quantized model"]),
+    ("loftq_scale_is_one", "train", {"loftq_init": True, "lora_rank": 8, "lora_alpha": 16},
+     ["loftq_init", "lora_alpha: 16 with lora_rank: 8"]),
+    ("loftq_scale_is_one", "train", {"loftq_init": True, "use_rslora": True}, ["loftq_init", "use_rslora: true"]),
+    ("one_lora_init", "train", {"loftq_init": True, "pissa_init": True}, ["pissa_init and loftq_init"]),
     ("export_refuses_quantized_base", "export", {"export_dir": "o", "quantization_bit": 4},
      ["quantization_bit: 4", "export_quantization_bit: 4"]),
     ("export_refuses_quantized_base", "export", {"export_dir": "o", "quantization_bit": 8, "adapter_name_or_path": "a"},
@@ -146,7 +164,8 @@ def _raw(command: str, extra: dict) -> dict:
 
 
 @pytest.mark.parametrize(("name", "command", "extra", "needles"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_each_rule_refuses_its_pair_and_names_the_settings(name, command, extra, needles):
+def test_each_rule_refuses_its_pair_and_names_the_settings(name, command, extra, needles, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CUDA-only rules refuse on any machine
     if "deepspeed" in extra:
         pytest.importorskip("deepspeed")  # without it parse_config refuses deepspeed first (tested below)
     raw = _raw(command, extra)

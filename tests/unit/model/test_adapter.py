@@ -164,3 +164,46 @@ def test_rope_scaling_reaches_the_model_config(tiny_chatml_model, tmp_path):
     rope = model.get_base_model().config.rope_parameters
     # LLaMA-Factory's factor: ceil(cutoff_len 2048 (default) / the tiny model's 512 positions)
     assert rope["rope_type"] == "linear" and rope["factor"] == 4.0 and "rope_theta" in rope
+
+
+def test_loftq_init_goes_through_peft_and_fits_the_quantization_error(tiny_chatml_model, tmp_path, monkeypatch):
+    """loftq_init: peft's init_lora_weights="loftq" with LoftQConfig's bits and iterations, at LoRA scale 1.
+
+    peft's LoftQ quantizes on a CUDA/XPU device only, so here "CUDA" is claimed and peft's quantize-and-fit
+    step (peft.tuners.lora.layer.loftq_init) is a stand-in with its contract: (weight, num_bits, reduced_rank,
+    num_iter) -> (quantized weight, A [r, in], B [out, r]) with B @ A the rank-r fit of weight - quantized.
+    peft puts them into the layer; Tunery's part is the config and the scale that makes the fit count.
+    """
+    import peft.tuners.lora.layer as lora_layer
+    from transformers import AutoModelForCausalLM
+
+    calls = []
+
+    def quantize_and_fit(weight, num_bits, reduced_rank, num_iter=1):
+        calls.append((num_bits, reduced_rank, num_iter))
+        w = weight.detach().float()
+        q = torch.round(w * 16) / 16  # a coarse grid in place of nf4/int8
+        u, s, vh = torch.linalg.svd(w - q, full_matrices=False)
+        root = s[:reduced_rank].sqrt()
+        return q.to(weight.dtype), (root[:, None] * vh[:reduced_rank]).to(weight.dtype), \
+            (u[:, :reduced_rank] * root).to(weight.dtype)
+
+    monkeypatch.setattr(lora_layer, "loftq_init", quantize_and_fit)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    full = AutoModelForCausalLM.from_pretrained(tiny_chatml_model).model.layers[0].self_attn.q_proj.weight.detach()
+    model, _ = _load(tiny_chatml_model, tmp_path, use_cpu=True, lora_rank=4, loftq_init=True, loftq_bits=8,
+                     loftq_iter=2)
+    config = model.peft_config["default"]
+    assert config.init_lora_weights == "loftq" and config.loftq_config == {"loftq_bits": 8, "loftq_iter": 2}
+    assert config.lora_alpha == config.r == 4  # scale 1: the default alpha follows the rank with LoftQ
+    assert calls and set(calls) == {(8, 4, 2)}
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    base = layer.base_layer.weight.detach().float()
+    delta = layer.scaling["default"] * layer.lora_B["default"].weight.float() @ layer.lora_A["default"].weight.float()
+    assert not torch.equal(base, full.float())  # the base now holds the quantized weights
+    assert delta.abs().sum() > 0  # unlike the default init (B = 0)
+    assert torch.linalg.norm(base + delta - full) < 0.9 * torch.linalg.norm(base - full)
+
+    plain, _ = _load(tiny_chatml_model, tmp_path / "plain", use_cpu=True, lora_rank=4)
+    assert plain.peft_config["default"].init_lora_weights is True and plain.peft_config["default"].lora_alpha == 8
+    assert plain.base_model.model.model.layers[0].self_attn.q_proj.lora_B["default"].weight.abs().sum() == 0

@@ -46,6 +46,10 @@ def test_dpo_options_map_to_trl_losses(tiny_chatml_model, tmp_path):
     assert args.loss_type == ["robust", "sft"] and args.loss_weights == [1.0, 0.5]
     assert args.beta == 0.3 and args.label_smoothing == 0.1 and args.max_length == 128
     assert args.bf16 is False and args.gradient_checkpointing is False
+    assert args.ld_alpha is None  # plain DPO unless asked
+    cfg = config(tiny_chatml_model, tmp_path / "o", stage="dpo", ld_alpha=0.5)
+    _, args = trainer_parts(cfg.finetuning, cfg.training, 128)
+    assert args.ld_alpha == 0.5 and args.loss_type == ["sigmoid"]  # LD-DPO: trl weights the longer tail by 0.5
     cfg = config(tiny_chatml_model, tmp_path / "o", stage="simpo", simpo_gamma=0.7, pref_ftx=0.2)
     _, args = trainer_parts(cfg.finetuning, cfg.training, 128)
     assert (args.loss_type, args.simpo_gamma, args.cpo_alpha) == ("simpo", 0.7, 0.2)

@@ -544,8 +544,10 @@ def test_every_train_setting_is_reachable_in_the_form():
     names = {f.name for g in COMMAND_GROUPS["train"] for _, f, _ in settings_of(group_class(g))}
     unreachable = sorted(n for n in names - set(REFUSED) if n not in ids and f"setting_{n}" not in ids)
     assert unreachable == []
-    # refused settings are not offered (they could only stop the run); honoured multimodal ones are
-    assert "setting_use_unsloth" not in ids and "setting_shift_attn" not in ids
+    # refused settings are not offered (they could only stop the run); honoured ones are (shift_attn, issue #15)
+    assert "setting_use_unsloth" not in ids and "setting_use_unsloth_gc" not in ids
+    assert "setting_shift_attn" in ids and "setting_enable_liger_kernel" in ids and "setting_fp8" in ids
+    assert "setting_loftq_init" in ids and "setting_preserve_thinking" in ids
     assert "setting_image_max_pixels" in ids and "setting_freeze_vision_tower" in ids
 
 
@@ -557,6 +559,22 @@ def test_generated_sections_are_folded_and_named_like_the_board():
     assert {"section_lora", "section_quantization", "section_template", "section_rope", "section_booster",
             "section_rlhf", "section_freeze", "section_method"} <= set(sections)
     assert all(b.open is False for b in sections.values())
+
+
+def test_generated_settings_sit_in_the_boards_sections():
+    from tunery.webui import settings_form
+    from tunery.webui.tab_train import MODEL_KEYS, TRAIN_KEYS
+
+    section = {s.name: s.section for s in settings_form.train_settings(shown=MODEL_KEYS + TRAIN_KEYS)}
+    for name in ("default_system", "tool_format", "enable_thinking", "preserve_thinking"):
+        assert section[name] == "template", name
+    for name in ("flash_attn", "enable_liger_kernel", "use_liger_kernel", "fp8", "fp8_backend",
+                 "fp8_enable_fsdp_float8_all_gather", "pure_bf16"):
+        assert section[name] == "booster", name
+    assert section["ld_alpha"] == "RLHF"
+    for name in ("pissa_init", "loftq_init", "loftq_bits", "loftq_iter"):
+        assert section[name] == "LoRA", name
+    assert "use_unsloth" not in section and "use_unsloth_gc" not in section  # refused: never offered
 
 
 def test_generated_settings_round_trip_through_yaml_and_the_parser():
