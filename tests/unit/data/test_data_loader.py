@@ -151,6 +151,32 @@ def test_no_valid_example_left_says_why(tmp_path):
         load_mixed("a", data_args(folder), "sft")
 
 
+def test_dataset_shaped_for_another_stage_names_that_stage(tmp_path):
+    """A newcomer's `tunery data check --dataset dpo_en_demo` (stage sft by default) used to end in
+    "the conversation must end with an assistant reply" with a generic hint; the hint names the stage."""
+    pairs = [{"instruction": f"q{i}", "chosen": "good", "rejected": "bad"} for i in range(3)]
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    (tmp_path / "sft.json").write_text(json.dumps(ROWS[:3]))
+    (tmp_path / "text.jsonl").write_text("\n".join(json.dumps({"text": f"document {i}"}) for i in range(3)))
+    folder = write_info(tmp_path, {
+        "pairs": {"file_name": "pairs.json", "ranking": True,
+                  "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}},
+        "sft": {"file_name": "sft.json"},
+        "text": {"file_name": "text.jsonl", "columns": {"prompt": "text"}},
+    })
+    with pytest.raises(DataError) as err:
+        load_mixed("pairs", data_args(folder), "sft")
+    assert "'pairs' is a preference dataset (ranking: true" in err.value.hint and "stage rm, dpo" in err.value.hint
+    with pytest.raises(DataError) as err:
+        load_mixed("sft", data_args(folder), "dpo")
+    assert "stage dpo trains on preference pairs" in err.value.hint and "ranking: true" in err.value.hint
+    with pytest.raises(DataError) as err:
+        load_mixed("text", data_args(folder), "sft")
+    assert "'text' is plain text" in err.value.hint and "stage pt" in err.value.hint
+    dataset, report = load_mixed("pairs", data_args(folder), "dpo")  # the right stage loads them
+    assert len(dataset) == 3 and report.valid == 3
+
+
 def test_bad_jsonl_line_is_an_invalid_row(tmp_path):
     (tmp_path / "a.jsonl").write_text(json.dumps(ROWS[0]) + "\n{broken\n" + json.dumps(ROWS[1]))
     folder = write_info(tmp_path, {"a": {"file_name": "a.jsonl"}})
