@@ -193,6 +193,16 @@ def test_missing_file_and_unknown_dataset_are_clear_errors(tmp_path):
         load_mixed("nope", data_args(folder), "sft")
 
 
+def test_wrong_dataset_dir_says_the_folder_is_missing_or_empty(tmp_path):
+    """A relative dataset_dir run from another folder used to read "'x' is not in D/dataset_info.json"."""
+    with pytest.raises(DataError) as err:
+        load_mixed("demo", data_args(tmp_path / "nowhere"), "sft")
+    assert f"dataset_dir '{tmp_path / 'nowhere'}' does not exist" in err.value.message
+    assert "a relative dataset_dir starts at the folder tunery runs in" in err.value.hint
+    with pytest.raises(DataError, match="holds no dataset_info.json"):
+        load_mixed("demo", data_args(tmp_path), "sft")
+
+
 def test_hub_dataset_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
