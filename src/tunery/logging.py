@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 _CONFIGURED = False
@@ -32,12 +34,35 @@ def _default_level() -> str:
     return "INFO" if os.environ.get("RANK", "0") in ("", "0") else "ERROR"
 
 
+@contextmanager
+def quieted(name: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Within the block, logger ``name`` (a Tunery module's) passes only messages of ``level`` and above:
+    for work that repeats what was already logged (the estimator rebuilding a weightless model, say)."""
+    target = logging.getLogger(name)
+    before = target.level
+    target.setLevel(max(level, target.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        target.setLevel(before)
+
+
 def quiet_third_party() -> None:
     """Silence library warnings that are noise on every run (not problems the user can act on)."""
     # bitsandbytes warns on import on AVX512-BF16 CPUs that an optional hub kernel is missing.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # DeepSpeed, imported by transformers whenever it is installed, announces on stdout that it found
+    # no GPU ("Setting accelerator to CPU ..."), in every command on a CPU machine; `tunery env` says so.
+    deepspeed = logging.getLogger("DeepSpeed")
+    if not any(isinstance(f, _NoCpuAcceleratorNotice) for f in deepspeed.filters):
+        deepspeed.addFilter(_NoCpuAcceleratorNotice())
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class _NoCpuAcceleratorNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Setting accelerator to CPU")
 
 
 # Libraries whose deprecation notices are about their own internals or the calls Tunery makes for

@@ -22,6 +22,13 @@ from tunery.errors import ConfigError, DataError
 # tunery.data.checker imports the data pipeline (torch, datasets: seconds): imported in the handlers
 # so `tunery data --help` does not pay for them.
 
+# `tunery data --help` shows these forms first (then every setting the command reads).
+USAGE = ("tunery data check   [config.yaml] [--dataset a,b] [--dataset_dir D] [--model_name_or_path M] "
+         "[--stage S] [--cutoff_len N] [--json]\n"
+         "       tunery data preview [config.yaml] --dataset a --model_name_or_path M [--num 3] [--json]\n"
+         "       tunery data render  --template NAME|auto --model_name_or_path M --messages FILE [--tools FILE] "
+         "[--add_generation_prompt]")
+
 # Options of the data command itself (not settings): name -> takes a value
 OWN_OPTIONS = {"json": False, "num": True, "messages": True, "tools": True, "add_generation_prompt": False}
 SUBCOMMANDS = ("check", "preview", "render")

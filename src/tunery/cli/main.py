@@ -82,7 +82,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "data": Command(
         "Check datasets, preview rendered examples, or render one conversation with a template.",
-        "tunery data {check|preview|render} [config.yaml] [--key value ...]",
+        data.USAGE,
         data.main,
     ),
     "estimate": Command(

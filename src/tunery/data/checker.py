@@ -135,7 +135,7 @@ def check_datasets(cfg: Any, tokenizer=None, template=None, stage: str = "sft", 
                     continue
                 if policy is not None:
                     policy.add(record)
-            raise_if_empty(report, f"dataset '{attr.name}'")
+            raise_if_empty(report, f"dataset '{attr.name}'", attr=attr, stage=own_stage)
         except TuneryError as exc:
             check.status, check.message = "error", str(exc)
             continue

@@ -226,13 +226,18 @@ def get_dataset_attrs(names: str | list[str] | None, dataset_dir: str,
         elif os.path.exists(os.path.join(dataset_dir, name)) or os.path.exists(name):
             base = dataset_dir if os.path.exists(os.path.join(dataset_dir, name)) else ""
             attrs.append(DatasetAttr(name=name, load_from="file", dataset_name=name, dataset_dir=base))
-        else:
+        elif info:
             known = ", ".join(sorted(info)[:10])
+            raise DataError(f"dataset '{name}' is not in {os.path.join(dataset_dir, 'dataset_info.json')}",
+                            field="dataset", hint=f"known datasets include: {known}")
+        else:
+            where = os.path.abspath(dataset_dir)
+            missing = "does not exist" if not os.path.isdir(dataset_dir) else "holds no dataset_info.json"
             raise DataError(
-                f"dataset '{name}' is not in {os.path.join(dataset_dir, 'dataset_info.json')}",
+                f"dataset '{name}' not found: dataset_dir '{dataset_dir}' {missing} ({where})",
                 field="dataset",
-                hint=(f"known datasets include: {known}" if info else
-                      f"no dataset_info.json in '{dataset_dir}': set dataset_dir to the folder holding it"),
+                hint=("set dataset_dir to the folder holding dataset_info.json; a relative dataset_dir starts at "
+                      f"the folder tunery runs in ({os.getcwd()})"),
             )
     for attr in attrs:
         attr.media_dir = media_dir

@@ -222,7 +222,7 @@ def load_dataset_records(attr: DatasetAttr, stage: str, *, strict: bool = False,
     if max_samples is not None:
         records = records[:max_samples]
     log_report(report, f"dataset '{attr.name}'")
-    raise_if_empty(report, f"dataset '{attr.name}'")
+    raise_if_empty(report, f"dataset '{attr.name}'", attr=attr, stage=stage)
     return records, report
 
 

@@ -176,18 +176,38 @@ def write_problems(path: str, problems: Iterable[Problem]) -> int:
     return count
 
 
-def raise_if_empty(report: ValidationReport, what: str) -> None:
-    """No valid example left is an error that says why, with the most frequent reasons."""
+_PAIRWISE = ("rm", "dpo", "orpo", "simpo", "pairwise")
+
+
+def stage_hint(attr: DatasetAttr | None, stage: str | None) -> str:
+    """What to change when no row of ``attr`` is valid for ``stage``: the stage, when the dataset is
+    shaped for another one (preference pairs, plain text), else its dataset_info.json entry."""
+    default = "check the dataset's formatting/columns/tags in dataset_info.json and the stage you train"
+    if attr is None or stage is None:
+        return default
+    if attr.ranking and stage not in _PAIRWISE:
+        return (f"'{attr.name}' is a preference dataset (ranking: true in dataset_info.json): train it with "
+                f"stage rm, dpo, orpo or simpo (tunery data check: --stage dpo), not {stage}")
+    if not attr.ranking and stage in _PAIRWISE:
+        return (f"stage {stage} trains on preference pairs: the dataset_info.json entry of '{attr.name}' needs "
+                "ranking: true and its chosen/rejected columns")
+    if attr.formatting == "alpaca" and attr.column("prompt") == "text" and stage != "pt":
+        return f"'{attr.name}' is plain text (columns prompt: text): train it with stage pt, not {stage}"
+    return default
+
+
+def raise_if_empty(report: ValidationReport, what: str, *, attr: DatasetAttr | None = None,
+                   stage: str | None = None) -> None:
+    """No valid example left is an error that says why, with the most frequent reasons; with ``attr``
+    and ``stage`` its hint names the stage the dataset is shaped for (:func:`stage_hint`)."""
     if report.valid:
         return
     if report.total == 0:
         raise DataError(f"{what} has no examples", hint="check file_name and that the file is not empty")
     common = "; ".join(f"{reason} ({n}x)" for reason, n in report.reasons.most_common(3))
     first = f" First: {report.problems[0]}." if report.problems else ""
-    raise DataError(
-        f"{what}: none of the {report.total} examples is valid: {common}.{first}",
-        hint="check the dataset's formatting/columns/tags in dataset_info.json and the stage you train",
-    )
+    raise DataError(f"{what}: none of the {report.total} examples is valid: {common}.{first}",
+                    hint=stage_hint(attr, stage))
 
 
 def log_report(report: ValidationReport, what: str) -> None:

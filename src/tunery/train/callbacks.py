@@ -81,18 +81,23 @@ def _num(value: Any) -> str:
 
 
 def log_line(logs: dict[str, Any], step: int, total: int, seconds_per_step: float | None = None,
-             remaining: float | None = None) -> str:
+             remaining: float | None = None, first_step: int = 0) -> str:
     """One readable line for a Trainer log (what the terminal shows instead of a dict of strings).
 
     ``step 10/40  epoch 0.25  loss 1.234  lr 9.0e-05  3.2 s/step  eta 0:01:40`` for a training log,
     ``eval step 10/40  eval_loss 1.1`` for an evaluation, ``done  40 steps in 0:02:10  train_loss 1.3``
     for the final summary; other numbers (rewards/chosen, ...) follow as ``name value``.
-    ``seconds_per_step`` / ``remaining`` (seconds) are left out when None.
+    ``seconds_per_step`` / ``remaining`` (seconds) are left out when None. ``first_step``: the step a
+    resumed session started from; the summary then names the steps it trained
+    (``done  steps 3-4 (resumed after step 2) in 0:00:09  train_loss 2.7 over these steps``: the
+    Trainer's train_loss covers this session; train_results.json holds the whole run's).
     """
     if "train_loss" in logs:
-        parts = [f"done  {step} steps in {format_seconds(logs.get('train_runtime', 0.0))}",
-                 f"train_loss {_num(logs['train_loss'])}"]
-        return "  ".join(parts)
+        runtime = format_seconds(logs.get("train_runtime", 0.0))
+        if 0 < first_step < step:
+            return (f"done  steps {first_step + 1}-{step} (resumed after step {first_step}) in {runtime}  "
+                    f"train_loss {_num(logs['train_loss'])} over these steps")
+        return f"done  {step} steps in {runtime}  train_loss {_num(logs['train_loss'])}"
     evaluating = "eval_loss" in logs and "loss" not in logs
     parts = [f"{'eval step' if evaluating else 'step'} {step}/{total}" if total else f"step {step}"]
     if "epoch" in logs and not evaluating:
@@ -139,7 +144,8 @@ class ReadableProgressCallback(ProgressCallback):
         if state.is_world_process_zero and self.training_bar is not None and logs:
             pace = getattr(self, "pace", None)
             per_step, remaining = pace.figures(state) if pace else (None, None)
-            self.training_bar.write(log_line(logs, state.global_step, state.max_steps, per_step, remaining))
+            self.training_bar.write(log_line(logs, state.global_step, state.max_steps, per_step, remaining,
+                                             getattr(pace, "start_step", 0)))
 
 
 class ReadablePrinterCallback(PrinterCallback):
@@ -153,7 +159,8 @@ class ReadablePrinterCallback(PrinterCallback):
         if state.is_local_process_zero and logs:
             pace = getattr(self, "pace", None)
             per_step, remaining = pace.figures(state) if pace else (None, None)
-            print(log_line(logs, state.global_step, state.max_steps, per_step, remaining), flush=True)
+            print(log_line(logs, state.global_step, state.max_steps, per_step, remaining,
+                           getattr(pace, "start_step", 0)), flush=True)
 
 
 def use_readable_logs(trainer: Any) -> Any:

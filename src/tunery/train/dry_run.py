@@ -171,7 +171,8 @@ def build_plan(cfg: Any, *, flops: float | None = None, bandwidth: float | None 
     eval_examples = len(evaluation) if evaluation is not None and hasattr(evaluation, "__len__") else 0
     steps = steps_for(counts.examples, args, stage=ft.stage, devices=par.devices, finetuning=ft)
     shape = shape_of(counts) if counts.examples else assumed_shape(cfg)
-    checkpointing = checkpointing_for_run(cfg, shape)
+    # Training plans checkpointing for text runs only (train/sft.py); a media run checkpoints every layer.
+    checkpointing = checkpointing_for_run(cfg, shape) if media is None else None
     estimate = estimate_run(cfg, shape=shape, flops=flops, bandwidth=bandwidth, par=par,
                             checkpointed_layers=checkpointing.checkpointed if checkpointing else None)
     notes = _notes(cfg) + ([checkpointing.describe()] if checkpointing else [])

@@ -57,7 +57,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
 
 from tunery.errors import ConfigError
-from tunery.logging import get_logger
+from tunery.logging import get_logger, quieted
 from tunery.model.adapter import prepare_for_training
 from tunery.model.loader import count_parameters, model_class_for, pick_dtype, resolve
 from tunery.train.distributed import ray_worker_resources
@@ -71,6 +71,7 @@ GIB = 1024**3
 # (0.57 GiB, bench/estimate_accuracy.py case tiny-sft), rounded up.
 RUNTIME_OVERHEAD = int(0.6 * GIB)
 EFFICIENCY = 0.35
+ADAPTER_LOGGER = prepare_for_training.__module__  # where the adapter setup is logged
 # Values autograd keeps per token and layer in an eager transformers decoder (fp32): the two RMSNorms
 # (input, upcast, normalised: 3 x hidden each), rotary q/k and their rotated halves (4 x hidden),
 # q, k, v, the attention output and o_proj's input (~5 x hidden), residuals and the MLP's input
@@ -433,6 +434,14 @@ def _without_zero3_init(cfg: Any) -> Iterator[None]:
         set_hf_deepspeed_config(ds_config)
 
 
+def _text_config(config: Any) -> Any:
+    """The language model's config: a vision/audio-language model nests it (``text_config``)."""
+    try:
+        return config.get_text_config(decoder=True)
+    except ValueError:  # more than one text part: keep the top-level figures
+        return config
+
+
 def planned_model(cfg: Any) -> tuple[Any, int, int, int]:
     """(config, trainable, total, quantizable) with the run's adapter setup applied to a weightless model."""
     path = resolve(cfg.model).path
@@ -544,6 +553,7 @@ def estimate_run(cfg: Any, *, shape: DataShape | None = None, flops: float | Non
         else:
             shape = assumed_shape(cfg)
     config, trainable, total, quantizable = planned_model(cfg)
+    config = _text_config(config)
     dtype = pick_dtype(cfg.model, cfg.training, pure_bf16=cfg.finetuning.pure_bf16)
     element = torch.tensor([], dtype=dtype).element_size()
     hidden = getattr(config, "hidden_size", 0)
@@ -635,8 +645,9 @@ class CheckpointingPlan:
     source: str
 
     def describe(self) -> str:
-        return (f"gradient checkpointing on {self.checkpointed} of {self.layers} layers (estimated peak "
-                f"{self.peak / GIB:.2f} GiB within a budget of {self.budget / GIB:.2f} GiB: {self.source})")
+        return (f"gradient checkpointing on {self.checkpointed} of {self.layers} layers (estimated peak with "
+                f"every row as long as the longest: {self.peak / GIB:.2f} GiB, within a budget of "
+                f"{self.budget / GIB:.2f} GiB: {self.source})")
 
 
 def checkpointing_for_run(cfg: Any, shape: DataShape | None) -> CheckpointingPlan | None:
@@ -674,7 +685,9 @@ def plan_checkpointing(cfg: Any, shape: DataShape | None = None, budget_gib: flo
     """
     shape = worst_batch_shape(shape if shape is not None else assumed_shape(cfg))
     budget_gib = cfg.model.gradient_checkpointing_budget if budget_gib is None else budget_gib
-    every = estimate_run(cfg, shape=shape, checkpointed_layers=10**6)  # clamped to the layer count
+    # The adapter setup is logged by the model load (or the plan's own estimate): once is enough.
+    with quieted(ADAPTER_LOGGER):
+        every = estimate_run(cfg, shape=shape, checkpointed_layers=10**6)  # clamped to the layer count
     layers = every.layers
     if budget_gib is not None:
         budget, source = int(budget_gib * GIB), "gradient_checkpointing_budget"
@@ -682,7 +695,8 @@ def plan_checkpointing(cfg: Any, shape: DataShape | None = None, budget_gib: flo
         baseline_cfg = copy.copy(cfg)
         baseline_cfg.finetuning = copy.copy(cfg.finetuning)
         baseline_cfg.finetuning.fast_path = False
-        budget = estimate_run(baseline_cfg, shape=shape, checkpointed_layers=layers).peak_bytes
+        with quieted(ADAPTER_LOGGER):
+            budget = estimate_run(baseline_cfg, shape=shape, checkpointed_layers=layers).peak_bytes
         source = "every layer checkpointed with full logits, LLaMA-Factory's default"
     room = budget - every.peak_bytes
     if room < 0 or layers == 0:

@@ -42,6 +42,19 @@ def test_help_lists_groups_defaults_and_help(capsys):
     assert "LoRA rank" in out
 
 
+def test_data_help_shows_its_subcommands_and_own_options(capsys):
+    """`tunery data -h` used to open on "tunery data {check|preview|render} ... --key value" and never
+    named --num, --json or --messages (options of the data command, not settings)."""
+    assert main(["data", "--help"]) == 0
+    out = capsys.readouterr().out
+    head = out.split("Settings come from")[0]
+    for form in ("tunery data check ", "tunery data preview ", "tunery data render "):
+        assert form in head
+    for option in ("--num 3", "--json", "--messages FILE", "--add_generation_prompt"):
+        assert option in head
+    assert "--cutoff_len (default: 2048)" in out  # the settings still follow
+
+
 def test_unknown_command_suggests(capsys):
     assert main(["trian"]) == 2
     assert "Did you mean 'train'" in capsys.readouterr().err

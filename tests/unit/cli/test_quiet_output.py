@@ -62,6 +62,38 @@ def test_training_log_line_is_readable():
     assert done == "done  40 steps in 0:02:10  train_loss 1.3"
 
 
+def test_resumed_session_summary_names_the_steps_its_train_loss_covers(capsys):
+    """After a resume the Trainer's train_loss averages this session's steps only (train_results.json has
+    the whole run's): the closing line says which steps, instead of "done  4 steps" with a different loss."""
+    from tunery.train.callbacks import ReadablePrinterCallback, log_line
+
+    done = log_line({"train_loss": 2.703, "train_runtime": 9.7}, 4, 4, first_step=2)
+    assert done == "done  steps 3-4 (resumed after step 2) in 0:00:09  train_loss 2.703 over these steps"
+    printer = ReadablePrinterCallback()
+    printer.on_train_begin(None, _State(30), None)
+    printer.on_log(None, _State(40), None, logs={"train_loss": 1.5, "train_runtime": 20.0})
+    assert capsys.readouterr().out.startswith("done  steps 31-40 (resumed after step 30) in 0:00:20  train_loss 1.5")
+
+
+def test_deepspeed_cpu_notice_is_dropped_and_its_other_messages_kept():
+    """DeepSpeed prints "Setting accelerator to CPU ..." on stdout in every command on a CPU machine."""
+    import logging
+
+    from tunery.logging import quiet_third_party
+
+    quiet_third_party()
+    quiet_third_party()  # idempotent: one filter
+    deepspeed = logging.getLogger("DeepSpeed")
+
+    def record(msg):
+        return logging.LogRecord("DeepSpeed", logging.WARNING, "real_accelerator.py", 213, msg, None, None)
+
+    assert sum(type(f).__name__ == "_NoCpuAcceleratorNotice" for f in deepspeed.filters) == 1
+    assert not deepspeed.filter(record("Setting accelerator to CPU. If you have GPU or other accelerator, we were "
+                                       "unable to detect it."))
+    assert deepspeed.filter(record("ZeRO-3 is enabled"))
+
+
 class _State:
     is_local_process_zero = is_world_process_zero = True
     max_steps = 40

@@ -151,6 +151,32 @@ def test_no_valid_example_left_says_why(tmp_path):
         load_mixed("a", data_args(folder), "sft")
 
 
+def test_dataset_shaped_for_another_stage_names_that_stage(tmp_path):
+    """A newcomer's `tunery data check --dataset dpo_en_demo` (stage sft by default) used to end in
+    "the conversation must end with an assistant reply" with a generic hint; the hint names the stage."""
+    pairs = [{"instruction": f"q{i}", "chosen": "good", "rejected": "bad"} for i in range(3)]
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    (tmp_path / "sft.json").write_text(json.dumps(ROWS[:3]))
+    (tmp_path / "text.jsonl").write_text("\n".join(json.dumps({"text": f"document {i}"}) for i in range(3)))
+    folder = write_info(tmp_path, {
+        "pairs": {"file_name": "pairs.json", "ranking": True,
+                  "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"}},
+        "sft": {"file_name": "sft.json"},
+        "text": {"file_name": "text.jsonl", "columns": {"prompt": "text"}},
+    })
+    with pytest.raises(DataError) as err:
+        load_mixed("pairs", data_args(folder), "sft")
+    assert "'pairs' is a preference dataset (ranking: true" in err.value.hint and "stage rm, dpo" in err.value.hint
+    with pytest.raises(DataError) as err:
+        load_mixed("sft", data_args(folder), "dpo")
+    assert "stage dpo trains on preference pairs" in err.value.hint and "ranking: true" in err.value.hint
+    with pytest.raises(DataError) as err:
+        load_mixed("text", data_args(folder), "sft")
+    assert "'text' is plain text" in err.value.hint and "stage pt" in err.value.hint
+    dataset, report = load_mixed("pairs", data_args(folder), "dpo")  # the right stage loads them
+    assert len(dataset) == 3 and report.valid == 3
+
+
 def test_bad_jsonl_line_is_an_invalid_row(tmp_path):
     (tmp_path / "a.jsonl").write_text(json.dumps(ROWS[0]) + "\n{broken\n" + json.dumps(ROWS[1]))
     folder = write_info(tmp_path, {"a": {"file_name": "a.jsonl"}})
@@ -165,6 +191,16 @@ def test_missing_file_and_unknown_dataset_are_clear_errors(tmp_path):
         load_mixed("gone", data_args(folder), "sft")
     with pytest.raises(DataError, match="'nope' is not in"):
         load_mixed("nope", data_args(folder), "sft")
+
+
+def test_wrong_dataset_dir_says_the_folder_is_missing_or_empty(tmp_path):
+    """A relative dataset_dir run from another folder used to read "'x' is not in D/dataset_info.json"."""
+    with pytest.raises(DataError) as err:
+        load_mixed("demo", data_args(tmp_path / "nowhere"), "sft")
+    assert f"dataset_dir '{tmp_path / 'nowhere'}' does not exist" in err.value.message
+    assert "a relative dataset_dir starts at the folder tunery runs in" in err.value.hint
+    with pytest.raises(DataError, match="holds no dataset_info.json"):
+        load_mixed("demo", data_args(tmp_path), "sft")
 
 
 def test_hub_dataset_offline_is_a_clear_error(tmp_path, monkeypatch):
