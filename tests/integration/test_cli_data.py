@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from tunery.cli.main import main
 
@@ -78,15 +79,16 @@ def test_preview_gives_the_reason_check_gives_for_a_failed_row(tiny_chatml_model
                                                     "images": ["cat.png"]}]))
     (tmp_path / "dataset_info.json").write_text(json.dumps({"img": {"file_name": "img.json", "columns": {
         "prompt": "instruction", "response": "output", "images": "images"}}}))
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "cat.png")  # the file exists: the model is what fails
     args = ["--dataset", "img", "--dataset_dir", str(tmp_path), "--model_name_or_path", str(tiny_chatml_model)]
     assert main(["data", "check", *args]) == 1
     check = capsys.readouterr().out
-    reason = "the images would be silently left out"
-    assert f"row 0 field 'images': the example has images, but Tunery trains text-only models: {reason}" in check
+    reason = ("the example has images, but the model has no processor for them (a text-only model): the images "
+              "would be silently left out")
+    assert f"row 0 field 'images': {reason}" in check
     assert main(["data", "preview", *args]) == 0
     header = capsys.readouterr().out.splitlines()[0]
-    assert header.endswith(f"0 tokens, 0 trained, failed: the example has images, but Tunery trains text-only "
-                           f"models: {reason} (field 'images') ===")
+    assert header.endswith(f"0 tokens, 0 trained, failed: {reason} (field 'images') ===")
 
 
 def test_preview_marks_trained_spans(reference_dir, tiny_chatml_model, capsys):

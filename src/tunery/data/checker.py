@@ -170,9 +170,9 @@ class _Policy:
     def add(self, record: dict[str, Any]) -> None:
         check = self.check
         # pt documents are split into blocks, never cut or dropped; media rows need the model's processor
-        # to count their tokens: without it (a text-only model) their text length is counted below
+        # (a text-only model fails them here, with the reason training gives)
         media = self.media if has_media(record) else None
-        if stage_kind(self.stage) != "pt" and (media is not None or not has_media(record)):
+        if stage_kind(self.stage) != "pt":
             batch = {key: [record.get(key)] for key in record_features()}
             row = process_batch(batch, stage=self.stage, tokenizer=self.tokenizer, template=self.template,
                                 settings=self.settings, media=media)
