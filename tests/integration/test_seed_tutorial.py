@@ -600,7 +600,7 @@ def test_batch_evaluation_4bit_variant(trained, tiny_chatml_model, data_dir, tut
 
     seen = []
     real = loader.quantization_config
-    monkeypatch.setattr(loader, "quantization_config", lambda args: seen.append(real(args)) or seen[-1])
+    monkeypatch.setattr(loader, "quantization_config", lambda *args: seen.append(real(*args)) or seen[-1])
     out = tmp_path / "eval_2024-08-24-10-42-52"
     code = tunery([
         "train", "--stage", "sft", "--model_name_or_path", str(tiny_chatml_model),
