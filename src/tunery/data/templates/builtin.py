@@ -41,7 +41,7 @@ _CHATML_TOOL = dict(
 # the Qwen-style ChatML of LLaMA-Factory's MiMo templates: each tool result in its own user turn
 _CHATML_QWEN_TOOL = dict(_CHATML_TOOL, tool="<|im_start|>user\n<tool_response>\n{content}\n</tool_response><|im_end|>\n",
                          tool_format="qwen")
-_GLM4_MOE = dict(
+_GLM4 = dict(
     prefix="[gMASK]<sop>",
     system="<|system|>\n{content}",
     user="<|user|>\n{content}",
@@ -49,8 +49,8 @@ _GLM4_MOE = dict(
     assistant="\n{content}",
     tool="<|observation|>\n{content}",
     stop_words=("<|user|>", "<|observation|>"),
-    thinking="lf",
 )
+_GLM4_MOE = dict(_GLM4, thinking="lf")
 _SEED = dict(
     system="{bos}system\n{content}{eos}",
     user="{bos}user\n{content}{eos}",
@@ -203,13 +203,7 @@ SPECS: list[TemplateSpec] = [
     TemplateSpec(
         name="glm4",
         official="THUDM/glm-4-9b-chat",
-        prefix="[gMASK]<sop>",
-        system="<|system|>\n{content}",
-        user="<|user|>\n{content}",
-        gen="<|assistant|>",
-        assistant="\n{content}",
-        tool="<|observation|>\n{content}",
-        stop_words=("<|user|>", "<|observation|>"),
+        **_GLM4,
         note="GLM-4 has no end-of-turn token: generation stops at <|user|> or <|observation|>",
     ),
     TemplateSpec(
