@@ -343,3 +343,29 @@ def test_deepspeed_without_a_launcher_relaunches_itself_under_torchrun(tiny_chat
     assert result.returncode == 0, result.stderr[-3000:]
     assert "starting 1 training process(es)" in result.stderr and "Traceback" not in result.stderr
     assert [r["current_steps"] for r in _log(out)] == [1] and (out / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_started_by_the_users_launcher_it_trains_unchanged(launcher, tiny_chatml_model, reference_dir, tmp_path):
+    """`torchrun ... -m tunery train` and `accelerate launch ... -m tunery train`: no relaunch, DDP on 2 processes,
+    the run log written once per step by rank 0."""
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, max_samples=8,
+                  num_train_epochs=None, max_steps=2)
+    port = str(launch.free_port())
+    start = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+              "--master_port", port] if launcher == "torchrun" else
+             # accelerate's multi-process launcher is named --multi_gpu; without a GPU its processes use gloo
+             # (its --cpu flag starts ONE process whatever --num_processes says)
+             [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--main_process_port", port])
+    result = subprocess.run([*start, "-m", "tunery", "train", str(cfg)], env=_env(), capture_output=True, text=True,
+                            timeout=900)
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-4000:]
+    assert "training on 2 processes with DDP" in text
+    assert "relaunching" not in text.lower()
+    assert [r["current_steps"] for r in _log(out)] == [1, 2]
+    assert (out / "adapter_model.safetensors").is_file()
+    assert text.count("training finished: outputs in") == 1
