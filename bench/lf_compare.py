@@ -13,7 +13,7 @@ Recorded per run: ``train_runtime`` (the Trainer's, model loading excluded), wal
 whole command, ``eval_loss``, the per-step losses, peak RSS of the process tree (``ru_maxrss`` of
 the waited children), the machine's load average sampled during the run, and for Tunery the
 gradient-checkpointing plan it logged. Writes ``bench/results/lf_compare.json`` and the table between
-the ``lf-compare`` markers in ``bench/README.md``.
+the ``lf-compare`` markers in ``bench/README.md`` and the top ``README.md``.
 
 Usage::
 
@@ -45,7 +45,7 @@ DEFAULT_CONFIG = HERE / "configs" / "lf_issue18.yaml"
 DEFAULT_DATA = ROOT.parent / "shared" / "reference" / "lf" / "data"
 DEFAULT_VENV = HERE / ".venv-lf"
 RESULTS = HERE / "results" / "lf_compare.json"
-README = HERE / "README.md"
+READMES = (HERE / "README.md", ROOT / "README.md")  # both carry the lf-compare markers
 MARK_START, MARK_END = "<!-- lf-compare:start -->", "<!-- lf-compare:end -->"
 
 RSS_WRAPPER = (
@@ -183,7 +183,8 @@ def table(report: dict) -> str:
     lines = [
         f"`results/lf_compare.json` ({report['finished']}, {report['repeats']} alternating round(s), "
         + (f"**only the first {report['max_steps']} steps** of the run (--max-steps), " if report["max_steps"] else "")
-        + f"OMP_NUM_THREADS={report['threads']}, load average during the runs {min(loads):.1f}-{max(loads):.1f} "
+        + f"OMP_NUM_THREADS={report['threads']}, 1-min load average {report['machine']['load_before'][0]:.1f} before "
+        f"the first run and {min(loads):.1f}-{max(loads):.1f} during the runs (their own threads included) "
         f"on {report['machine']['cpus']} CPUs; `{report['command']}`):",
         "",
         "| | train_runtime (median) | eval_loss | peak RSS |",
@@ -201,15 +202,16 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> None:
-    readme = README.read_text(encoding="utf-8")
+def update_readme(text: str, readme_path: Path) -> None:
+    """Put ``text`` between the lf-compare markers of ``readme_path`` (appended with a heading when absent)."""
+    readme = readme_path.read_text(encoding="utf-8")
     block = f"{MARK_START}\n{text}\n{MARK_END}"
     if MARK_START in readme and MARK_END in readme:
         head, rest = readme.split(MARK_START, 1)
         readme = head + block + rest.split(MARK_END, 1)[1]
     else:
         readme = readme.rstrip("\n") + "\n\n## `lf_compare.py`: LLaMA-Factory vs Tunery on the same YAML\n\n" + block + "\n"
-    README.write_text(readme, encoding="utf-8")
+    readme_path.write_text(readme, encoding="utf-8")
 
 
 def main() -> int:
@@ -223,8 +225,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     parser.add_argument("--max-steps", type=int, help="cap both runs (smoke test; not the issue's workload)")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README table")
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README tables")
+    parser.add_argument("--readme-only", action="store_true",
+                        help="run nothing: rewrite the README tables from the results file (--out)")
     args = parser.parse_args()
+    if args.readme_only:
+        for readme in READMES:
+            update_readme(table(json.loads(args.out.read_text(encoding="utf-8"))), readme)
+        return 0
 
     lf_cli = ensure_lf_venv(args.venv, args.lf_version)
     config = yaml.safe_load(args.config.read_text(encoding="utf-8"))
@@ -273,7 +281,8 @@ def main() -> int:
     text = table(report)
     print(text)
     if not args.no_readme:
-        update_readme(text)
+        for readme in READMES:
+            update_readme(text, readme)
     return 0
 
 
