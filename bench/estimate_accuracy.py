@@ -94,7 +94,7 @@ def main() -> None:
     opts = parser.parse_args()
     load = os.getloadavg()
     rows = [run_case(name, opts.steps) for name in opts.cases.split(",")]
-    result = {"machine": f"{os.cpu_count()} CPU cores shared with other jobs, fp32; load average at start "
+    result = {"machine": f"{os.cpu_count()} CPU cores, fp32; load average at start "
                          f"{load[0]:.2f}, at end {os.getloadavg()[0]:.2f}",
               "threads": os.environ.get("OMP_NUM_THREADS", "default"), "rows": rows}
     path = ROOT / "bench" / "results" / "estimate_accuracy.json"
