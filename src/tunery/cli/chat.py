@@ -125,8 +125,9 @@ def main(tokens: list[str]) -> int:
     own, tokens = pop_options(tokens)
     cfg = options.load("chat", tokens, hint='ask one question with --query "..."')
     # the engine imports torch and transformers (seconds); --help must not pay for them
-    from tunery.inference import load_engine
+    from tunery.inference import check_media_kinds, load_engine
 
+    check_media_kinds(cfg, [option for option in MEDIA if option in own])  # before minutes of loading
     engine = load_engine(cfg)
     session = ChatSession(engine, system=own.get("system"))
     for option, kind in MEDIA.items():

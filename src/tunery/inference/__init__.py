@@ -3,7 +3,7 @@
 ``load_engine(cfg)`` is the entry point chat, predict, the API server and the web UI share.
 """
 
-from tunery.inference.backends import load_engine
+from tunery.inference.backends import check_media_kinds, load_engine
 from tunery.inference.engine import Engine, Response, TextStream
 
-__all__ = ["Engine", "Response", "TextStream", "load_engine"]
+__all__ = ["Engine", "Response", "TextStream", "check_media_kinds", "load_engine"]

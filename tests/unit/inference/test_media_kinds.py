@@ -238,3 +238,21 @@ def test_media_features_follow_the_model_dtype(tiny_llava, tmp_path):
     assert engine.model.dtype == extra["pixel_values"].dtype == torch.bfloat16
     reply = engine.chat([{"role": "user", "content": "What is it?", "images": [str(png)]}])[0]
     assert reply.completion_tokens >= 1
+
+
+def test_chat_refuses_media_the_model_cannot_take_before_loading_it(tiny_chatml_model, tiny_llava, tmp_path,
+                                                                    monkeypatch):
+    import tunery.inference as inference
+    from tunery.cli import chat
+
+    def load_engine_must_not_run(cfg):
+        raise AssertionError("the model was loaded before the media were checked")
+
+    monkeypatch.setattr(inference, "load_engine", load_engine_must_not_run)
+    png = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(png)
+    wav = write_wav(tmp_path / "a.wav")
+    with pytest.raises(ConfigError, match=r"takes no images: it is a text model"):
+        chat.main(["--model_name_or_path", str(tiny_chatml_model), "--image", str(png), "--query", "hi"])
+    with pytest.raises(ConfigError, match=r"\(llava\) takes no audio: it reads image only"):
+        chat.main(["--model_name_or_path", str(tiny_llava), "--audio", str(wav), "--query", "hi"])
