@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tunery.cli import launch
+from tunery.cli.main import main as tunery_main
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
@@ -69,12 +70,12 @@ def _assert_close(a: list[float], b: list[float], rtol: float = LOSS_RTOL) -> No
 
 @pytest.fixture(scope="module")
 def one_process_run(tiny_chatml_model, reference_dir, tmp_path_factory):
-    """The reference: one process, per-device batch 4 (the global batch of 2 processes x 2)."""
+    """The reference: one process, per-device batch 4 (the global batch of 2 processes x 2). `tunery train` runs
+    in this test process: a one-process run needs no process of its own (the multi-process runs below do)."""
     tmp = tmp_path_factory.mktemp("single")
     out = tmp / "out"
     cfg = _config(tmp / "cfg.yaml", tiny_chatml_model, reference_dir, out, per_device_train_batch_size=4)
-    result = _tunery(["train", str(cfg)])
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert tunery_main(["train", str(cfg)]) == 0
     return _log(out)
 
 
@@ -106,18 +107,18 @@ SMOLLM2_LOSS_RTOL = 1e-3
 
 
 @pytest.mark.slow
-def test_ddp_lora_sft_on_smollm2_halves_the_steps_and_matches_one_process(smollm2_path, reference_dir, tmp_path):
+def test_ddp_lora_sft_on_smollm2_halves_the_steps_and_matches_one_process(smollm2_path, reference_dir, tmp_path,
+                                                                         capsys):
     settings = {"max_samples": 16, "cutoff_len": 96, "learning_rate": 1e-4, "template": "auto"}
-    # one process, per-device batch 2: the plan says 8 steps (16 examples); 2 processes take half
-    single_plan = _tunery(["train", str(_config(tmp_path / "plan.yaml", smollm2_path, reference_dir,
-                                                tmp_path / "plan", dry_run=True, **settings))])
-    assert single_plan.returncode == 0, single_plan.stderr[-3000:]
-    assert "optimizer steps: 8" in single_plan.stdout
+    # one process, per-device batch 2: the plan says 8 steps (16 examples); 2 processes take half.
+    # The one-process commands run in this test process (no process start), the 2-process one is launched.
+    assert tunery_main(["train", str(_config(tmp_path / "plan.yaml", smollm2_path, reference_dir, tmp_path / "plan",
+                                              dry_run=True, **settings))]) == 0
+    assert "optimizer steps: 8" in capsys.readouterr().out
     # the reference: one process with the 2-process global batch (4)
     one = tmp_path / "one"
-    result = _tunery(["train", str(_config(tmp_path / "one.yaml", smollm2_path, reference_dir, one,
-                                           per_device_train_batch_size=4, **settings))])
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert tunery_main(["train", str(_config(tmp_path / "one.yaml", smollm2_path, reference_dir, one,
+                                              per_device_train_batch_size=4, **settings))]) == 0
     two = tmp_path / "two"
     result = _tunery(["train", str(_config(tmp_path / "two.yaml", smollm2_path, reference_dir, two, **settings))],
                      FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
