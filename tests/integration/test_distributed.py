@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tunery.cli import launch
+from tunery.cli.main import main as tunery_main
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
@@ -69,12 +70,12 @@ def _assert_close(a: list[float], b: list[float], rtol: float = LOSS_RTOL) -> No
 
 @pytest.fixture(scope="module")
 def one_process_run(tiny_chatml_model, reference_dir, tmp_path_factory):
-    """The reference: one process, per-device batch 4 (the global batch of 2 processes x 2)."""
+    """The reference: one process, per-device batch 4 (the global batch of 2 processes x 2). `tunery train` runs
+    in this test process: a one-process run needs no process of its own (the multi-process runs below do)."""
     tmp = tmp_path_factory.mktemp("single")
     out = tmp / "out"
     cfg = _config(tmp / "cfg.yaml", tiny_chatml_model, reference_dir, out, per_device_train_batch_size=4)
-    result = _tunery(["train", str(cfg)])
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert tunery_main(["train", str(cfg)]) == 0
     return _log(out)
 
 
@@ -106,18 +107,18 @@ SMOLLM2_LOSS_RTOL = 1e-3
 
 
 @pytest.mark.slow
-def test_ddp_lora_sft_on_smollm2_halves_the_steps_and_matches_one_process(smollm2_path, reference_dir, tmp_path):
+def test_ddp_lora_sft_on_smollm2_halves_the_steps_and_matches_one_process(smollm2_path, reference_dir, tmp_path,
+                                                                         capsys):
     settings = {"max_samples": 16, "cutoff_len": 96, "learning_rate": 1e-4, "template": "auto"}
-    # one process, per-device batch 2: the plan says 8 steps (16 examples); 2 processes take half
-    single_plan = _tunery(["train", str(_config(tmp_path / "plan.yaml", smollm2_path, reference_dir,
-                                                tmp_path / "plan", dry_run=True, **settings))])
-    assert single_plan.returncode == 0, single_plan.stderr[-3000:]
-    assert "optimizer steps: 8" in single_plan.stdout
+    # one process, per-device batch 2: the plan says 8 steps (16 examples); 2 processes take half.
+    # The one-process commands run in this test process (no process start), the 2-process one is launched.
+    assert tunery_main(["train", str(_config(tmp_path / "plan.yaml", smollm2_path, reference_dir, tmp_path / "plan",
+                                              dry_run=True, **settings))]) == 0
+    assert "optimizer steps: 8" in capsys.readouterr().out
     # the reference: one process with the 2-process global batch (4)
     one = tmp_path / "one"
-    result = _tunery(["train", str(_config(tmp_path / "one.yaml", smollm2_path, reference_dir, one,
-                                           per_device_train_batch_size=4, **settings))])
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert tunery_main(["train", str(_config(tmp_path / "one.yaml", smollm2_path, reference_dir, one,
+                                              per_device_train_batch_size=4, **settings))]) == 0
     two = tmp_path / "two"
     result = _tunery(["train", str(_config(tmp_path / "two.yaml", smollm2_path, reference_dir, two, **settings))],
                      FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
@@ -150,29 +151,15 @@ def test_two_nodes_on_loopback(one_process_run, tiny_chatml_model, reference_dir
     _assert_close([r["loss"] for r in log], [r["loss"] for r in one_process_run])
 
 
-@pytest.mark.slow
-def test_dpo_under_ddp(tiny_chatml_model, reference_dir, tmp_path):
-    out = tmp_path / "out"
-    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, stage="dpo",
-                  dataset="dpo_en_demo", max_samples=8, num_train_epochs=None, max_steps=2, cutoff_len=96)
-    result = _tunery(["train", str(cfg)], FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "training on 2 processes with DDP" in result.stderr
-    log = _log(out)
-    assert [r["current_steps"] for r in log] == [1, 2]
-    assert all(r["loss"] == r["loss"] and "rewards/chosen" in r for r in log)  # finite, preference metrics
-    assert (out / "adapter_model.safetensors").is_file()
-
-
 GRPO_REWARD = "def first_token_low(prompts, completions, completion_ids, **kwargs):\n" \
               "    return [float(ids[0] < 275) if ids else 0.0 for ids in completion_ids]\n"
 
 
 def _stage_settings(stage: str, model: Path, tmp_path: Path) -> dict:
-    """The smallest run of ``stage`` on LLaMA-Factory's demo data (sft and dpo have their own tests above)."""
+    """The smallest run of ``stage`` on LLaMA-Factory's demo data (sft has its own tests above)."""
     if stage == "pt":
         return {"dataset": "c4_demo"}
-    if stage == "rm":
+    if stage in ("rm", "dpo"):
         return {"dataset": "dpo_en_demo"}
     if stage == "kto":
         return {"dataset": "kto_en_demo"}
@@ -185,24 +172,79 @@ def _stage_settings(stage: str, model: Path, tmp_path: Path) -> dict:
     return {**generate, "reward_funcs": f"{reward}:first_token_low", "num_generations": 2}
 
 
+STAGES_UNDER_DDP = ("pt", "rm", "dpo", "kto", "ppo", "grpo")
+# One torchrun job trains every stage above in turn: each process runs `tunery train <config>` once per stage
+# (tunery's own main(), as `torchrun -m tunery train` does), with that stage's output in its own file per rank.
+# Starting a 2-process job costs more than a 2-step run of the tiny model (interpreters, imports of torch,
+# transformers, trl), so one job instead of six; the FORCE_TORCHRUN relaunch is tested with sft and resume.
+STAGES_WORKER = """
+import os, sys
+from tunery.cli.main import main
+
+rank = os.environ["RANK"]
+for stage, config in zip(sys.argv[1::2], sys.argv[2::2]):
+    sys.stdout.flush(); sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(f"{stage}.rank{rank}.log", "w") as log:
+        os.dup2(log.fileno(), 1); os.dup2(log.fileno(), 2)
+        try:
+            code = main(["train", config])
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+    with open(f"{stage}.rank{rank}.code", "w") as file:
+        file.write(str(code))
+"""
+
+
+@pytest.fixture(scope="module")
+def ddp_stage_runs(tiny_chatml_model, reference_dir, tmp_path_factory):
+    """Two processes, two steps per stage, every stage of STAGES_UNDER_DDP in one torchrun job; the folder
+    holds <stage>/out, <stage>.rank<R>.log and <stage>.rank<R>.code (the exit code of that `tunery train`)."""
+    tmp = tmp_path_factory.mktemp("stages")
+    (tmp / "worker.py").write_text(STAGES_WORKER)
+    args = []
+    for stage in STAGES_UNDER_DDP:
+        folder = tmp / stage
+        folder.mkdir()
+        args += [stage, str(_config(folder / "cfg.yaml", tiny_chatml_model, reference_dir, folder / "out",
+                                    stage=stage, max_samples=8, num_train_epochs=None, max_steps=2, cutoff_len=96,
+                                    **_stage_settings(stage, tiny_chatml_model, folder)))]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_addr", "127.0.0.1", "--master_port", str(launch.free_port()),
+                             str(tmp / "worker.py"), *args],
+                            cwd=tmp, env=_env(), capture_output=True, text=True, timeout=1800)
+    return tmp, result
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["pt", "rm", "kto", "ppo", "grpo"])
-def test_every_stage_trains_under_ddp(stage, tiny_chatml_model, reference_dir, tmp_path):
+@pytest.mark.parametrize("stage", STAGES_UNDER_DDP)
+def test_every_stage_trains_under_ddp(stage, ddp_stage_runs):
     """Two processes, two steps: every stage runs under DDP, logs finite numbers, writes its outputs once."""
-    out = tmp_path / "out"
-    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, stage=stage, max_samples=8,
-                  num_train_epochs=None, max_steps=2, cutoff_len=96,
-                  **_stage_settings(stage, tiny_chatml_model, tmp_path))
-    result = _tunery(["train", str(cfg)], FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
-    text = result.stdout + result.stderr
-    assert result.returncode == 0, text[-4000:]
+    tmp, job = ddp_stage_runs
+    text = "".join((tmp / f"{stage}.rank{rank}.log").read_text() for rank in (0, 1)
+                   if (tmp / f"{stage}.rank{rank}.log").is_file())
+    codes = [(tmp / f"{stage}.rank{rank}.code").read_text() if (tmp / f"{stage}.rank{rank}.code").is_file()
+             else None for rank in (0, 1)]
+    assert codes == ["0", "0"], (codes, text[-4000:], job.stderr[-2000:])
     assert "training on 2 processes with DDP" in text
+    out = tmp / stage / "out"
     log = _log(out)
     assert [r["current_steps"] for r in log] == [1, 2]  # one line per step: only rank 0 writes the run log
     numbers = [v for r in log for k, v in r.items() if isinstance(v, float) and k not in ("epoch", "percentage")]
     assert numbers and all(math.isfinite(v) for v in numbers), log
     assert (out / "adapter_model.safetensors").is_file() and (out / "train_results.json").is_file()
     assert text.count("training finished: outputs in") == 1
+
+
+@pytest.mark.slow
+def test_dpo_under_ddp(ddp_stage_runs):
+    tmp, _ = ddp_stage_runs
+    out = tmp / "dpo" / "out"
+    log = _log(out)
+    assert [r["current_steps"] for r in log] == [1, 2]
+    assert all(r["loss"] == r["loss"] and "rewards/chosen" in r for r in log)  # finite, preference metrics
+    assert (out / "adapter_model.safetensors").is_file()
 
 
 @pytest.mark.slow
