@@ -411,3 +411,31 @@ def test_started_by_the_users_launcher_it_trains_unchanged(launcher, tiny_chatml
     assert [r["current_steps"] for r in _log(out)] == [1, 2]
     assert (out / "adapter_model.safetensors").is_file()
     assert text.count("training finished: outputs in") == 1
+
+
+@pytest.mark.slow
+def test_started_by_the_deepspeed_launcher_it_trains_unchanged(tiny_chatml_model, reference_dir, tmp_path):
+    """`deepspeed --num_gpus 2 --module tunery train cfg.yaml` with a ZeRO-2 config: DeepSpeed's own launcher
+    starts 2 processes (on a CPU it takes --num_gpus as the process count) and passes each `--local_rank=N`
+    before `train`; Tunery drops that flag, does not relaunch, trains on both and writes the outputs once."""
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "out"
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, max_samples=8,
+                  num_train_epochs=None, max_steps=2,
+                  deepspeed=str(REPO / "examples" / "deepspeed" / "ds_z2_config.json"))
+    script = Path(sys.executable).parent / "deepspeed"  # the console script DeepSpeed installs
+    runner = [str(script)] if script.is_file() else [sys.executable, "-m", "deepspeed.launcher.runner"]
+    # the first run on a machine compiles DeepSpeed's CPU communication op (minutes), later runs reuse it
+    result = subprocess.run([*runner, "--num_gpus", "2", "--master_port", str(launch.free_port()),
+                             "--module", "tunery", "train", str(cfg)],
+                            env=_env(), capture_output=True, text=True, timeout=1800)
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-4000:]
+    assert "--local_rank=1" in text  # DeepSpeed's launcher logs each process's command line
+    assert "training on 2 processes with DeepSpeed ZeRO-2" in text
+    assert "starting 1 training process" not in text and "torch.distributed.run" not in text  # no relaunch
+    assert "unknown command" not in text and "Traceback" not in text
+    log = _log(out)
+    assert [r["current_steps"] for r in log] == [1, 2] and all(r["loss"] > 0 for r in log)  # one row per step
+    assert (out / "adapter_model.safetensors").is_file() and (out / "train_results.json").is_file()
+    assert text.count("training finished: outputs in") == 1  # written once, by rank 0

@@ -6,7 +6,7 @@ accelerate) joins the process group and wraps the model in DDP, DeepSpeed or FSD
 decides *whether* to relaunch and builds the command:
 
 - already under a launcher (torchrun, ``accelerate launch``, ``deepspeed``: LOCAL_RANK or WORLD_SIZE
-  set): run as is;
+  set): run as is (the ``--local_rank=N`` argument ``deepspeed`` adds is dropped: :func:`without_local_rank`);
 - Ray Train (``use_ray``) starts its own workers: never relaunch;
 - ``FORCE_TORCHRUN=1``, more than one accelerator visible, or a ``deepspeed`` config (DeepSpeed
   needs the process-group variables a launcher sets, as in LLaMA-Factory): relaunch with
@@ -59,6 +59,33 @@ def under_launcher(env: dict[str, str] | None = None) -> bool:
     """True when a launcher (torchrun, accelerate launch, deepspeed) started this process."""
     env = os.environ if env is None else env
     return any(env.get(name) for name in LAUNCHER_VARS)
+
+
+def without_local_rank(argv: list[str]) -> list[str]:
+    """``argv`` without the ``--local_rank=N`` the ``deepspeed`` launcher (and torch's legacy
+    ``torch.distributed.launch``: ``--local-rank=N``) adds to each process's command line.
+
+    ``deepspeed --module tunery train cfg.yaml`` starts ``python -m tunery --local_rank=N train cfg.yaml``
+    (the flag right after the module, before the command). The same launcher also sets LOCAL_RANK in the
+    environment, which is what transformers and Tunery read, so the flag is only the launcher's protocol:
+    taken out wherever it stands, in both spellings, as ``--local_rank=N`` or ``--local_rank N`` (N a whole
+    number; anything else is left for the command to judge).
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name, eq, value = token.partition("=")
+        if name in ("--local_rank", "--local-rank"):
+            if eq and value.strip().isdigit():
+                i += 1
+                continue
+            if not eq and i + 1 < len(argv) and argv[i + 1].strip().isdigit():
+                i += 2
+                continue
+        out.append(token)
+        i += 1
+    return out
 
 
 def accelerator_count() -> int:

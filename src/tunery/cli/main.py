@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(argv)
-    argv = [a for a in argv if a != "--debug"]
+    argv = launch.without_local_rank([a for a in argv if a != "--debug"])  # the deepspeed launcher's flag
     if not debug:
         quiet_library_warnings()
     try:
