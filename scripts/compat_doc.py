@@ -68,8 +68,17 @@ DIFFERENCES = """\
   torchao, Transformer Engine, MS-AMP installed). Packages: `pip install 'tunery[liger]'`, `'tunery[fp8]'`.
 - **`ld_alpha`** (LD-DPO) goes through trl's DPO, which down-weights the tokens past the shorter
   reply in the reference model's log-probabilities as well; LLaMA-Factory does it for the policy only.
-- **Unsloth is refused**: it loads the model and builds LoRA with its own patched classes, which would
-  bypass Tunery's loader and peft adapters.
+- **Unsloth (`use_unsloth`) needs CUDA and says what it cannot do.** Without a CUDA GPU it stops at parse
+  time ("use_unsloth needs CUDA (...)"); on one, `pip install unsloth` (not a Tunery extra: it pins its own
+  torch and transformers). Training LoRA/QLoRA or full goes through Unsloth's `FastLanguageModel`
+  (`from_pretrained`, then `get_peft_model` with Tunery's resolved targets and the run's `seed`), as in
+  LLaMA-Factory; where LLaMA-Factory would silently do something else Tunery refuses with the reason:
+  `finetuning_type: freeze` (Unsloth has no such mode), more than one adapter or `create_new_adapter`,
+  `stage: rm`, `shift_attn`, Liger kernels, `train_from_scratch`, non-bitsandbytes quantization, ZeRO-3,
+  `tunery export`, `infer_backend: vllm`, and a vision/audio-language model (when its config is read).
+  `quantization_bit: 8` loads in 8 bit (LLaMA-Factory loads 16-bit weights then). The pt/sft fast path
+  steps aside for Unsloth's own kernels. `use_unsloth_gc` (CUDA only, no package) is transformers' offloaded checkpointing: each
+  checkpointed layer's saved input waits in CPU memory until backward.
 - **LoftQ is Tunery's own setting**: LLaMA-Factory 0.9.5 has no key for it. `loftq_init: true` (with
   `loftq_bits`: 4 or 8, `loftq_iter`) starts a new LoRA adapter through peft's LoftQ
   (`init_lora_weights: loftq`): the adapted weights of the base become their quantized values and the

@@ -57,7 +57,6 @@ def test_the_doc_lists_the_differences_checked_here():
 # --- Features Tunery does not have are refused, not ignored ------------------------------------
 @pytest.mark.parametrize("key,feature", [
     ("mixture_of_depths", "Mixture-of-Depths"), ("use_kt", "KTransformers"),
-    ("use_unsloth", "Unsloth"),
 ])
 def test_lf_features_tunery_lacks_are_refused(key, feature, tmp_path, capsys):
     value = "true"
@@ -65,7 +64,7 @@ def test_lf_features_tunery_lacks_are_refused(key, feature, tmp_path, capsys):
     assert f"'{key}: {value}' cannot be honoured" in line and feature.lower() in line.lower(), line
 
 
-@pytest.mark.parametrize("key", ["enable_liger_kernel", "fp8", "pure_bf16", "loftq_init"])
+@pytest.mark.parametrize("key", ["enable_liger_kernel", "fp8", "pure_bf16", "loftq_init", "use_unsloth", "use_unsloth_gc"])
 def test_cuda_only_features_are_refused_without_cuda(key, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     line = refused("train", [f"--{key}", "true"], tmp_path, capsys)

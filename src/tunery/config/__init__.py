@@ -18,7 +18,7 @@ from tunery.config.generating_args import GeneratingArguments
 from tunery.config.groups import settings_of
 from tunery.config.model_args import ModelArguments
 from tunery.config.parser import build_dataclasses, dump_config, load_raw_config
-from tunery.config.validation import deepspeed_config, validate
+from tunery.config.validation import deepspeed_config, unsloth_loads, validate
 from tunery.errors import DependencyError, require
 from tunery.logging import get_logger
 
@@ -153,6 +153,8 @@ def parse_config(command: str, raw: dict[str, Any], *, source: str = "config") -
         setattr(cfg, name, obj)
     _resolve_defaults(cfg, command)
     validate(cfg, command, names)
+    if unsloth_loads(cfg, command):  # CUDA is there (rule unsloth_needs_cuda); Unsloth's pins stay out of the extras
+        require("unsloth", "use_unsloth: true (Unsloth)", package="unsloth")
     if "training" in names:  # after the rules: a refused combination is reported before a missing package
         for key, module, extra in OPTIONAL_PACKAGES:
             if str(raw.get(key, False)).lower() in ("true", "1", "yes"):

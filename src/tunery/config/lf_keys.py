@@ -62,11 +62,6 @@ def no(feature: str, instead: str = "") -> str:
     return f"{feature} is not supported by Tunery" + (f": {instead}" if instead else "")
 
 
-# Unsloth's FastLanguageModel loads the model and builds LoRA with its own patched classes (and pins
-# transformers versions): there is no small way to put it under Tunery's loader and peft adapters.
-UNSLOTH = no("Unsloth", "it swaps in its own patched model classes and LoRA builder, bypassing Tunery's loader "
-             "and peft; for fused kernels on CUDA use enable_liger_kernel")
-
 LF_KEYS: dict[str, LFKey] = {
     # model_args.py
     "model_name_or_path": honoured(),
@@ -86,8 +81,11 @@ LF_KEYS: dict[str, LFKey] = {
     "flash_attn": honoured("fa3 needs the flash-attn 3 package; 'disabled' means eager attention"),
     "shift_attn": honoured("through a registered attention function (sdpa on the groups); the wrapped group keeps causal order"),
     "mixture_of_depths": refused(no("Mixture-of-Depths", "no maintained library provides it (LLaMA-Factory's MoD package is unmaintained)"), None),
-    "use_unsloth": refused(UNSLOTH, False),
-    "use_unsloth_gc": refused(UNSLOTH, False),
+    "use_unsloth": honoured("CUDA only (refused without it), package unsloth: FastLanguageModel loads the model and "
+                            "builds LoRA while training lora/full (freeze and oft refused); chat/predict/api/eval "
+                            "load the one adapter with it; export refused"),
+    "use_unsloth_gc": honoured("CUDA only (refused without it): checkpointed layer inputs kept in CPU memory "
+                               "(transformers' offloaded checkpointing); with use_unsloth, Unsloth's own"),
     "enable_liger_kernel": honoured("CUDA only (refused without it): transformers' use_liger_kernel, package liger-kernel"),
     "moe_aux_loss_coef": refused(yet("setting the MoE router loss coefficient", "the model config's value is used"), None),
     "disable_gradient_checkpointing": honoured(),

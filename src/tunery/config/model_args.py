@@ -101,7 +101,17 @@ class ModelArguments:
         metadata={"help": "Liger kernels while training (Triton, CUDA only; package liger-kernel): fused RMSNorm, "
                           "RoPE, SwiGLU and cross-entropy, through transformers' use_liger_kernel."},
     )
-    use_unsloth: bool = field(default=False, metadata={"help": "Unsloth (refused: see docs/compat.md)."})
+    use_unsloth: bool = field(
+        default=False,
+        metadata={"help": "Unsloth while training LoRA/QLoRA or full (CUDA only; pip install unsloth): its "
+                          "FastLanguageModel loads the model and builds the adapter. chat/predict/api/eval load "
+                          "the one adapter with it."},
+    )
+    use_unsloth_gc: bool = field(
+        default=False,
+        metadata={"help": "Gradient checkpointing that keeps each layer's saved input in CPU memory until backward "
+                          "(CUDA only; no unsloth package needed). With use_unsloth, Unsloth's own does it."},
+    )
     disable_gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Turn gradient checkpointing off (faster, more memory)."}
     )

@@ -605,6 +605,106 @@ def _fp8_options_need_fp8(cfg: Any, command: str) -> None:
                           f"fp8_backend: {t.fp8_backend}", hint="set fp8_backend: torchao, or drop the all-gather option")
 
 
+# Commands that load a model for inference: with use_unsloth and one adapter, Unsloth loads it (as in LLaMA-Factory).
+UNSLOTH_INFERENCE = ("chat", "api", "predict", "eval", "train")
+
+
+def unsloth_loads(cfg: Any, command: str) -> bool:
+    """Unsloth loads a model: training (LoRA, QLoRA, full), or an inference command given an adapter."""
+    if not cfg.model.use_unsloth:
+        return False
+    return _trains(cfg, command) or (command in UNSLOTH_INFERENCE and bool(cfg.model.adapters))
+
+
+@rule("unsloth_gc_needs_checkpointing")
+def _unsloth_gc_needs_checkpointing(cfg: Any, command: str) -> None:
+    if _trains(cfg, command) and cfg.model.use_unsloth_gc and cfg.model.disable_gradient_checkpointing:
+        raise ConfigError("use_unsloth_gc chooses how gradient checkpointing keeps activations, but "
+                          "disable_gradient_checkpointing is true", hint="drop one of the two")
+
+
+@rule("unsloth_trains_lora_or_full")
+def _unsloth_trains_lora_or_full(cfg: Any, command: str) -> None:
+    """Unsloth builds LoRA (get_peft_model) or trains every weight (full_finetuning); it has no freeze or OFT mode."""
+    kind = cfg.finetuning.finetuning_type
+    if _trains(cfg, command) and cfg.model.use_unsloth and kind not in ("lora", "full"):
+        why = ("Unsloth has no OFT builder (LLaMA-Factory refuses it too)" if kind == "oft"
+               else "Unsloth loads a model for LoRA or for full fine-tuning, not for training chosen layers")
+        raise ConfigError(f"use_unsloth cannot train finetuning_type: {kind}: {why}",
+                          hint="set finetuning_type: lora (or full), or drop use_unsloth")
+
+
+@rule("unsloth_loads_one_adapter")
+def _unsloth_loads_one_adapter(cfg: Any, command: str) -> None:
+    """Unsloth loads an adapter folder with its base (adapter_config.json names it): one adapter, continued."""
+    adapters = cfg.model.adapters
+    if not cfg.model.use_unsloth or not adapters:
+        return
+    if len(adapters) > 1:
+        raise ConfigError(f"use_unsloth loads one adapter (Unsloth reads the base from its folder), not "
+                          f"{len(adapters)} in adapter_name_or_path", hint="merge them first with tunery export")
+    if _trains(cfg, command) and cfg.finetuning.create_new_adapter:
+        raise ConfigError("use_unsloth continues the adapter it loads; create_new_adapter would need it merged first",
+                          hint="merge the adapter with tunery export and train a new one on the merged model")
+
+
+@rule("unsloth_not_for_export")
+def _unsloth_not_for_export(cfg: Any, command: str) -> None:
+    if command == "export" and cfg.model.use_unsloth:
+        raise ConfigError("use_unsloth does not apply to export: the adapters are merged with peft into a plain "
+                          "transformers model", hint="drop use_unsloth for tunery export")
+
+
+@rule("unsloth_not_with_vllm")
+def _unsloth_not_with_vllm(cfg: Any, command: str) -> None:
+    if cfg.model.use_unsloth and cfg.model.infer_backend == "vllm" and command in ("chat", "api", "predict", "eval"):
+        raise ConfigError("use_unsloth loads the model for the huggingface engine, and infer_backend: vllm loads "
+                          "it itself", hint="drop use_unsloth, or use infer_backend: huggingface")
+
+
+@rule("unsloth_excludes")
+def _unsloth_excludes(cfg: Any, command: str) -> None:
+    """Settings Unsloth's loading or its patched model classes cannot honour, each with its reason."""
+    if not (_trains(cfg, command) and cfg.model.use_unsloth):
+        return
+    m, ft, t = cfg.model, cfg.finetuning, cfg.training
+    conflicts = [
+        (ft.stage == "rm", "stage: rm", "FastLanguageModel loads causal LMs and a reward model is a sequence classifier"),
+        (ft.stage == "ppo" and ft.rl.reward_model_type == "lora", "reward_model_type: lora",
+         "the LoRA reward head cannot be added to Unsloth's model (LLaMA-Factory refuses it too)"),
+        (m.shift_attn, "shift_attn", "Unsloth replaces the attention that shift_attn registers"),
+        (m.enable_liger_kernel or bool(getattr(t, "use_liger_kernel", False)), "enable_liger_kernel",
+         "both replace the model's kernels"),
+        (m.train_from_scratch, "train_from_scratch", "Unsloth loads pretrained weights"),
+        (m.quantization_bit is not None and m.quantization_method != "bnb",
+         f"quantization_method: {m.quantization_method}", "Unsloth quantizes with bitsandbytes (bnb) only"),
+        (zero_stage(cfg) == 3, "DeepSpeed ZeRO-3", "Unsloth's model is not partitioned by ZeRO-3 "
+                                                   "(LLaMA-Factory refuses it too)"),
+    ]
+    for on, setting, why in conflicts:
+        if on:
+            raise ConfigError(f"use_unsloth cannot be combined with {setting}: {why}",
+                              hint=f"drop use_unsloth or {setting.split(':')[0]}")
+
+
+@rule("unsloth_needs_cuda")
+def _unsloth_needs_cuda(cfg: Any, command: str) -> None:
+    """Unsloth's kernels are Triton programs for NVIDIA GPUs, and the package refuses to import without one."""
+    if unsloth_loads(cfg, command) and not _has_cuda():
+        raise ConfigError("use_unsloth needs CUDA (Unsloth's kernels are Triton GPU kernels, and torch sees no CUDA "
+                          "GPU here)", hint="drop use_unsloth on this machine: without it the same model trains with "
+                                            "transformers and peft")
+
+
+@rule("unsloth_gc_needs_cuda")
+def _unsloth_gc_needs_cuda(cfg: Any, command: str) -> None:
+    """use_unsloth_gc moves checkpointed activations from GPU memory to pinned CPU memory."""
+    if _trains(cfg, command) and cfg.model.use_unsloth_gc and not _has_cuda():
+        raise ConfigError("use_unsloth_gc needs CUDA (it moves checkpointed activations out of GPU memory into CPU "
+                          "memory, and torch sees no CUDA GPU here)",
+                          hint="drop use_unsloth_gc on this machine (activations already live in CPU memory)")
+
+
 def _has_cuda_or_xpu() -> bool:
     import torch  # heavy: see _has_cuda
 

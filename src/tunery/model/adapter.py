@@ -20,6 +20,7 @@ from tunery.config.finetuning_args import split_list
 from tunery.config.validation import fsdp_requested
 from tunery.errors import ConfigError, ModelError
 from tunery.logging import get_logger
+from tunery.model import unsloth
 from tunery.model.multimodal import family_of
 
 if TYPE_CHECKING:
@@ -57,24 +58,29 @@ def prepare_for_training(
     use_checkpointing = not model_args.disable_gradient_checkpointing or bool(
         getattr(training_args, "gradient_checkpointing", False)
     )
-    if quantized and fsdp_requested(getattr(training_args, "fsdp", None)):
+    offload = model_args.use_unsloth_gc
+    if model_args.use_unsloth:
+        pass  # Unsloth prepared the (quantized) base and set up its own gradient checkpointing (model.unsloth)
+    elif quantized and fsdp_requested(getattr(training_args, "fsdp", None)):
         # QLoRA + FSDP: every weight keeps the one load dtype the 4-bit weights are stored in (FSDP flattens
         # tensors of one dtype), so no fp32 upcast of the other weights as peft's preparation does
         model.requires_grad_(False)
         if use_checkpointing:
-            enable_gradient_checkpointing(model, reentrant=model_args.use_reentrant_gc)
+            enable_gradient_checkpointing(model, reentrant=model_args.use_reentrant_gc, offload=offload)
     elif quantized:
         from peft import prepare_model_for_kbit_training
 
         # peft casts the non-quantized weights to fp32 and makes inputs require grad, which
-        # gradient checkpointing needs when every base weight is frozen.
+        # gradient checkpointing needs when every base weight is frozen (offloaded checkpointing: ours).
         model = prepare_model_for_kbit_training(
             model,
-            use_gradient_checkpointing=use_checkpointing,
+            use_gradient_checkpointing=use_checkpointing and not offload,
             gradient_checkpointing_kwargs={"use_reentrant": model_args.use_reentrant_gc},
         )
+        if use_checkpointing and offload:
+            enable_gradient_checkpointing(model, reentrant=model_args.use_reentrant_gc, offload=True)
     elif use_checkpointing:
-        enable_gradient_checkpointing(model, reentrant=model_args.use_reentrant_gc)
+        enable_gradient_checkpointing(model, reentrant=model_args.use_reentrant_gc, offload=offload)
     if model_args.upcast_layernorm:
         upcast_layernorms(model)
 
@@ -89,7 +95,7 @@ def prepare_for_training(
         if parts:
             unfreeze_media_parts(model, parts, finetuning_args)
     elif kind in ("lora", "oft"):
-        model = apply_lora(model, model_args, finetuning_args, quantized=quantized)
+        model = apply_lora(model, model_args, finetuning_args, quantized=quantized, training_args=training_args)
     else:  # the config layer already restricts the values; keep a clear error for direct callers
         raise ConfigError(f"unknown finetuning_type '{kind}'", hint="choose lora, oft, freeze or full")
 
@@ -115,14 +121,19 @@ def is_quantized(model: torch.nn.Module) -> bool:
     return bool(getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None))
 
 
-def enable_gradient_checkpointing(model: PreTrainedModel, *, reentrant: bool = True) -> None:
-    """Trade compute for memory: recompute activations in backward instead of keeping them."""
+def enable_gradient_checkpointing(model: PreTrainedModel, *, reentrant: bool = True, offload: bool = False) -> None:
+    """Trade compute for memory: recompute activations in backward instead of keeping them.
+
+    ``offload`` (``use_unsloth_gc``, CUDA only): the inputs each checkpointed layer saves for its
+    recompute wait in pinned CPU memory instead of GPU memory (transformers' ``offload``)."""
     if not getattr(model, "supports_gradient_checkpointing", False):
         logger.warning("%s does not support gradient checkpointing; training without it", type(model).__name__)
         return
     kwargs = {"use_reentrant": reentrant}
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, offload=offload)
+        if offload:
+            logger.info("use_unsloth_gc: checkpointed layer inputs are kept in CPU memory until backward")
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     # Reentrant checkpointing only builds a graph when its inputs require grad; with frozen
@@ -487,7 +498,7 @@ def _module_name(model: torch.nn.Module, module: torch.nn.Module | None) -> str 
 
 
 def apply_lora(model: PreTrainedModel, model_args: ModelArguments, finetuning_args: FinetuningArguments,
-               *, quantized: bool) -> Any:
+               *, quantized: bool, training_args: Any = None) -> Any:
     """New LoRA adapter, or continue the last of ``adapter_name_or_path`` (earlier ones merged first)."""
     from peft import PeftModel, get_peft_model
 
@@ -504,13 +515,19 @@ def apply_lora(model: PreTrainedModel, model_args: ModelArguments, finetuning_ar
     for path in to_merge:
         model = _load_peft(PeftModel, model, path, is_trainable=False).merge_and_unload()
         logger.info("merged adapter %s into the base", path)
-    if resume:
+    if resume and model_args.use_unsloth:
+        logger.info("continuing training of adapter %s (loaded by Unsloth)", resume)
+    elif resume:
         model = _load_peft(PeftModel, model, resume, is_trainable=True)
         logger.info("continuing training of adapter %s", resume)
     else:
         if finetuning_args.pissa_init and quantized:
             raise ConfigError("pissa_init needs a full-precision base", hint="drop quantization_bit or pissa_init")
-        model = get_peft_model(model, build_lora_config(model, model_args, finetuning_args))
+        lora_config = build_lora_config(model, model_args, finetuning_args)
+        if model_args.use_unsloth:  # Unsloth's LoRA builder, from the same resolved config (model.unsloth)
+            model = unsloth.get_peft_model(model, lora_config, model_args, training_args)
+        else:
+            model = get_peft_model(model, lora_config)
         config = model.peft_config["default"]
         targets = ", ".join(sorted({t.split(".")[-1] for t in config.target_modules}))
         if finetuning_args.finetuning_type == "oft":

@@ -17,6 +17,7 @@ from tunery.config.validation import fsdp_requested
 from tunery.errors import ModelError, require
 from tunery.hub import ResolvedModel, resolve_model
 from tunery.logging import get_logger
+from tunery.model import unsloth
 from tunery.model.adapter import count_parameters, prepare_for_training
 from tunery.model.attention import enable_shift_attention
 from tunery.model.gguf_import import materialize_gguf
@@ -172,6 +173,12 @@ def load_model(
     if model_args.rope_scaling:
         apply_rope_scaling(config, model_args.rope_scaling, model_args.model_max_length, is_trainable=is_trainable)
     dtype = pick_dtype(model_args, training_args, pure_bf16=is_trainable and finetuning_args.pure_bf16)
+    if model_args.use_unsloth and (is_trainable or model_args.adapters):
+        # LLaMA-Factory's use_unsloth: Unsloth loads the model to train, or the one adapter to run (model.unsloth)
+        model = unsloth.load_model(path, config, model_args, finetuning_args, dtype, device=default_device(),
+                                   is_trainable=is_trainable, training_args=training_args)
+        return _finish(model, tokenizer, model_args, finetuning_args, is_trainable=is_trainable,
+                       training_args=training_args)
     load_kwargs: dict[str, Any] = {"config": config, "dtype": dtype, **kwargs}
     if model_args.flash_attn != "auto":
         load_kwargs["attn_implementation"] = ATTENTION_IMPL[model_args.flash_attn]
@@ -196,6 +203,12 @@ def load_model(
             model = auto_class.from_pretrained(path, **load_kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise ModelError(f"cannot load model {model_args.model_name_or_path}: {exc}") from exc
+    return _finish(model, tokenizer, model_args, finetuning_args, is_trainable=is_trainable, training_args=training_args)
+
+
+def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_args: ModelArguments,
+            finetuning_args: FinetuningArguments | None, *, is_trainable: bool, training_args: Any) -> PreTrainedModel:
+    """Vocabulary, padding and the trainable setup (or the adapters and eval mode) of a loaded model."""
     if model_args.resize_vocab and model.get_input_embeddings().weight.shape[0] != len(tokenizer):
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -205,7 +218,8 @@ def load_model(
             logger.info("shift_attn: LongLoRA shift short attention while training (groups of a quarter of the sequence)")
         model = prepare_for_training(model, model_args, finetuning_args, training_args)
     else:
-        model = load_adapters(model, model_args)
+        if not model_args.use_unsloth:  # Unsloth loaded the adapter itself
+            model = load_adapters(model, model_args)
         model.generation_config.use_cache = model_args.use_cache  # KV cache while generating (LF: use_kv_cache)
         model.eval()
         model.requires_grad_(False)

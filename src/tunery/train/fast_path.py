@@ -30,9 +30,12 @@ FAST_PATH_STAGES = ("pt", "sft")
 def fast_path_enabled(cfg: Any) -> bool:
     """Whether a run takes the fast loss and packed attention: on by default for pt/sft.
 
-    Off with ``fast_path: false`` and for the other stages (their losses are not token CE).
+    Off with ``fast_path: false``, for the other stages (their losses are not token CE) and with
+    ``use_unsloth`` (Unsloth's model brings its own attention, loss and checkpointing).
     """
     finetuning = cfg.finetuning
+    if getattr(getattr(cfg, "model", None), "use_unsloth", False):
+        return False
     return bool(getattr(finetuning, "fast_path", True)) and finetuning.stage in FAST_PATH_STAGES
 
 

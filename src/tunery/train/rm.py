@@ -62,10 +62,11 @@ def prepare_reward_model(model: Any, cfg: Any) -> Any:
         getattr(model, SCORE_HEAD).float()
         return model
     use_checkpointing = not cfg.model.disable_gradient_checkpointing
+    offload = cfg.model.use_unsloth_gc  # checkpointed layer inputs kept in CPU memory
     if is_quantized(model):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=use_checkpointing)
-    elif use_checkpointing:
-        enable_gradient_checkpointing(model, reentrant=cfg.model.use_reentrant_gc)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=use_checkpointing and not offload)
+    if use_checkpointing and (offload or not is_quantized(model)):
+        enable_gradient_checkpointing(model, reentrant=cfg.model.use_reentrant_gc, offload=offload)
     model.requires_grad_(False)
     config = build_lora_config(model, cfg.model, ft)
     if not isinstance(config.target_modules, str):  # a VLM's full layer names: the head is saved whole, not adapted

@@ -30,6 +30,7 @@ SECTION_OF = {
     "use_reentrant_gc": "booster",
     "upcast_layernorm": "booster", "fast_path": "booster", "packing": "booster", "neat_packing": "booster",
     "padding_free": "booster", "enable_liger_kernel": "booster", "use_liger_kernel": "booster",
+    "use_unsloth": "booster", "use_unsloth_gc": "booster",
     "fp8": "booster", "fp8_backend": "booster", "fp8_enable_fsdp_float8_all_gather": "booster", "pure_bf16": "booster",
     "template": "template", "default_system": "template", "tool_format": "template", "enable_thinking": "template",
     "preserve_thinking": "template",

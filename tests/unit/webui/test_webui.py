@@ -545,7 +545,8 @@ def test_every_train_setting_is_reachable_in_the_form():
     unreachable = sorted(n for n in names - set(REFUSED) if n not in ids and f"setting_{n}" not in ids)
     assert unreachable == []
     # refused settings are not offered (they could only stop the run); honoured ones are (shift_attn, issue #15)
-    assert "setting_use_unsloth" not in ids and "setting_use_unsloth_gc" not in ids
+    assert "setting_use_unsloth" in ids and "setting_use_unsloth_gc" in ids  # CUDA-only, honoured (issue #15)
+    assert "setting_use_kt" not in ids and "setting_mixture_of_depths" not in ids
     assert "setting_shift_attn" in ids and "setting_enable_liger_kernel" in ids and "setting_fp8" in ids
     assert "setting_loftq_init" in ids and "setting_preserve_thinking" in ids
     assert "setting_image_max_pixels" in ids and "setting_freeze_vision_tower" in ids
@@ -574,7 +575,7 @@ def test_generated_settings_sit_in_the_boards_sections():
     assert section["ld_alpha"] == "RLHF"
     for name in ("pissa_init", "loftq_init", "loftq_bits", "loftq_iter"):
         assert section[name] == "LoRA", name
-    assert "use_unsloth" not in section and "use_unsloth_gc" not in section  # refused: never offered
+    assert section["use_unsloth"] == section["use_unsloth_gc"] == "booster"  # LLaMA-Factory's booster choice
 
 
 def test_generated_settings_round_trip_through_yaml_and_the_parser():
