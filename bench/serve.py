@@ -85,6 +85,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=8, help="requests per side and concurrency")
     parser.add_argument("--max_tokens", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=8, help="API_MAX_BATCH_SIZE of the batched side")
+    parser.add_argument("--window_ms", type=float, default=None,
+                        help="API_BATCH_WINDOW_MS of the batched side (default: the server's)")
     args = parser.parse_args()
 
     from tunery.api.app import ServerLimits, create_app
@@ -99,7 +101,8 @@ def main() -> int:
 
     engine = load_engine(parse_config("api", {"model_name_or_path": "smollm2-135m-instruct", "do_sample": False}))
     sides = {"one_at_a_time": ServerLimits(max_batch_size=1),
-             "batched": ServerLimits(max_batch_size=args.batch_size)}
+             "batched": ServerLimits(max_batch_size=args.batch_size, **(
+                 {} if args.window_ms is None else {"batch_window_ms": args.window_ms}))}
     load_before = os.getloadavg()
     runs: dict[str, dict[int, dict]] = {name: {} for name in sides}
     apps = {name: create_app(engine, limits=limits) for name, limits in sides.items()}

@@ -338,21 +338,6 @@ def test_fsdp_through_accelerate_launch_is_refused_on_a_cpu(config, flags, tiny_
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_on_cpu(tiny_chatml_model, reference_dir, tmp_path):
-    pytest.importorskip("deepspeed")
-    out = tmp_path / "out"
-    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, num_train_epochs=None, max_steps=2,
-                  deepspeed=str(REPO / "examples" / "deepspeed" / "ds_z2_config.json"))
-    # the first run on a machine compiles DeepSpeed's CPU communication op (minutes), later runs reuse it
-    result = _tunery(["train", str(cfg)], timeout=1800, FORCE_TORCHRUN="1", NPROC_PER_NODE="2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "training on 2 processes with DeepSpeed ZeRO-2" in result.stderr
-    log = _log(out)
-    assert [r["current_steps"] for r in log] == [1, 2] and all(r["loss"] > 0 for r in log)
-    assert (out / "adapter_model.safetensors").is_file() and (out / "train_results.json").is_file()
-
-
-@pytest.mark.slow
 def test_ray_train_two_cpu_workers_match_one_process(one_process_run, tiny_chatml_model, reference_dir, tmp_path):
     pytest.importorskip("ray.train")
     out = tmp_path / "out"
@@ -375,16 +360,22 @@ def test_ray_train_two_cpu_workers_match_one_process(one_process_run, tiny_chatm
 
 
 @pytest.mark.slow
-def test_deepspeed_without_a_launcher_relaunches_itself_under_torchrun(tiny_chatml_model, reference_dir, tmp_path):
-    """No FORCE_TORCHRUN, no torchrun: a deepspeed config alone makes `tunery train` start one torchrun process."""
+def test_deepspeed_zero2_without_a_launcher_relaunches_itself_under_torchrun(tiny_chatml_model, reference_dir,
+                                                                             tmp_path):
+    """No FORCE_TORCHRUN, no torchrun: a deepspeed config alone makes `tunery train` start torchrun, with
+    NPROC_PER_NODE processes (2 here: ZeRO-2 over gloo on this CPU)."""
     pytest.importorskip("deepspeed")
     out = tmp_path / "out"
-    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, num_train_epochs=None, max_steps=1,
-                  max_samples=4, deepspeed=str(REPO / "examples" / "deepspeed" / "ds_z2_config.json"))
-    result = _tunery(["train", str(cfg)], timeout=1800)
+    cfg = _config(tmp_path / "cfg.yaml", tiny_chatml_model, reference_dir, out, num_train_epochs=None, max_steps=2,
+                  deepspeed=str(REPO / "examples" / "deepspeed" / "ds_z2_config.json"))
+    # the first run on a machine compiles DeepSpeed's CPU communication op (minutes), later runs reuse it
+    result = _tunery(["train", str(cfg)], timeout=1800, NPROC_PER_NODE="2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "starting 1 training process(es)" in result.stderr and "Traceback" not in result.stderr
-    assert [r["current_steps"] for r in _log(out)] == [1] and (out / "adapter_model.safetensors").is_file()
+    assert "starting 2 training process(es)" in result.stderr and "Traceback" not in result.stderr
+    assert "training on 2 processes with DeepSpeed ZeRO-2" in result.stderr
+    log = _log(out)
+    assert [r["current_steps"] for r in log] == [1, 2] and all(r["loss"] > 0 for r in log)
+    assert (out / "adapter_model.safetensors").is_file() and (out / "train_results.json").is_file()
 
 
 @pytest.mark.slow

@@ -46,32 +46,38 @@ class ServerLimits:
     the context the prompt leaves). ``max_body_bytes``: larger request bodies get 413.
     ``max_batch_size``: most requests in one ``generate`` call (1: one at a time).
     ``batch_window_ms``: how long the worker waits for more requests before starting a batch.
+    ``batch_regroup_ms``: how long it waits, at most, while fewer requests came than the previous
+    batch held (clients coming back with their next request; see ``inference.batching``).
     """
 
     max_tokens: int = 4096
     max_body_bytes: int = 1 << 20
     max_batch_size: int = 8
     batch_window_ms: float = 10.0
+    batch_regroup_ms: float = 200.0
 
     ENV = {"max_tokens": "API_MAX_TOKENS", "max_body_bytes": "API_MAX_BODY_BYTES",
-           "max_batch_size": "API_MAX_BATCH_SIZE", "batch_window_ms": "API_BATCH_WINDOW_MS"}
+           "max_batch_size": "API_MAX_BATCH_SIZE", "batch_window_ms": "API_BATCH_WINDOW_MS",
+           "batch_regroup_ms": "API_BATCH_REGROUP_MS"}
+    MILLISECONDS = ("batch_window_ms", "batch_regroup_ms")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServerLimits:
-        """Limits from API_MAX_TOKENS, API_MAX_BODY_BYTES, API_MAX_BATCH_SIZE, API_BATCH_WINDOW_MS (unset: defaults)."""
+        """Limits from API_MAX_TOKENS, API_MAX_BODY_BYTES, API_MAX_BATCH_SIZE, API_BATCH_WINDOW_MS,
+        API_BATCH_REGROUP_MS (unset: defaults). Raises ConfigError for a value that is not a number or too small."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for name, var in cls.ENV.items():
             raw = env.get(var)
             if not raw:
                 continue
-            kind = float if name == "batch_window_ms" else int
+            kind = float if name in cls.MILLISECONDS else int
             try:
                 value = kind(raw)
             except ValueError:
                 raise ConfigError(f"{var} must be a number, got {raw!r}") from None
-            if value < (0 if name == "batch_window_ms" else 1):
-                raise ConfigError(f"{var} must be {'>= 0' if name == 'batch_window_ms' else '>= 1'}, got {raw!r}")
+            if value < (0 if name in cls.MILLISECONDS else 1):
+                raise ConfigError(f"{var} must be {'>= 0' if name in cls.MILLISECONDS else '>= 1'}, got {raw!r}")
             values[name] = value
         return cls(**values)
 
@@ -202,7 +208,8 @@ def create_app(engine: Engine, *, api_key: str | None = None, model_name: str | 
     app = FastAPI(title="Tunery OpenAI-compatible API", docs_url=None, redoc_url=None)
     served_name = model_name or engine.model_name
     created = int(time.time())
-    batcher = Batcher(engine, max_batch_size=limits.max_batch_size, window_s=limits.batch_window_ms / 1000)
+    batcher = Batcher(engine, max_batch_size=limits.max_batch_size, window_s=limits.batch_window_ms / 1000,
+                      regroup_s=limits.batch_regroup_ms / 1000)
     app.state.batcher, app.state.limits = batcher, limits
     app.add_middleware(_Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes)
 

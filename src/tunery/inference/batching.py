@@ -7,6 +7,13 @@ Callers :meth:`Batcher.submit` a :class:`GenerationJob` and wait on its future (
 :meth:`Engine.generate_rows`. The model runs only in that worker, under the engine lock. A job
 whose ``cancel`` is set before its turn is answered at once with finish reason "cancelled".
 ``max_batch_size: 1`` serves requests strictly one at a time (the behaviour before batching).
+
+Regrouping: clients that each wait for their reply before sending the next request (chat UIs, most
+benchmark and eval loops) come back a few milliseconds apart once a batch ends, often later than
+``window_s``. The clients likely to send next are those of the previous batch plus those whose
+requests arrived while it ran; while fewer jobs are gathered, the worker waits up to ``regroup_s``
+for the rest, so N such clients keep forming batches of N; a lone client (a batch of one, nothing
+arriving meanwhile) never waits longer than ``window_s``.
 """
 
 from __future__ import annotations
@@ -26,10 +33,16 @@ logger = get_logger(__name__)
 class Batcher:
     """One worker thread serving :class:`GenerationJob` rows in batches of up to ``max_batch_size``."""
 
-    def __init__(self, engine: Engine, max_batch_size: int = 8, window_s: float = 0.01) -> None:
+    def __init__(self, engine: Engine, max_batch_size: int = 8, window_s: float = 0.01,
+                 regroup_s: float = 0.2) -> None:
         self.engine = engine
         self.max_batch_size = max(1, int(max_batch_size))
         self.window_s = max(0.0, float(window_s))
+        self.regroup_s = max(self.window_s, float(regroup_s))
+        self._count_lock = threading.Lock()
+        self._running = False  # a batch is generating
+        self._last_rows = 0  # rows of the previous batch
+        self._arrived = 0  # jobs submitted while the previous batch was generating
         self._queue: queue.Queue[GenerationJob | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -42,6 +55,8 @@ class Batcher:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="tunery-batcher", daemon=True)
                 self._thread.start()
+        with self._count_lock:
+            self._arrived += self._running
         self._queue.put(job)
         return job
 
@@ -53,12 +68,15 @@ class Batcher:
 
     def _gather(self, first: GenerationJob) -> tuple[list[GenerationJob], bool]:
         jobs, stop = [first], False
-        deadline = time.monotonic() + self.window_s
+        start = time.monotonic()
+        with self._count_lock:
+            expected = min(self._last_rows + self._arrived, self.max_batch_size)
         while len(jobs) < self.max_batch_size:
             try:  # what queued up during the previous batch is taken at once
                 job = self._queue.get_nowait()
             except queue.Empty:
-                left = deadline - time.monotonic()
+                wait = self.regroup_s if len(jobs) < expected else self.window_s
+                left = start + wait - time.monotonic()
                 if left <= 0:
                     break
                 try:
@@ -77,6 +95,8 @@ class Batcher:
             if first is None:
                 return
             jobs, stop = self._gather(first)
+            with self._count_lock:
+                self._running, self._last_rows, self._arrived = True, len(jobs), 0
             groups: dict[Any, list[GenerationJob]] = {}
             for job in jobs:
                 try:
@@ -97,6 +117,8 @@ class Batcher:
                         job.fail(exc)
                 for job in group:
                     self._record(job)
+            with self._count_lock:
+                self._running = False
             if stop:
                 return
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.unit.scripted_model import script_model
@@ -208,3 +210,32 @@ def test_batch_size_one_serves_one_at_a_time(engine):
 
 def test_context_length_is_the_models(engine):
     assert engine.context_length == 512  # the tiny fixture's max_position_embeddings
+
+
+def test_batcher_regroups_clients_that_come_back_after_the_window(engine):
+    # four clients, each sending its next request only after its reply: the second round arrives spread
+    # over more than the 10 ms window; the batcher waits (regroup_s) for as many as the last batch held
+    batcher = Batcher(engine, max_batch_size=8, window_s=0.01, regroup_s=5.0)
+    try:
+        first = [batcher.submit(job) for job in _jobs(engine, PROMPTS[:4], max_new_tokens=2)]
+        for job in first:
+            job.future.result(timeout=120)
+        second = []
+        for job in _jobs(engine, PROMPTS[:4], max_new_tokens=2):
+            second.append(batcher.submit(job))
+            time.sleep(0.2)
+        for job in second:
+            job.future.result(timeout=120)
+    finally:
+        batcher.close()
+    assert batcher.stats["batches"] == 2 and batcher.stats["largest_batch"] == 4
+
+
+def test_a_lone_client_never_waits_for_the_regroup(engine):
+    batcher = Batcher(engine, max_batch_size=8, window_s=0.01, regroup_s=30.0)
+    try:
+        for job in _jobs(engine, PROMPTS[:2], max_new_tokens=2):
+            batcher.submit(job).future.result(timeout=20)  # a 30 s regroup wait would time out here
+    finally:
+        batcher.close()
+    assert batcher.stats["batches"] == 2 and batcher.stats["largest_batch"] == 1
