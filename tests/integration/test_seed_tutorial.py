@@ -10,7 +10,6 @@ See docs/tutorial.md for the mapping written for users.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -321,13 +320,16 @@ def test_include_num_input_tokens_seen_true_false(tmp_path, flag, expected):
 
 
 def test_deepspeed_without_the_package_is_one_clear_error(tiny_chatml_model, data_dir, tmp_path):
-    if importlib.util.find_spec("deepspeed") is not None:  # make test does not install it (see docs/distributed.md)
-        pytest.skip("deepspeed is installed in this environment: this test covers the missing-package error")
+    # make test installs deepspeed: a package of that name that fails to import hides it from this run
+    blocker = tmp_path / "hide" / "deepspeed"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text('raise ImportError("No module named \'deepspeed\' (hidden by the test)")\n')
     ds_config = tmp_path / "cache" / "ds_z3_config.json"
     ds_config.parent.mkdir()
     ds_config.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
-    result = cli(*train_tokens(tiny_chatml_model, data_dir, tmp_path / "out"), "--deepspeed", str(ds_config))
-    assert result.returncode == 2
+    result = cli(*train_tokens(tiny_chatml_model, data_dir, tmp_path / "out"), "--deepspeed", str(ds_config),
+                 env={"PYTHONPATH": os.pathsep.join([str(blocker.parent), str(REPO / "src")])})
+    assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("tunery: error:")]
     assert len(errors) == 1 and "deepspeed" in errors[0]
