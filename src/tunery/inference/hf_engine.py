@@ -31,6 +31,7 @@ from tunery.inference.generation import (
 from tunery.inference.media import media_kinds, media_record
 from tunery.inference.prompting import normalize_tools, resolve_template, with_system
 from tunery.logging import get_logger
+from tunery.model.few_rows import use_few_row_linear
 from tunery.model.loader import load_model, load_tokenizer, resolve
 from tunery.model.multimodal import family_of, load_processor
 
@@ -187,6 +188,10 @@ class HuggingFaceEngine(Engine):
         generating_args, sources = resolve_generating_args(
             cfg.generation, user_generation_keys(cfg.raw), getattr(model, "generation_config", None))
         logger.info(describe_generation(generating_args, sources))
+        if os.environ.get("TUNERY_FEW_ROW_LINEAR", "1") != "0":  # decoding steps of a batch read each weight once
+            replaced = use_few_row_linear(model)
+            if replaced:
+                logger.debug("%d linear layers take the few-row CPU path (TUNERY_FEW_ROW_LINEAR=0 turns it off)", replaced)
         engine = cls(model, tokenizer, template, generating_args, name)
         path = resolve(cfg.model).path
         family = family_of(path) if os.path.isdir(path) else None
