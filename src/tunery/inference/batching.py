@@ -1,12 +1,15 @@
-"""Static batching for servers: a worker thread gathers concurrent requests into one ``generate`` call.
+"""Batching for servers: a worker thread gathers concurrent requests into batches for the engine.
 
 Callers :meth:`Batcher.submit` a :class:`GenerationJob` and wait on its future (or read its
 ``on_text`` pieces). The worker takes the first waiting job, keeps gathering for
 ``window_s`` seconds or until ``max_batch_size`` jobs are waiting, groups them by
 :meth:`Engine.batch_key` (same sampling settings) and hands each group to
-:meth:`Engine.generate_rows`. The model runs only in that worker, under the engine lock. A job
-whose ``cancel`` is set before its turn is answered at once with finish reason "cancelled".
-``max_batch_size: 1`` serves requests strictly one at a time (the behaviour before batching).
+:meth:`Engine.generate_rows`. While a group runs, the engine may ask for more jobs with its key
+(continuous batching: the transformers engine takes them between decoding steps, up to
+``max_batch_size`` rows in all); jobs with other settings wait for their own batch, in order.
+The model runs only in that worker, under the engine lock. A job whose ``cancel`` is set before
+its turn is answered at once with finish reason "cancelled". ``max_batch_size: 1`` serves
+requests strictly one at a time (the behaviour before batching).
 
 Regrouping: clients that each wait for their reply before sending the next request (chat UIs, most
 benchmark and eval loops) come back a few milliseconds apart once a batch ends, often later than
@@ -24,7 +27,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from tunery.inference.engine import Engine, GenerationJob
+from tunery.inference.engine import Engine, GenerationJob, Joiners
 from tunery.logging import get_logger
 
 logger = get_logger(__name__)
@@ -44,6 +47,8 @@ class Batcher:
         self._last_rows = 0  # rows of the previous batch
         self._arrived = 0  # jobs submitted while the previous batch was generating
         self._queue: queue.Queue[GenerationJob | None] = queue.Queue()
+        self._held: deque[GenerationJob] = deque()  # taken off the queue by joiners, other settings: next
+        self._stopping = False  # close() was seen while a batch ran
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.stats: Counter[str] = Counter()  # batches, rows, largest batch, finish reasons
@@ -72,6 +77,9 @@ class Batcher:
         with self._count_lock:
             expected = min(self._last_rows + self._arrived, self.max_batch_size)
         while len(jobs) < self.max_batch_size:
+            if self._held:
+                jobs.append(self._held.popleft())
+                continue
             try:  # what queued up during the previous batch is taken at once
                 job = self._queue.get_nowait()
             except queue.Empty:
@@ -89,9 +97,47 @@ class Batcher:
             jobs.append(job)
         return jobs, stop
 
+    def _joiners(self, key: Any, joined: list[GenerationJob]) -> Joiners:
+        """Jobs with batch key ``key`` that may join a running batch of ``live`` rows (up to
+        max_batch_size); each one handed over is also appended to ``joined``."""
+
+        def take(live: int) -> list[GenerationJob]:
+            while not self._stopping:  # move what arrived into the held line, in order
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._stopping = True
+                else:
+                    self._held.append(job)
+            joining: list[GenerationJob] = []
+            for job in list(self._held):
+                if live + len(joining) >= self.max_batch_size:
+                    break
+                try:
+                    same = job.extra is None and self.engine.batch_key(job.gen) == key
+                except Exception:  # bad settings: failed when its own batch comes
+                    same = False
+                if same:
+                    self._held.remove(job)
+                    joining.append(job)
+            self.stats["rows"] += len(joining)
+            self.stats["joined"] += len(joining)
+            self.stats["largest_batch"] = max(self.stats["largest_batch"], live + len(joining))
+            joined.extend(joining)
+            return joining
+
+        return take
+
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            if self._held:
+                first = self._held.popleft()
+            elif self._stopping:
+                return
+            else:
+                first = self._queue.get()
             if first is None:
                 return
             jobs, stop = self._gather(first)
@@ -105,22 +151,23 @@ class Batcher:
                     job.fail(exc)
                     continue
                 groups.setdefault(key, []).append(job)
-            for group in groups.values():
+            for key, group in groups.items():
                 self.stats["batches"] += 1
                 self.stats["rows"] += len(group)
                 self.stats["largest_batch"] = max(self.stats["largest_batch"], len(group))
+                joined: list[GenerationJob] = []
                 try:
-                    self.engine.generate_rows(group)
+                    self.engine.generate_rows(group, self._joiners(key, joined))
                 except Exception as exc:  # generate_rows should not raise; never let the worker die
                     logger.exception("batched generation failed")
-                    for job in group:
+                    for job in group + joined:
                         job.fail(exc)
-                for job in group:
+                for job in group + joined:
                     self._record(job)
             with self._count_lock:
                 self._running = False
             if stop:
-                return
+                self._stopping = True
 
     def _record(self, job: GenerationJob) -> None:
         if not job.future.done() or job.future.exception() is not None:

@@ -62,6 +62,10 @@ class GenerationJob:
         return [Response("", len(self.prompt), 0, "cancelled")]
 
 
+# ``joiners(live_rows)``: jobs waiting with the same batch key that may join a running batch now.
+Joiners = Callable[[int], "list[GenerationJob]"]
+
+
 class TextStream:
     """Text pieces of one streamed reply; ``finish_reason`` and ``completion_tokens`` are set at the end."""
 
@@ -171,9 +175,11 @@ class Engine(ABC):
     def stream_generate(self, prompt: list[int], **gen: Any) -> TextStream:
         """Text pieces of one reply as they are generated."""
 
-    def generate_rows(self, jobs: list[GenerationJob]) -> None:
+    def generate_rows(self, jobs: list[GenerationJob], joiners: Joiners | None = None) -> None:
         """Serve ``jobs`` (same :meth:`batch_key`) and resolve each job's future; never raises.
 
+        ``joiners(live_rows)`` returns waiting jobs with the same key that may join while this runs
+        (continuous batching); a backend that cannot take rows mid-way does not call it.
         This default serves them one at a time through :meth:`batch_generate` / :meth:`stream_generate`;
         backends that can batch rows with their own stops override it.
         """

@@ -20,7 +20,8 @@ from transformers.generation.streamers import BaseStreamer
 from tunery.data.media import SINGULAR, MediaEncoder, MediaSettings
 from tunery.data.processors import encode_record
 from tunery.errors import ConfigError
-from tunery.inference.engine import Engine, GenerationJob, Response, TextStream
+from tunery.inference.continuous import DecodeBatch, Decoding, decoding_of, has_plain_cache
+from tunery.inference.engine import Engine, GenerationJob, Joiners, Response, TextStream
 from tunery.inference.generation import (
     cut_at_stop,
     describe_generation,
@@ -176,6 +177,7 @@ class HuggingFaceEngine(Engine):
         self.skip_special_tokens = getattr(generating_args, "skip_special_tokens", True)
         self.media: MediaEncoder | None = None  # a multimodal model's processor + the run's media settings
         self.media_family: Any = None  # its tunery.model.multimodal.Family (which media kinds it takes)
+        self._plain_cache: bool | None = None  # continuous batching possible (checked on first use)
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> HuggingFaceEngine:
@@ -214,16 +216,19 @@ class HuggingFaceEngine(Engine):
         value = getattr(text_config, "max_position_embeddings", None)
         return int(value) if isinstance(value, int) and value > 0 else None
 
-    def generate_rows(self, jobs: list[GenerationJob]) -> None:
-        """One left-padded ``generate`` call for ``jobs`` (equal :meth:`batch_key`); resolves every future.
+    def generate_rows(self, jobs: list[GenerationJob], joiners: Joiners | None = None) -> None:
+        """Serve ``jobs`` (equal :meth:`batch_key`) in one batch; resolves every future, never raises.
 
-        Greedy rows give the same tokens as one-at-a-time generation: the attention mask hides
-        the padding and each row stops on its own. Beam search and sampled ``n > 1`` are served
-        one job at a time.
+        Greedy and plainly sampled rows decode in a continuous batch (``inference/continuous.py``):
+        each row's reply goes out as soon as it ends, and jobs ``joiners`` hands over join between
+        steps. Other settings use one left-padded ``generate`` call (rows stop on their own, the
+        call runs to the longest). Either way greedy rows give the tokens one-at-a-time generation
+        gives: the attention mask hides the padding. Beam search and sampled ``n > 1`` are served
+        one job at a time; a prompt with media is served on its own.
         """
         live = []
         media = [job for job in jobs if job.extra is not None]
-        if media:  # a prompt with images is served on its own
+        if media:
             super().generate_rows(media)
         for job in jobs:
             if job.extra is not None:
@@ -239,10 +244,11 @@ class HuggingFaceEngine(Engine):
             if kwargs.get("num_beams", 1) > 1 or kwargs.get("num_return_sequences", 1) > 1:
                 super().generate_rows(live)
                 return
-            rows = []
-            for job in live:
-                job_kwargs, job_stops, job_n = self._hf_kwargs(job.gen)
-                rows.append(_Row(job, self._row_limit(job, job_kwargs), job_stops, job_n, self))
+            rows = [self._new_row(job) for job in live]
+            decoding = self._continuous_decoding(kwargs)
+            if decoding is not None:
+                self._decode_continuously(rows, decoding, joiners)
+                return
             for key in ("stop_strings", "tokenizer", "max_length"):
                 kwargs.pop(key, None)
             kwargs["max_new_tokens"] = max(row.limit for row in rows)
@@ -259,6 +265,53 @@ class HuggingFaceEngine(Engine):
         for row in rows:
             row.end("length")  # rows still open when generate returned reached the longest limit
             row.job.finish(row.response(len(row.job.prompt)))
+
+    def _new_row(self, job: GenerationJob) -> _Row:
+        job_kwargs, job_stops, job_n = self._hf_kwargs(job.gen)
+        return _Row(job, self._row_limit(job, job_kwargs), job_stops, job_n, self)
+
+    def _continuous_decoding(self, kwargs: dict[str, Any]) -> Decoding | None:
+        """How a continuous batch picks tokens for these settings, or None when they need ``generate``."""
+        if self._plain_cache is None:
+            self._plain_cache = has_plain_cache(self.model)
+        if not self._plain_cache:
+            return None
+        served = {k: v for k, v in kwargs.items() if k not in ("stop_strings", "tokenizer")}
+        return decoding_of(served, getattr(self.model, "generation_config", None))
+
+    def _decode_continuously(self, rows: list[_Row], decoding: Decoding, joiners: Joiners | None) -> None:
+        """Decode ``rows`` step by step; rows that end leave with their reply, ``joiners``' jobs come in."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_token_ids()[0]
+        stop_ids = set(self.stop_token_ids())
+        batch = DecodeBatch(self.model, decoding, pad)
+        live: list[_Row] = []
+        waiting = rows
+        try:
+            with self.lock, torch.inference_mode():
+                while waiting or live:
+                    if waiting:  # prefill the newcomers; their first tokens come from the prefill
+                        tokens = batch.admit([row.job.prompt for row in waiting])
+                        stepped = list(zip(waiting, tokens))
+                        live.extend(waiting)
+                        waiting = []
+                    else:
+                        stepped = list(zip(live, batch.step()))
+                    for row, token in stepped:
+                        row.step(token, stop_ids)
+                    if any(row.done is not None for row in live):
+                        for row in live:
+                            if row.done is not None:
+                                row.job.finish(row.response(len(row.job.prompt)))
+                        batch.keep([i for i, row in enumerate(live) if row.done is None])
+                        live = [row for row in live if row.done is None]
+                    for job in joiners(len(live)) if joiners is not None else []:
+                        if job.cancel.is_set():
+                            job.finish(job.cancelled_response())
+                        else:
+                            waiting.append(self._new_row(job))
+        except Exception as exc:
+            for row in live + waiting:
+                row.job.fail(exc)
 
     def _row_limit(self, job: GenerationJob, kwargs: dict[str, Any]) -> int:
         """The job's max_new_tokens (or what max_length leaves), never past the context window."""
