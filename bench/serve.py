@@ -159,6 +159,8 @@ def main() -> int:
         "batched_over_one_at_a_time": {str(c): round(batched[c]["requests_per_s"] / single[c]["requests_per_s"], 2)
                                        for c in (1, 4)},
         "batched_c4_over_c1": round(batched[4]["requests_per_s"] / batched[1]["requests_per_s"], 2),
+        "batched_c4_over_c1_each_round": [round(r4["requests_per_s"] / r1["requests_per_s"], 2) for r1, r4 in
+                                          zip(rounds["batched"][1], rounds["batched"][4])],
         "identical_greedy_replies": f"{same}/{total}",
         "batcher_stats": {name: dict(app.state.batcher.stats) for name, app in apps.items()},
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -166,6 +168,7 @@ def main() -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({k: result[k] for k in ("sides", "batched_over_one_at_a_time", "batched_c4_over_c1",
+                                             "batched_c4_over_c1_each_round",
                                              "identical_greedy_replies",
                                              "load_average_before", "load_average_after")}, indent=2))
     return 0

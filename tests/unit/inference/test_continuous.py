@@ -15,6 +15,7 @@ from tunery.inference import load_engine
 from tunery.inference.batching import Batcher
 from tunery.inference.continuous import DecodeBatch, Decoding, decoding_of, has_plain_cache
 from tunery.inference.engine import GenerationJob
+from tunery.inference.hf_engine import JOIN_WAIT_STEPS
 
 CONVS = [[{"role": "user", "content": "Hello"}],
          [{"role": "user", "content": "What is the capital of France? Write a short poem about the sea."}],
@@ -31,35 +32,55 @@ def _alone(engine, job: GenerationJob):
     return engine.batch_generate([job.prompt], **job.gen)[0]
 
 
-def _forward_rows(model) -> tuple[list[int], object]:
-    rows: list[int] = []
-    handle = model.register_forward_pre_hook(lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]),
-                                             with_kwargs=True)
-    return rows, handle
+def _forward_calls(model) -> tuple[list[str], object]:
+    """Every forward pass of ``model`` as "prefill N" or "step N" (N rows), and the hook's handle."""
+    calls: list[str] = []
+
+    def record(module, args, kwargs):
+        ids = kwargs["input_ids"]
+        calls.append(f"{'prefill' if ids.shape[1] > 1 else 'step'} {ids.shape[0]}")
+
+    return calls, model.register_forward_pre_hook(record, with_kwargs=True)
+
+
+def _serve(engine, first, late, hand_over_at):
+    """generate_rows(first) while joiners hands over ``late`` jobs at the given calls (1 = after the prefill)."""
+    offered = []
+
+    def joiners(live: int) -> list[GenerationJob]:
+        offered.append(live)
+        return [late.pop(0)] if len(offered) in hand_over_at and late else []
+
+    calls, handle = _forward_calls(engine.model)
+    try:
+        engine.generate_rows(first, joiners)
+    finally:
+        handle.remove()
+    return calls
 
 
 def test_jobs_join_a_running_batch_and_reply_as_they_would_alone(engine):
     first = [GenerationJob(engine.prompt_ids(c), {"max_new_tokens": 10}) for c in CONVS[:2]]
     late = [GenerationJob(engine.prompt_ids(c), {"max_new_tokens": n}) for c, n in zip(CONVS[2:], (6, 9))]
-    offered = []
-
-    def joiners(live: int) -> list[GenerationJob]:
-        offered.append(live)
-        return [late.pop(0)] if len(offered) in (3, 5) and late else []  # after step 2 and step 4
-
     joined = list(late)
-    rows, handle = _forward_rows(engine.model)
-    try:
-        engine.generate_rows(first, joiners)
-    finally:
-        handle.remove()
-    assert rows[:6] == [2, 2, 2, 1, 3, 1]  # prefill 2; steps; a joiner's prefill (1 row); 3 rows; the next one
+    calls = _serve(engine, first, late, hand_over_at=(3, 4))
+    # the first joiner waits one step for the second; both are prefilled together, then 4 rows decode
+    assert calls[:6] == ["prefill 2", "step 2", "step 2", "step 2", "prefill 2", "step 4"]
     for job in first + joined:
         reply = job.future.result()[0]
         alone = _alone(engine, job)
         assert (reply.text, reply.finish_reason) == (alone.text, alone.finish_reason)
         if reply.finish_reason == "length":
             assert reply.completion_tokens == job.gen["max_new_tokens"]
+
+
+def test_a_lone_joiner_waits_a_few_steps_at_most(engine):
+    first = [GenerationJob(engine.prompt_ids(CONVS[1]), {"max_new_tokens": 12})]
+    late = [GenerationJob(engine.prompt_ids(CONVS[2]), {"max_new_tokens": 4})]
+    joined = list(late)
+    calls = _serve(engine, first, late, hand_over_at=(2,))
+    assert calls[:7] == ["prefill 1", "step 1"] + ["step 1"] * JOIN_WAIT_STEPS + ["prefill 1", "step 2"]
+    assert joined[0].future.result()[0].text == _alone(engine, joined[0]).text
 
 
 def test_a_row_that_ends_replies_before_the_batch_is_done(engine):
