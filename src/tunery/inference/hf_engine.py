@@ -49,6 +49,17 @@ JOIN_WAIT_STEPS = 3
 STREAM_TIMEOUT_S = 600.0  # a generation thread that dies without ending its stream must not hang the reader
 
 
+def few_row_linear_wanted() -> bool:
+    """``TUNERY_FEW_ROW_LINEAR``: on unless set to 0/false/no/off. Raises ConfigError for another value."""
+    value = os.environ.get("TUNERY_FEW_ROW_LINEAR", "").strip().lower()
+    if value in ("", "1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"TUNERY_FEW_ROW_LINEAR must be 1 or 0, got {value!r}",
+                      hint="unset it (on) or set TUNERY_FEW_ROW_LINEAR=0 to keep torch's nn.Linear")
+
+
 class _Cancelled(StoppingCriteria):
     """Ends generation when the reader of a stream is gone (e.g. an API client disconnected)."""
 
@@ -188,6 +199,7 @@ class HuggingFaceEngine(Engine):
     def from_config(cls, cfg: RunConfig) -> HuggingFaceEngine:
         if not cfg.model.model_name_or_path:
             raise ConfigError("model_name_or_path is not set", hint="give it in the config or as --model_name_or_path")
+        few_rows = few_row_linear_wanted()  # checked before anything loads
         tokenizer = load_tokenizer(cfg.model)
         template = resolve_template(cfg, tokenizer)
         model = load_model(tokenizer, cfg.model, cfg.finetuning, is_trainable=False)
@@ -195,7 +207,7 @@ class HuggingFaceEngine(Engine):
         generating_args, sources = resolve_generating_args(
             cfg.generation, user_generation_keys(cfg.raw), getattr(model, "generation_config", None))
         logger.info(describe_generation(generating_args, sources))
-        if os.environ.get("TUNERY_FEW_ROW_LINEAR", "1") != "0":  # decoding steps of a batch read each weight once
+        if few_rows:  # decoding steps of a batch read each weight once
             replaced = use_few_row_linear(model)
             if replaced:
                 logger.debug("%d linear layers take the few-row CPU path (TUNERY_FEW_ROW_LINEAR=0 turns it off)", replaced)

@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoModelForCausalLM
 
 from tunery.config import parse_config
+from tunery.errors import ConfigError
 from tunery.inference import load_engine
 from tunery.model.few_rows import MAX_ROWS, FewRowLinear, use_few_row_linear
 
@@ -98,6 +99,9 @@ def test_the_engine_uses_it_on_the_cpu_unless_turned_off(tiny_chatml_model, monk
     raw = {"model_name_or_path": str(tiny_chatml_model), "do_sample": False}
     engine = load_engine(parse_config("chat", raw))
     assert type(engine.model.model.layers[0].self_attn.q_proj) is FewRowLinear
-    monkeypatch.setenv("TUNERY_FEW_ROW_LINEAR", "0")
+    monkeypatch.setenv("TUNERY_FEW_ROW_LINEAR", "off")
     engine = load_engine(parse_config("chat", raw))
     assert type(engine.model.model.layers[0].self_attn.q_proj) is nn.Linear
+    monkeypatch.setenv("TUNERY_FEW_ROW_LINEAR", "sometimes")
+    with pytest.raises(ConfigError, match="TUNERY_FEW_ROW_LINEAR must be 1 or 0, got 'sometimes'"):
+        load_engine(parse_config("chat", raw))
