@@ -44,7 +44,7 @@ class Batcher:
         self.regroup_s = max(self.window_s, float(regroup_s))
         self._count_lock = threading.Lock()
         self._running = False  # a batch is generating
-        self._last_rows = 0  # rows of the previous batch
+        self._last_rows = 0  # rows of the previous batch (at its largest, joiners included)
         self._arrived = 0  # jobs submitted while the previous batch was generating
         self._queue: queue.Queue[GenerationJob | None] = queue.Queue()
         self._held: deque[GenerationJob] = deque()  # taken off the queue by joiners, other settings: next
@@ -125,6 +125,9 @@ class Batcher:
             self.stats["rows"] += len(joining)
             self.stats["joined"] += len(joining)
             self.stats["largest_batch"] = max(self.stats["largest_batch"], live + len(joining))
+            with self._count_lock:  # joiners are served already: not clients to regroup for
+                self._arrived = max(0, self._arrived - len(joining))
+                self._last_rows = max(self._last_rows, live + len(joining))
             joined.extend(joining)
             return joining
 
