@@ -57,13 +57,13 @@ def use_few_row_linear(model: nn.Module) -> int:
 
     Only modules whose type is exactly ``nn.Linear`` are replaced: subclasses (bitsandbytes'
     quantized layers, PEFT's adapter layers) keep their own forward, as do layers on another
-    device or in another dtype.
+    device or in another dtype and layers accelerate wraps (``_hf_hook``: offloaded weights).
     """
     replaced = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if (type(child) is nn.Linear and child.weight.device.type == "cpu"
-                    and child.weight.dtype == torch.float32):
+                    and child.weight.dtype == torch.float32 and not hasattr(child, "_hf_hook")):
                 setattr(parent, name, FewRowLinear.sharing(child))
                 replaced += 1
     return replaced
