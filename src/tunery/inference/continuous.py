@@ -34,6 +34,8 @@ from transformers import (
 )
 from transformers.cache_utils import DynamicLayer
 
+from tunery.inference.generation import MODEL_SAMPLING_KEYS
+
 # generate() arguments this loop serves (the rest of a request's settings must be at their defaults).
 SERVED_KWARGS = {"do_sample", "temperature", "top_p", "top_k", "num_beams", "max_new_tokens", "max_length",
                  "repetition_penalty", "length_penalty", "num_return_sequences", "eos_token_id", "pad_token_id",
@@ -76,16 +78,12 @@ def decoding_of(kwargs: dict[str, Any], generation_config: Any) -> Decoding | No
     if set(kwargs) - SERVED_KWARGS or kwargs.get("num_beams", 1) != 1 or kwargs.get("num_return_sequences", 1) != 1:
         return None
     config = generation_config.to_diff_dict() if generation_config is not None else {}
-    model_sampling = {"do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "num_beams",
-                      "length_penalty", "num_return_sequences"}
     for key, value in config.items():
-        if key in NEUTRAL_CONFIG:
+        if key in NEUTRAL_CONFIG or key in kwargs:  # the request's own value wins
             continue
-        if key in model_sampling and key not in kwargs:
-            if key in ("num_beams", "num_return_sequences") and value != 1:
-                return None
-            continue
-        if key not in model_sampling:
+        if key not in (*MODEL_SAMPLING_KEYS, "num_return_sequences"):
+            return None  # another logits processor, or a generation mode this loop does not have
+        if key in ("num_beams", "num_return_sequences") and value != 1:
             return None
 
     def setting(key: str, default: Any) -> Any:
@@ -112,7 +110,18 @@ def has_plain_cache(model: Any) -> bool:
     return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
-def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+def left_padded(prompts: list[list[int]], pad_token_id: int,
+                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, both ``(len(prompts), longest)`` long tensors, padded on the left so
+    every row's last token is its generation prompt (what decoding continues)."""
+    width = max(len(p) for p in prompts)
+    ids = [[pad_token_id] * (width - len(p)) + list(p) for p in prompts]
+    mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
+    return (torch.tensor(ids, dtype=torch.long, device=device),
+            torch.tensor(mask, dtype=torch.long, device=device))
+
+
+def _prepend_zeros(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     if width == 0:
         return tensor
     shape = list(tensor.shape)
@@ -137,20 +146,15 @@ class DecodeBatch:
         self.mask: torch.Tensor | None = None
         self.next_input: torch.Tensor | None = None
         self.tokens: list[list[int]] = []
+        self.device = next(model.parameters()).device
 
     @property
     def size(self) -> int:
         return len(self.tokens)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     def admit(self, prompts: list[list[int]]) -> list[int]:
         """Prefill ``prompts`` (left-padded among themselves) and add them as rows; returns each one's first token."""
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[self.pad_token_id] * (width - len(p)) + list(p) for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        ids, mask = left_padded(prompts, self.pad_token_id, self.device)
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=self._positions(mask),
                          use_cache=True, logits_to_keep=1, **{self.cache_kw: cache})
@@ -204,11 +208,11 @@ class DecodeBatch:
         old, new = self.mask.shape[1], mask.shape[1]
         length = max(old, new)
         for running, joining in zip(self.cache.layers, cache.layers):
-            running.keys = torch.cat([_pad_left(running.keys, length - old, 2),
-                                      _pad_left(joining.keys, length - new, 2)])
-            running.values = torch.cat([_pad_left(running.values, length - old, 2),
-                                        _pad_left(joining.values, length - new, 2)])
-        self.mask = torch.cat([_pad_left(self.mask, length - old, 1), _pad_left(mask, length - new, 1)])
+            running.keys = torch.cat([_prepend_zeros(running.keys, length - old, 2),
+                                      _prepend_zeros(joining.keys, length - new, 2)])
+            running.values = torch.cat([_prepend_zeros(running.values, length - old, 2),
+                                        _prepend_zeros(joining.values, length - new, 2)])
+        self.mask = torch.cat([_prepend_zeros(self.mask, length - old, 1), _prepend_zeros(mask, length - new, 1)])
 
     def _choose(self, logits: torch.Tensor, tokens: list[list[int]]) -> list[int]:
         """Next token per row from ``logits`` ``(rows, vocab)``, as generate picks it."""

@@ -20,7 +20,7 @@ from transformers.generation.streamers import BaseStreamer
 from tunery.data.media import SINGULAR, MediaEncoder, MediaSettings
 from tunery.data.processors import encode_record
 from tunery.errors import ConfigError
-from tunery.inference.continuous import DecodeBatch, Decoding, decoding_of, has_plain_cache
+from tunery.inference.continuous import DecodeBatch, Decoding, decoding_of, has_plain_cache, left_padded
 from tunery.inference.engine import Engine, GenerationJob, Joiners, Response, TextStream
 from tunery.inference.generation import (
     cut_at_stop,
@@ -298,9 +298,8 @@ class HuggingFaceEngine(Engine):
 
     def _decode_continuously(self, rows: list[_Row], decoding: Decoding, joiners: Joiners | None) -> None:
         """Decode ``rows`` step by step; rows that end leave with their reply, ``joiners``' jobs come in."""
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_token_ids()[0]
         stop_ids = set(self.stop_token_ids())
-        batch = DecodeBatch(self.model, decoding, pad)
+        batch = DecodeBatch(self.model, decoding, self._pad_token_id)
         live: list[_Row] = []
         waiting = rows
         waited = 0  # steps the first waiting row has waited for company
@@ -343,14 +342,14 @@ class HuggingFaceEngine(Engine):
             limit = min(limit, max(1, context - len(job.prompt)))
         return int(limit)
 
+    @property
+    def _pad_token_id(self) -> int:
+        """The tokenizer's padding id, else its first end-of-turn id (masked out either way)."""
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.stop_token_ids()[0]
+
     def _pad_left(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left padding, so every row's last token is its generation prompt (what generate continues)."""
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_token_ids()[0]
-        width = max(len(p) for p in prompts)
-        ids = [[pad] * (width - len(p)) + list(p) for p in prompts]
-        mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
-        return (torch.tensor(ids, dtype=torch.long, device=self.device),
-                torch.tensor(mask, dtype=torch.long, device=self.device))
+        return left_padded(prompts, self._pad_token_id, self.device)
 
     def _hf_kwargs(self, gen: dict[str, Any]) -> tuple[dict[str, Any], list[str], int]:
         kwargs = self.generate_kwargs(gen)
