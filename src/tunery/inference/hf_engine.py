@@ -323,7 +323,7 @@ class HuggingFaceEngine(Engine):
                                 row.job.finish(row.response(len(row.job.prompt)))
                         batch.keep([i for i, row in enumerate(live) if row.done is None])
                         live = [row for row in live if row.done is None]
-                    for job in joiners(len(live)) if joiners is not None else []:
+                    for job in joiners(len(live) + len(waiting)) if joiners is not None else []:
                         if job.cancel.is_set():
                             job.finish(job.cancelled_response())
                         else:

@@ -56,14 +56,14 @@ def _serve(engine, first, late, hand_over_at):
         engine.generate_rows(first, joiners)
     finally:
         handle.remove()
-    return calls
+    return calls, offered
 
 
 def test_jobs_join_a_running_batch_and_reply_as_they_would_alone(engine):
     first = [GenerationJob(engine.prompt_ids(c), {"max_new_tokens": 10}) for c in CONVS[:2]]
     late = [GenerationJob(engine.prompt_ids(c), {"max_new_tokens": n}) for c, n in zip(CONVS[2:], (6, 9))]
     joined = list(late)
-    calls = _serve(engine, first, late, hand_over_at=(3, 4))
+    calls, _ = _serve(engine, first, late, hand_over_at=(3, 4))
     # the first joiner waits one step for the second; both are prefilled together, then 4 rows decode
     assert calls[:6] == ["prefill 2", "step 2", "step 2", "step 2", "prefill 2", "step 4"]
     for job in first + joined:
@@ -78,8 +78,9 @@ def test_a_lone_joiner_waits_a_few_steps_at_most(engine):
     first = [GenerationJob(engine.prompt_ids(CONVS[1]), {"max_new_tokens": 12})]
     late = [GenerationJob(engine.prompt_ids(CONVS[2]), {"max_new_tokens": 4})]
     joined = list(late)
-    calls = _serve(engine, first, late, hand_over_at=(2,))
+    calls, offered = _serve(engine, first, late, hand_over_at=(2,))
     assert calls[:7] == ["prefill 1", "step 1"] + ["step 1"] * JOIN_WAIT_STEPS + ["prefill 1", "step 2"]
+    assert offered[:6] == [1, 1, 2, 2, 2, 2]  # a waiting joiner counts as a row: the batch never exceeds its size
     assert joined[0].future.result()[0].text == _alone(engine, joined[0]).text
 
 
