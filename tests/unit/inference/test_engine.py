@@ -263,4 +263,6 @@ def test_a_lone_client_never_waits_for_the_regroup(engine):
             batcher.submit(job).future.result(timeout=20)  # a 30 s regroup wait would time out here
     finally:
         batcher.close()
-    assert batcher.stats["batches"] == 2 and batcher.stats["largest_batch"] == 1
+    # the second request starts a batch of its own, or (when it comes before the first batch's loop has
+    # ended) joins that loop as its only row: either way served alone and at once
+    assert batcher.stats["batches"] + batcher.stats["joined"] == 2 and batcher.stats["largest_batch"] == 1
